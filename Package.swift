@@ -1,0 +1,45 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "zero-sft",
+    products: [
+        .executable(name: "zero-sft", targets: ["zero-sft"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C edges: only Collectives and Kernels import these.
+        .systemLibrary(
+            name: "CMPI", pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(
+            name: "COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+
+        .target(name: "Collectives", dependencies: ["CMPI"]),
+        .target(name: "Kernels", dependencies: ["COpenBLAS"]),
+        .target(name: "Checkpoints"),
+        .target(name: "Tokenizers", dependencies: ["Checkpoints"]),
+        .target(name: "Models", dependencies: ["Kernels", "Checkpoints"]),
+        .target(name: "Sharding", dependencies: ["Collectives", "Kernels", "Models"]),
+        .target(name: "Training", dependencies: ["Collectives", "Kernels", "Models", "Sharding", "Checkpoints", "Tokenizers"]),
+        .executableTarget(
+            name: "zero-sft",
+            dependencies: [
+                "Training", "Collectives", "Models", "Sharding", "Kernels", "Checkpoints", "Tokenizers",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        // Test-only helpers: find the built zero-sft binary and run it under mpirun with a timeout.
+        .target(name: "TestSupport"),
+
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Checkpoints"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Sharding", "Models", "Collectives", "Checkpoints", "TestSupport"]),
+    ]
+)

@@ -1,0 +1,2 @@
+// Placeholder: the Tokenizers helper owns this module.
+public enum TokenizersPlaceholder {}

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct ZeroSFT: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "zero-sft",
+        abstract: "ZeRO-sharded supervised fine-tuning of decoder-only language models on CPUs.",
+        subcommands: [])
+}
