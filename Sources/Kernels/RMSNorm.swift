@@ -1,0 +1,59 @@
+/// Root-mean-square layer norm as in HF Llama: `out = w ⊙ x / sqrt(mean(x²) + ε)`.
+///
+/// Shapes: `inp (N, C)`, `weight (C)`, `out (N, C)`; caches `rstd (N)` = `1 / sqrt(mean(x²) + ε)`.
+public enum RMSNorm {
+    public static func forward(
+        out: UnsafeMutableBufferPointer<Float>,
+        rstd: UnsafeMutableBufferPointer<Float>,
+        inp: UnsafeBufferPointer<Float>,
+        weight: UnsafeBufferPointer<Float>,
+        tokens n: Int, channels c: Int, epsilon: Float
+    ) {
+        precondition(out.count >= n * c && inp.count >= n * c && rstd.count >= n && weight.count == c,
+                     "RMSNorm.forward: buffers do not fit (N \(n), C \(c))")
+        guard n > 0 else { return }
+        let x = inp.baseAddress!, y = out.baseAddress!, w = weight.baseAddress!, r = rstd.baseAddress!
+        for t in 0..<n {
+            let xt = x + t * c, yt = y + t * c
+            var sumSquares: Float = 0
+            for j in 0..<c { sumSquares += xt[j] * xt[j] }
+            let s = 1 / (sumSquares / Float(c) + epsilon).squareRoot()
+            r[t] = s
+            for j in 0..<c { yt[j] = w[j] * (xt[j] * s) }
+        }
+    }
+
+    /// Accumulates `dinp += ∂L/∂x` and `dweight += ∂L/∂w` from `dout`.
+    ///
+    /// With `x̂ = x·r`: `∂L/∂w = Σₜ dout ⊙ x̂`, `∂L/∂x = r · (g − x̂ · mean(g ⊙ x̂))` where `g = dout ⊙ w`.
+    public static func backward(
+        dinp: UnsafeMutableBufferPointer<Float>,
+        dweight: UnsafeMutableBufferPointer<Float>,
+        dout: UnsafeBufferPointer<Float>,
+        inp: UnsafeBufferPointer<Float>,
+        weight: UnsafeBufferPointer<Float>,
+        rstd: UnsafeBufferPointer<Float>,
+        tokens n: Int, channels c: Int
+    ) {
+        precondition(dinp.count >= n * c && dout.count >= n * c && inp.count >= n * c && rstd.count >= n
+                     && weight.count == c && dweight.count == c, "RMSNorm.backward: buffers do not fit (N \(n), C \(c))")
+        guard n > 0 else { return }
+        let dx = dinp.baseAddress!, dw = dweight.baseAddress!, dy = dout.baseAddress!
+        let x = inp.baseAddress!, w = weight.baseAddress!, r = rstd.baseAddress!
+        for t in 0..<n {
+            let xt = x + t * c, dyt = dy + t * c, dxt = dx + t * c
+            let s = r[t]
+            var dot: Float = 0
+            for j in 0..<c {
+                let xhat = xt[j] * s
+                dot += dyt[j] * w[j] * xhat
+                dw[j] += dyt[j] * xhat
+            }
+            let meanDot = dot / Float(c)
+            for j in 0..<c {
+                let xhat = xt[j] * s
+                dxt[j] += s * (dyt[j] * w[j] - xhat * meanDot)
+            }
+        }
+    }
+}

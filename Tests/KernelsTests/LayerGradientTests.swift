@@ -1,0 +1,167 @@
+import Testing
+import Glibc
+@testable import Kernels
+
+/// Finite-difference checks of every layer's backward (see `expectGradient` for the tolerance).
+@Suite struct LayerGradientTests {
+    @Test func linearWithBias() {
+        let n = 5, i = 7, o = 6
+        var random = TestRandom(seed: 1)
+        var x = random.normals(n * i), w = random.normals(o * i, std: 0.5), b = random.normals(o)
+        let r = random.normals(n * o)
+        func forward(_ x: [Float], _ w: [Float], _ b: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: n * o)
+            out.withUnsafeMutableBufferPointer { out in
+                x.withUnsafeBufferPointer { x in w.withUnsafeBufferPointer { w in b.withUnsafeBufferPointer { b in
+                    Linear.forward(out: out, inp: x, weight: w, bias: b, tokens: n, inputs: i, outputs: o)
+                } } }
+            }
+            return out
+        }
+        var dx = [Float](repeating: 0, count: n * i), dw = [Float](repeating: 0, count: o * i), db = [Float](repeating: 0, count: o)
+        r.withUnsafeBufferPointer { r in x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in
+            dx.withUnsafeMutableBufferPointer { dx in dw.withUnsafeMutableBufferPointer { dw in db.withUnsafeMutableBufferPointer { db in
+                Linear.backward(dinp: dx, dweight: dw, dbias: db, dout: r, inp: xp, weight: wp, tokens: n, inputs: i, outputs: o)
+            } } }
+        } } }
+        let (w0, b0, x0) = (w, b, x)
+        expectGradient("linear input", at: &x, analytic: dx) { weightedSum(forward($0, w0, b0), r) }
+        expectGradient("linear weight", at: &w, analytic: dw) { weightedSum(forward(x0, $0, b0), r) }
+        expectGradient("linear bias", at: &b, analytic: db) { weightedSum(forward(x0, w0, $0), r) }
+        // The forward itself against a direct sum.
+        let out = forward(x, w, b)
+        var maxError: Float = 0
+        for t in 0..<n { for j in 0..<o {
+            var s = b[j]; for k in 0..<i { s += x[t * i + k] * w[j * i + k] }
+            maxError = max(maxError, abs(s - out[t * o + j]))
+        } }
+        #expect(maxError < 1e-5, "linear forward differs from the direct sum by \(maxError)")
+    }
+
+    @Test func rmsNorm() {
+        let n = 4, c = 9
+        var random = TestRandom(seed: 2)
+        var x = random.normals(n * c), w = random.normals(c)
+        let r = random.normals(n * c)
+        func forward(_ x: [Float], _ w: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: n * c), rstd = [Float](repeating: 0, count: n)
+            out.withUnsafeMutableBufferPointer { out in rstd.withUnsafeMutableBufferPointer { rstd in
+                x.withUnsafeBufferPointer { x in w.withUnsafeBufferPointer { w in
+                    RMSNorm.forward(out: out, rstd: rstd, inp: x, weight: w, tokens: n, channels: c, epsilon: 1e-5)
+                } }
+            } }
+            return out
+        }
+        var rstd = [Float](repeating: 0, count: n), scratch = [Float](repeating: 0, count: n * c)
+        scratch.withUnsafeMutableBufferPointer { o in rstd.withUnsafeMutableBufferPointer { rs in x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in
+            RMSNorm.forward(out: o, rstd: rs, inp: xp, weight: wp, tokens: n, channels: c, epsilon: 1e-5)
+        } } } }
+        var dx = [Float](repeating: 0, count: n * c), dw = [Float](repeating: 0, count: c)
+        dx.withUnsafeMutableBufferPointer { dx in dw.withUnsafeMutableBufferPointer { dw in
+            r.withUnsafeBufferPointer { r in x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in rstd.withUnsafeBufferPointer { rs in
+                RMSNorm.backward(dinp: dx, dweight: dw, dout: r, inp: xp, weight: wp, rstd: rs, tokens: n, channels: c)
+            } } } }
+        } }
+        let (x0, w0) = (x, w)
+        expectGradient("rmsnorm input", at: &x, analytic: dx) { weightedSum(forward($0, w0), r) }
+        expectGradient("rmsnorm weight", at: &w, analytic: dw) { weightedSum(forward(x0, $0), r) }
+    }
+
+    @Test func swiGLU() {
+        let count = 40
+        var random = TestRandom(seed: 3)
+        var g = random.normals(count, std: 2), u = random.normals(count)
+        let r = random.normals(count)
+        func forward(_ g: [Float], _ u: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: count)
+            out.withUnsafeMutableBufferPointer { o in g.withUnsafeBufferPointer { gp in u.withUnsafeBufferPointer { up in
+                SwiGLU.forward(out: o, gate: gp, up: up, count: count)
+            } } }
+            return out
+        }
+        var dg = [Float](repeating: 0, count: count), du = [Float](repeating: 0, count: count)
+        dg.withUnsafeMutableBufferPointer { dg in du.withUnsafeMutableBufferPointer { du in
+            r.withUnsafeBufferPointer { r in g.withUnsafeBufferPointer { gp in u.withUnsafeBufferPointer { up in
+                SwiGLU.backward(dgate: dg, dup: du, dout: r, gate: gp, up: up, count: count)
+            } } }
+        } }
+        let (g0, u0) = (g, u)
+        expectGradient("swiglu gate", at: &g, analytic: dg) { weightedSum(forward($0, u0), r) }
+        expectGradient("swiglu up", at: &u, analytic: du) { weightedSum(forward(g0, $0), r) }
+    }
+
+    @Test func rope() {
+        let n = 6, heads = 3, d = 8
+        let table = RotaryTable(headDimension: d, maxPositions: 16, base: 10000)
+        let positions: [Int32] = [0, 1, 2, 0, 1, 5]
+        var random = TestRandom(seed: 4)
+        var x = random.normals(n * heads * d)
+        let r = random.normals(n * heads * d)
+        func forward(_ x: [Float]) -> [Float] {
+            var y = x
+            y.withUnsafeMutableBufferPointer { y in positions.withUnsafeBufferPointer { p in RoPE.apply(y, positions: p, heads: heads, table: table) } }
+            return y
+        }
+        var dx = r
+        dx.withUnsafeMutableBufferPointer { y in positions.withUnsafeBufferPointer { p in RoPE.apply(y, positions: p, heads: heads, table: table, inverse: true) } }
+        expectGradient("rope", at: &x, analytic: dx) { weightedSum(forward($0), r) }
+        // Position 0 is the identity; the rotation keeps each pair's norm.
+        let y = forward(x)
+        for i in 0..<(heads * d) { #expect(abs(y[i] - x[i]) < 1e-6, "rope moved position 0 at \(i)") }
+    }
+
+    @Test func embedding() {
+        let v = 10, c = 4
+        let tokens: [Int32] = [3, 1, 3, 9, 0]
+        var random = TestRandom(seed: 5)
+        var w = random.normals(v * c)
+        let r = random.normals(tokens.count * c)
+        func forward(_ w: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: tokens.count * c)
+            out.withUnsafeMutableBufferPointer { o in tokens.withUnsafeBufferPointer { t in w.withUnsafeBufferPointer { wp in
+                Embedding.forward(out: o, tokens: t, weight: wp, vocabulary: v, channels: c)
+            } } }
+            return out
+        }
+        var dw = [Float](repeating: 0, count: v * c)
+        dw.withUnsafeMutableBufferPointer { dw in r.withUnsafeBufferPointer { r in tokens.withUnsafeBufferPointer { t in
+            Embedding.backward(dweight: dw, dout: r, tokens: t, vocabulary: v, channels: c)
+        } } }
+        expectGradient("embedding", at: &w, analytic: dw) { weightedSum(forward($0), r) }
+    }
+
+    @Test func classifierLossAndGradients() {
+        let n = 7, c = 6, v = 11
+        let targets: [Int32] = [3, -100, 10, 0, -100, 5, 3]
+        var random = TestRandom(seed: 6)
+        var h = random.normals(n * c), w = random.normals(v * c)
+        let scale: Float = 1 / 5
+        func loss(_ h: [Float], _ w: [Float]) -> Double {
+            h.withUnsafeBufferPointer { hp in w.withUnsafeBufferPointer { wp in targets.withUnsafeBufferPointer { t in
+                Classifier.forwardBackward(hidden: hp, weight: wp, targets: t, vocabulary: v, channels: c, scale: scale,
+                                           dhidden: nil, dweight: nil).lossSum * Double(scale)
+            } } }
+        }
+        var dh = [Float](repeating: 0, count: n * c), dw = [Float](repeating: 0, count: v * c)
+        let result = dh.withUnsafeMutableBufferPointer { dh in dw.withUnsafeMutableBufferPointer { dw in
+            h.withUnsafeBufferPointer { hp in w.withUnsafeBufferPointer { wp in targets.withUnsafeBufferPointer { t in
+                Classifier.forwardBackward(hidden: hp, weight: wp, targets: t, vocabulary: v, channels: c, scale: scale, dhidden: dh, dweight: dw)
+            } } }
+        } }
+        #expect(result.count == 5)
+        // The loss against a direct Double computation.
+        var expected = 0.0
+        for t in 0..<n where targets[t] != -100 {
+            var logits = [Double](repeating: 0, count: v)
+            for j in 0..<v { for k in 0..<c { logits[j] += Double(h[t * c + k]) * Double(w[j * c + k]) } }
+            let m = logits.max()!
+            let lse = m + Glibc.log(logits.reduce(0) { $0 + Glibc.exp($1 - m) })
+            expected += lse - logits[Int(targets[t])]
+        }
+        #expect(abs(result.lossSum - expected) < 1e-4 * abs(expected), "loss \(result.lossSum), direct \(expected)")
+        for t in [1, 4] { for k in 0..<c { #expect(dh[t * c + k] == 0, "unsupervised row \(t) got a gradient") } }
+        let (h0, w0) = (h, w)
+        expectGradient("classifier hidden", at: &h, analytic: dh) { loss($0, w0) }
+        expectGradient("classifier weight", at: &w, analytic: dw) { loss(h0, $0) }
+    }
+}
