@@ -81,7 +81,7 @@ public final class DecoderModel {
             try batch.positions.withUnsafeBufferPointer { positions in
                 try batch.targets.withUnsafeBufferPointer { targets in
                     // Forward.
-                    let embedding = try store.parameters(unit: embeddingUnit)
+                    let embedding = try store.parameters(unit: embeddingUnit).view(0..<(v * c))
                     Embedding.forward(out: a.layerInput[0].pointer, tokens: tokens, weight: embedding, vocabulary: v, channels: c)
                     try store.releaseParameters(unit: embeddingUnit)
                     try check(a.layerInput[0], n * c, "embedding output")
@@ -99,12 +99,13 @@ public final class DecoderModel {
                     // Output projection and loss (fused with their backward).
                     let headWeight: UnsafeBufferPointer<Float>
                     let headUnit = config.tieWordEmbeddings ? embeddingUnit : finalUnit
-                    headWeight = config.tieWordEmbeddings ? try store.parameters(unit: embeddingUnit) : final.view(c..<(c + v * c))
+                    headWeight = config.tieWordEmbeddings ? try store.parameters(unit: embeddingUnit).view(0..<(v * c))
+                                                            : final.view(c..<(c + v * c))
                     var finalGradients: UnsafeMutableBufferPointer<Float>? = nil
                     var headGradient: UnsafeMutableBufferPointer<Float>? = nil
                     if training {
                         finalGradients = try store.gradients(unit: finalUnit)
-                        headGradient = config.tieWordEmbeddings ? try store.gradients(unit: embeddingUnit)
+                        headGradient = config.tieWordEmbeddings ? try store.gradients(unit: embeddingUnit).view(0..<(v * c))
                                                                 : finalGradients!.view(c..<(c + v * c))
                     }
                     let result = Classifier.forwardBackward(
@@ -154,7 +155,7 @@ public final class DecoderModel {
         var out = [Float](repeating: 0, count: n * v)
         try batch.tokens.withUnsafeBufferPointer { tokens in
             try batch.positions.withUnsafeBufferPointer { positions in
-                let embedding = try store.parameters(unit: layout.embeddingUnit)
+                let embedding = try store.parameters(unit: layout.embeddingUnit).view(0..<(v * c))
                 Embedding.forward(out: a.layerInput[0].pointer, tokens: tokens, weight: embedding, vocabulary: v, channels: c)
                 try store.releaseParameters(unit: layout.embeddingUnit)
                 for l in 0..<config.numHiddenLayers {
@@ -165,7 +166,8 @@ public final class DecoderModel {
                 let final = try store.parameters(unit: layout.finalUnit)
                 RMSNorm.forward(out: a.normed.pointer, rstd: a.finalRstd.pointer, inp: a.layerInput.last!.prefix(n * c),
                                 weight: final.view(0..<c), tokens: n, channels: c, epsilon: Float(config.rmsNormEps))
-                let head = config.tieWordEmbeddings ? try store.parameters(unit: layout.embeddingUnit) : final.view(c..<(c + v * c))
+                let head = config.tieWordEmbeddings ? try store.parameters(unit: layout.embeddingUnit).view(0..<(v * c))
+                                                     : final.view(c..<(c + v * c))
                 out.withUnsafeMutableBufferPointer {
                     Classifier.logits(out: $0, hidden: a.normed.prefix(n * c), weight: head, rows: n, vocabulary: v, channels: c)
                 }
