@@ -1,0 +1,75 @@
+import Models
+
+/// How much of the training state each rank keeps (ZeRO, Rajbhandari et al. 2020).
+public enum ZeroStage: Int, Codable, Sendable, CaseIterable, CustomStringConvertible {
+    /// Data parallel: every rank holds everything; gradients are all-reduced.
+    case zero = 0
+    /// AdamW moments sharded; gradients reduce-scattered after the last micro-batch; parameters all-gathered after the update.
+    case one = 1
+    /// As 1, and gradients are reduce-scattered unit by unit during the backward: a rank keeps only its gradient shard.
+    case two = 2
+    /// As 2, and only the parameter shard persists: units are all-gathered just before use and freed after.
+    case three = 3
+
+    public var description: String { "stage \(rawValue)" }
+    public var shardsMoments: Bool { self != .zero }
+    public var shardsGradients: Bool { self == .two || self == .three }
+    public var shardsParameters: Bool { self == .three }
+}
+
+/// One unit's flat buffer split into `ranks` equal contiguous shards (padded at the end).
+public struct ShardedUnit: Sendable, Equatable {
+    public var name: String
+    /// Elements, without padding.
+    public var count: Int
+    /// Elements of one shard: `ceil(count / ranks)`.
+    public var shardCount: Int
+    public var ranks: Int
+    /// `shardCount × ranks ≥ count`: the buffer that all-gathers produce.
+    public var paddedCount: Int { shardCount * ranks }
+    public var padding: Int { paddedCount - count }
+    /// The elements rank `r` owns.
+    public func range(rank r: Int) -> Range<Int> { (r * shardCount)..<((r + 1) * shardCount) }
+}
+
+/// The sharding of a model's units over `ranks` ranks: which rank holds which range of which unit.
+public struct ShardPlan: Sendable, Equatable {
+    public var ranks: Int
+    public var units: [ShardedUnit]
+
+    public init(layout: ParameterLayout, ranks: Int) {
+        precondition(ranks >= 1, "ShardPlan: \(ranks) ranks")
+        self.ranks = ranks
+        units = layout.units.map { unit in
+            ShardedUnit(name: unit.name, count: unit.count, shardCount: (unit.count + ranks - 1) / ranks, ranks: ranks)
+        }
+    }
+
+    public var parameterCount: Int { units.reduce(0) { $0 + $1.count } }
+    public var paddedCount: Int { units.reduce(0) { $0 + $1.paddedCount } }
+    /// Elements one rank owns across all units (the same on every rank).
+    public var shardCount: Int { units.reduce(0) { $0 + $1.shardCount } }
+    public var largestUnit: Int { units.map(\.paddedCount).max() ?? 0 }
+
+    /// A table for `--debug`: units, sizes, padding and each rank's range.
+    public func describe() -> String {
+        var lines = ["sharding plan: \(units.count) units, \(parameterCount) parameters, \(ranks) rank(s), "
+                     + "\(shardCount) elements per rank (\(paddedCount - parameterCount) padding)"]
+        lines.append("  unit              elements      shard   padding  ranges")
+        for unit in units {
+            let ranges = (0..<ranks).map { r -> String in
+                let range = unit.range(rank: r)
+                return "r\(r) \(range.lowerBound)..<\(range.upperBound)"
+            }
+            let shown = ranks <= 4 ? ranges.joined(separator: ", ") : ranges.prefix(2).joined(separator: ", ") + ", …, " + ranges.last!
+            lines.append("  " + unit.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+                         + String(unit.count).leftPadded(12) + String(unit.shardCount).leftPadded(11)
+                         + String(unit.padding).leftPadded(10) + "  " + shown)
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
+}

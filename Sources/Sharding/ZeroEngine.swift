@@ -1,0 +1,259 @@
+import Collectives
+import Kernels
+import Models
+
+/// The sharded training state of one rank and the collectives that move it, stage 0 to 3.
+///
+/// Parameters, gradients and AdamW moments are one buffer per unit each, laid out as the unit's
+/// ``ParameterLayout`` (padded to a multiple of the rank count). What a rank keeps of each depends on
+/// the stage (see ``ZeroStage``); the model reaches them through ``UnitStore``, following
+/// ``DecoderModel/parameterSchedule(training:)``, which lets stage 3 start the all-gather of the
+/// next unit while the current one computes. Reduce-scatters of gradients (stages 2–3) are started
+/// when the model releases a unit's gradient and completed while the backward goes on.
+public final class ZeroEngine: UnitStore {
+    public let stage: ZeroStage
+    public let plan: ShardPlan
+    public let layout: ParameterLayout
+    public let communicator: Communicator
+    public var optimizer: AdamW
+    let rank: Int
+
+    /// Stages 0–2: the full padded unit; stage 3: this rank's shard.
+    let parameterStore: [FloatBuffer]
+    /// Stages 0–1: the full padded unit; stages 2–3: this rank's shard.
+    let gradientStore: [FloatBuffer]
+    /// Stage 0: full; stages 1–3: this rank's shard.
+    let momentM: [FloatBuffer], momentV: [FloatBuffer]
+
+    /// Stage 3: units gathered for use, and all-gathers in flight (prefetches).
+    var gathered: [Int: FloatBuffer] = [:]
+    var gathering: [Int: CollectiveRequest] = [:]
+    /// Stages 2–3: full-size gradient buffers handed to the model, and reduce-scatters in flight.
+    var gradientBuffers: [Int: FloatBuffer] = [:]
+    var reductions: [(unit: Int, request: CollectiveRequest, full: FloatBuffer, shard: FloatBuffer)] = []
+
+    var schedule: [Int] = []
+    var cursor = 0
+    var stepCount = 0
+
+    /// Byte counters for the memory ledger.
+    public private(set) var gatheredBytes = 0, peakGatheredBytes = 0
+    public private(set) var gradientBufferBytes = 0, peakGradientBufferBytes = 0
+    public private(set) var communicationBytes = 0, peakCommunicationBytes = 0
+
+    /// Allocates this rank's state and fills its parameters with `initialize(unit, elements, destination)`,
+    /// called only for the ranges this rank keeps (elements past the unit's count are padding: zero).
+    public init(
+        layout: ParameterLayout, stage: ZeroStage, communicator: Communicator, optimizer: AdamW,
+        initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
+    ) throws {
+        self.layout = layout
+        self.stage = stage
+        self.communicator = communicator
+        self.optimizer = optimizer
+        self.rank = communicator.rank
+        let plan = ShardPlan(layout: layout, ranks: communicator.size)
+        self.plan = plan
+        parameterStore = plan.units.map { FloatBuffer(count: stage.shardsParameters ? $0.shardCount : $0.paddedCount) }
+        gradientStore = plan.units.map { FloatBuffer(count: stage.shardsGradients ? $0.shardCount : $0.paddedCount) }
+        momentM = plan.units.map { FloatBuffer(count: stage.shardsMoments ? $0.shardCount : $0.paddedCount) }
+        momentV = plan.units.map { FloatBuffer(count: stage.shardsMoments ? $0.shardCount : $0.paddedCount) }
+        for (index, unit) in plan.units.enumerated() {
+            let range = stage.shardsParameters ? unit.range(rank: rank) : 0..<unit.paddedCount
+            let valid = range.clamped(to: 0..<unit.count)
+            if !valid.isEmpty {
+                let offset = valid.lowerBound - range.lowerBound
+                try initialize(index, valid, parameterStore[index].slice(offset..<(offset + valid.count)))
+            }
+        }
+    }
+
+    // MARK: Bytes held
+
+    public var parameterBytes: Int { parameterStore.reduce(0) { $0 + $1.bytes } }
+    public var gradientBytes: Int { gradientStore.reduce(0) { $0 + $1.bytes } }
+    public var momentBytes: Int { momentM.reduce(0) { $0 + $1.bytes } + momentV.reduce(0) { $0 + $1.bytes } }
+
+    // MARK: One micro-step
+
+    /// Starts a micro-step whose parameter requests follow `schedule`.
+    public func beginMicroStep(schedule: [Int]) {
+        precondition(gathered.isEmpty && gathering.isEmpty && gradientBuffers.isEmpty, "ZeroEngine: previous micro-step not finished")
+        self.schedule = schedule
+        cursor = 0
+    }
+
+    /// Completes the micro-step's outstanding reduce-scatters.
+    public func endMicroStep() throws {
+        precondition(cursor == schedule.count, "ZeroEngine: micro-step used \(cursor) of \(schedule.count) scheduled units")
+        precondition(gathered.isEmpty && gradientBuffers.isEmpty, "ZeroEngine: units still held at the end of the micro-step")
+        while !reductions.isEmpty { try completeReduction(at: 0) }
+    }
+
+    public func parameters(unit: Int) throws -> UnsafeBufferPointer<Float> {
+        precondition(cursor < schedule.count && schedule[cursor] == unit,
+                     "ZeroEngine: unit \(unit) requested out of schedule (expected \(cursor < schedule.count ? String(schedule[cursor]) : "none"))")
+        cursor += 1
+        try progressReductions()
+        guard stage.shardsParameters else { return UnsafeBufferPointer(parameterStore[unit].pointer) }
+        if let request = gathering.removeValue(forKey: unit) { try request.wait() }
+        if gathered[unit] == nil { try startGather(unit).wait() ; gathering[unit] = nil }
+        // Prefetch the next unit while this one computes.
+        if cursor < schedule.count {
+            let next = schedule[cursor]
+            if gathered[next] == nil { gathering[next] = try startGather(next) }
+        }
+        return UnsafeBufferPointer(gathered[unit]!.pointer)
+    }
+
+    public func releaseParameters(unit: Int) throws {
+        guard stage.shardsParameters, let buffer = gathered.removeValue(forKey: unit) else { return }
+        precondition(gathering[unit] == nil, "ZeroEngine: released unit \(unit) with its gather in flight")
+        gatheredBytes -= buffer.bytes
+    }
+
+    public func gradients(unit: Int) throws -> UnsafeMutableBufferPointer<Float> {
+        guard stage.shardsGradients else { return gradientStore[unit].pointer }
+        if let buffer = gradientBuffers[unit] { return buffer.pointer }
+        let buffer = FloatBuffer(count: plan.units[unit].paddedCount)
+        gradientBuffers[unit] = buffer
+        gradientBufferBytes += buffer.bytes
+        peakGradientBufferBytes = max(peakGradientBufferBytes, gradientBufferBytes)
+        return buffer.pointer
+    }
+
+    public func releaseGradients(unit: Int) throws {
+        guard stage.shardsGradients, let full = gradientBuffers.removeValue(forKey: unit) else { return }
+        let shard = FloatBuffer(count: plan.units[unit].shardCount)
+        communicationBytes += shard.bytes
+        peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
+        let request = try communicator.startReduceScatter(UnsafeBufferPointer(full.pointer), into: shard.pointer, .sum)
+        reductions.append((unit, request, full, shard))
+        try progressReductions()
+    }
+
+    private func startGather(_ unit: Int) throws -> CollectiveRequest {
+        let buffer = FloatBuffer(count: plan.units[unit].paddedCount)
+        gathered[unit] = buffer
+        gatheredBytes += buffer.bytes
+        peakGatheredBytes = max(peakGatheredBytes, gatheredBytes)
+        return try communicator.startAllGather(UnsafeBufferPointer(parameterStore[unit].pointer), into: buffer.pointer)
+    }
+
+    /// Lets MPI progress the reductions in flight and folds in those that completed.
+    private func progressReductions() throws {
+        var index = 0
+        while index < reductions.count {
+            if try reductions[index].request.test() { try completeReduction(at: index) } else { index += 1 }
+        }
+    }
+
+    private func completeReduction(at index: Int) throws {
+        let (unit, request, full, shard) = reductions.remove(at: index)
+        try request.wait()
+        let destination = gradientStore[unit].pointer.baseAddress!, source = shard.pointer.baseAddress!
+        for i in 0..<shard.count { destination[i] += source[i] }
+        gradientBufferBytes -= full.bytes
+        communicationBytes -= shard.bytes
+    }
+
+    // MARK: The optimizer step
+
+    /// The range of unit `unit` this rank reduces and updates: its shard (stage 0 updates everything,
+    /// but the norm is still summed over shards so that every element counts once).
+    func ownedRange(_ unit: Int) -> Range<Int> { plan.units[unit].range(rank: rank) }
+
+    /// After the last micro-batch: brings each rank its summed gradient (stage 0: all of it, all-reduced;
+    /// stage 1: its shard, reduce-scattered; stages 2–3: already there) and returns the global L2 norm.
+    public func reduceGradients() throws -> Double {
+        switch stage {
+        case .zero:
+            for unit in gradientStore { try communicator.allReduce(unit.pointer, .sum) }
+        case .one:
+            let largest = plan.units.map(\.shardCount).max() ?? 0
+            let shard = FloatBuffer(count: largest)
+            communicationBytes += shard.bytes
+            peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
+            defer { communicationBytes -= shard.bytes }
+            for (index, unit) in plan.units.enumerated() {
+                let range = unit.range(rank: rank), target = shard.slice(0..<unit.shardCount)
+                try communicator.reduceScatter(UnsafeBufferPointer(gradientStore[index].pointer), into: target, .sum)
+                gradientStore[index].slice(range).update(fromContentsOf: target)
+            }
+        case .two, .three:
+            break
+        }
+        var sumSquares = 0.0
+        for index in plan.units.indices {
+            let gradient = ownedGradient(index)
+            var partial: Float = 0
+            for g in gradient { partial += g * g }
+            sumSquares += Double(partial)
+        }
+        return try communicator.allReduce(sumSquares, .sum).squareRoot()
+    }
+
+    /// The reduced gradient of the elements this rank owns.
+    func ownedGradient(_ unit: Int) -> UnsafeMutableBufferPointer<Float> {
+        stage.shardsGradients ? gradientStore[unit].pointer : gradientStore[unit].slice(ownedRange(unit))
+    }
+
+    /// AdamW on this rank's state, then (stages 1–2) all-gathers the updated parameter shards and zeroes the gradients.
+    public func optimizerStep(learningRate: Float, gradientScale: Float) throws {
+        stepCount += 1
+        for (index, unit) in plan.units.enumerated() {
+            let owned = stage == .zero ? 0..<unit.paddedCount : ownedRange(index)
+            let parameters = stage.shardsParameters ? parameterStore[index].pointer : parameterStore[index].slice(owned)
+            let gradients = stage == .zero ? gradientStore[index].pointer : ownedGradient(index)
+            // Split the owned range where weight decay switches on or off (matrices vs norms and biases).
+            for (segment, decays) in decaySegments(unit: index, range: owned) {
+                let local = (segment.lowerBound - owned.lowerBound)..<(segment.upperBound - owned.lowerBound)
+                optimizer.update(parameters: parameters.view(local), gradients: UnsafeBufferPointer(gradients.view(local)),
+                                 m: momentM[index].slice(local), v: momentV[index].slice(local),
+                                 step: stepCount, learningRate: learningRate, gradientScale: gradientScale, decay: decays)
+            }
+            if stage == .one || stage == .two {
+                let full = parameterStore[index].pointer
+                try communicator.allGather(UnsafeBufferPointer(full.view(owned)), into: full)
+            }
+        }
+        for buffer in gradientStore { buffer.zero() }
+    }
+
+    /// The pieces of `range` (in unit `unit`) with their weight-decay setting; padding does not decay.
+    func decaySegments(unit: Int, range: Range<Int>) -> [(Range<Int>, Bool)] {
+        var segments: [(Range<Int>, Bool)] = []
+        for tensor in layout.units[unit].tensors {
+            let overlap = range.clamped(to: tensor.range)
+            if !overlap.isEmpty { segments.append((overlap, tensor.decays)) }
+        }
+        let pad = range.clamped(to: layout.units[unit].count..<Int.max)
+        if !pad.isEmpty { segments.append((pad, false)) }
+        return segments
+    }
+
+    // MARK: Whole-model access (checkpoints, checksums, tests)
+
+    /// The full parameters of `unit` (unpadded), gathered from every rank's shard at stage 3.
+    /// Every rank must call it (a collective at stage 3).
+    public func fullParameters(unit: Int) throws -> [Float] {
+        let count = layout.units[unit].count
+        guard stage.shardsParameters else { return Array(parameterStore[unit].pointer.prefix(count)) }
+        let buffer = FloatBuffer(count: plan.units[unit].paddedCount)
+        try communicator.allGather(UnsafeBufferPointer(parameterStore[unit].pointer), into: buffer.pointer)
+        return Array(buffer.pointer.prefix(count))
+    }
+
+    /// A checksum of every parameter this rank owns, summed over ranks: identical on all ranks.
+    public func parameterChecksum() throws -> Double {
+        var local = 0.0
+        for (index, unit) in plan.units.enumerated() {
+            let range = unit.range(rank: rank)
+            let values = stage.shardsParameters ? parameterStore[index].pointer : parameterStore[index].slice(range)
+            var partial = 0.0
+            for (i, x) in values.enumerated() { partial += Double(x) * (1 + Double((range.lowerBound + i) % 7) * 0.125) }
+            local += partial
+        }
+        return try communicator.allReduce(local, .sum)
+    }
+}

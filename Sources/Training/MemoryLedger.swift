@@ -1,0 +1,96 @@
+import Foundation
+import Glibc
+import Collectives
+import Sharding
+
+/// What one rank holds, in bytes, by category, and what the operating system measured.
+public struct MemoryLedger: Sendable, Codable, Equatable {
+    public var rank = 0
+    /// Persistent parameters (stage 3: the shard only).
+    public var parameters = 0
+    /// Peak of units gathered for use at once (stage 3).
+    public var gatheredParameters = 0
+    /// Persistent gradients (stages 2–3: the shard only).
+    public var gradients = 0
+    /// Peak of full-size gradient buffers in flight (stages 2–3).
+    public var gradientBuffers = 0
+    /// AdamW `m` and `v`.
+    public var optimizerMoments = 0
+    /// Cached activations and scratch for one micro-batch.
+    public var activations = 0
+    /// Peak of receive buffers of collectives.
+    public var communication = 0
+    /// Peak resident set size (`getrusage`), and the current one (`/proc/self/statm`).
+    public var peakRSS = 0
+    public var currentRSS = 0
+
+    enum CodingKeys: String, CodingKey {
+        case rank, parameters, gradients, activations, communication
+        case gatheredParameters = "gathered_parameters"
+        case gradientBuffers = "gradient_buffers"
+        case optimizerMoments = "optimizer_moments"
+        case peakRSS = "peak_rss"
+        case currentRSS = "current_rss"
+    }
+
+    public init() {}
+
+    public init(engine: ZeroEngine, activationBytes: Int) {
+        rank = engine.communicator.rank
+        parameters = engine.parameterBytes
+        gatheredParameters = engine.peakGatheredBytes
+        gradients = engine.gradientBytes
+        gradientBuffers = engine.peakGradientBufferBytes
+        optimizerMoments = engine.momentBytes
+        activations = activationBytes
+        communication = engine.peakCommunicationBytes
+        peakRSS = Self.peakResidentBytes()
+        currentRSS = Self.currentResidentBytes()
+    }
+
+    /// Parameters, gradients and moments: the model states ZeRO distributes.
+    public var modelStates: Int { parameters + gradients + optimizerMoments }
+    /// Everything the ledger accounts for.
+    public var accounted: Int { modelStates + gatheredParameters + gradientBuffers + activations + communication }
+
+    var fields: [Int] { [rank, parameters, gatheredParameters, gradients, gradientBuffers, optimizerMoments, activations, communication, peakRSS, currentRSS] }
+    init(fields f: [Int]) {
+        (rank, parameters, gatheredParameters, gradients, gradientBuffers) = (f[0], f[1], f[2], f[3], f[4])
+        (optimizerMoments, activations, communication, peakRSS, currentRSS) = (f[5], f[6], f[7], f[8], f[9])
+    }
+
+    /// Every rank's ledger, on every rank (a collective).
+    public static func gather(_ local: MemoryLedger, communicator: Communicator) throws -> [MemoryLedger] {
+        let all = try communicator.allGather(local.fields.map(Int64.init))
+        let width = local.fields.count
+        return stride(from: 0, to: all.count, by: width).map { MemoryLedger(fields: all[$0..<($0 + width)].map(Int.init)) }
+    }
+
+    public static func peakResidentBytes() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024
+    }
+
+    public static func currentResidentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// `params 12.3M grads 4.1M moments 8.2M act 30.0M peak RSS 210M`.
+    public var brief: String {
+        "params \(Self.format(parameters + gatheredParameters)) grads \(Self.format(gradients + gradientBuffers)) "
+            + "moments \(Self.format(optimizerMoments)) act \(Self.format(activations)) rss \(Self.format(peakRSS))"
+    }
+
+    public static func format(_ bytes: Int) -> String {
+        let value = Double(bytes)
+        if value >= 1_073_741_824 { return String(format: "%.2fG", value / 1_073_741_824) }
+        if value >= 1_048_576 { return String(format: "%.1fM", value / 1_048_576) }
+        if value >= 1024 { return String(format: "%.1fK", value / 1024) }
+        return "\(bytes)B"
+    }
+}
+

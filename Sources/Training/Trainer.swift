@@ -1,0 +1,252 @@
+import Collectives
+import Foundation
+import Kernels
+import Models
+import Sharding
+
+/// Everything a training run is configured with (validated before any rank starts work).
+public struct TrainingOptions: Sendable, Codable, Equatable {
+    public var stage: ZeroStage = .three
+    public var microBatchSize = 4
+    public var sequenceLength = 512
+    public var gradientAccumulation = 1
+    public var learningRate = 3e-4
+    public var minimumLearningRate = 0.0
+    public var warmupSteps = 0
+    /// Optimizer steps; nil: one epoch.
+    public var maxSteps: Int? = nil
+    public var weightDecay = 0.0
+    public var beta1 = 0.9
+    public var beta2 = 0.999
+    public var epsilon = 1e-8
+    /// Global gradient-norm clipping threshold; 0 disables clipping.
+    public var clipGradientNorm = 1.0
+    public var seed: UInt64 = 42
+    public var shuffle = true
+    public var logEvery = 1
+    public var metricsFile: String? = nil
+    public var debug = false
+
+    public init() {}
+
+    public func validate() throws {
+        func check(_ ok: Bool, _ message: String) throws { if !ok { throw OptionError(message: message) } }
+        try check(microBatchSize >= 1, "--micro-batch-size must be at least 1 (got \(microBatchSize))")
+        try check(sequenceLength >= 2, "--seq-len must be at least 2 (got \(sequenceLength))")
+        try check(gradientAccumulation >= 1, "--grad-accum must be at least 1 (got \(gradientAccumulation))")
+        try check(learningRate > 0 && learningRate.isFinite, "--lr must be a positive number (got \(learningRate))")
+        try check(warmupSteps >= 0, "--warmup-steps must not be negative (got \(warmupSteps))")
+        try check(maxSteps.map { $0 >= 1 } ?? true, "--max-steps must be at least 1 (got \(maxSteps ?? 0))")
+        try check(weightDecay >= 0, "--weight-decay must not be negative (got \(weightDecay))")
+        try check(clipGradientNorm >= 0, "--clip-grad-norm must not be negative (got \(clipGradientNorm))")
+        try check(logEvery >= 1, "--log-every must be at least 1 (got \(logEvery))")
+        try check((0..<1).contains(beta1) && (0..<1).contains(beta2), "AdamW betas must be in [0, 1)")
+    }
+}
+
+public struct OptionError: Error, CustomStringConvertible {
+    public var message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One logged optimizer step, as printed and as written to `--metrics-file` (one JSON object per line).
+public struct StepMetrics: Sendable, Codable, Equatable {
+    public var step: Int
+    public var loss: Double
+    public var lr: Double
+    public var gradNorm: Double
+    public var tokensPerSec: Double
+    public var supervisedTokens: Int
+    public var tokens: Int
+    public var stepSeconds: Double
+    public var parameterChecksum: Double?
+    public var memory: [MemoryLedger]
+
+    enum CodingKeys: String, CodingKey {
+        case step, loss, lr, tokens, memory
+        case gradNorm = "grad_norm"
+        case tokensPerSec = "tokens_per_sec"
+        case supervisedTokens = "supervised_tokens"
+        case stepSeconds = "step_seconds"
+        case parameterChecksum = "parameter_checksum"
+    }
+}
+
+/// The per-rank training loop: one synchronous, deterministic loop; MPI calls on this thread only.
+public final class Trainer {
+    public let config: ModelConfig
+    public let options: TrainingOptions
+    public let communicator: Communicator
+    public let model: DecoderModel
+    public let engine: ZeroEngine
+    public private(set) var plan: TrainingPlan
+    public let schedule: LearningRateSchedule
+    public let totalSteps: Int
+    public private(set) var history: [StepMetrics] = []
+    let log: (String) -> Void
+
+    /// Sets up the model and this rank's share of the state. `initialize` fills parameter ranges
+    /// (random init or a checkpoint); it is called only for the ranges this rank keeps.
+    public init(
+        config: ModelConfig, options: TrainingOptions, communicator: Communicator, examples: [SFTExample],
+        initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void,
+        log: @escaping (String) -> Void
+    ) throws {
+        try options.validate()
+        self.config = config
+        self.options = options
+        self.communicator = communicator
+        self.log = log
+        plan = TrainingPlan(examples: examples, sequenceLength: options.sequenceLength, microBatchSize: options.microBatchSize,
+                            gradientAccumulation: options.gradientAccumulation, ranks: communicator.size,
+                            seed: options.seed, shuffle: options.shuffle)
+        guard !plan.examples.isEmpty else {
+            throw OptionError(message: "no example has a supervised token: nothing to train on (\(plan.report.summary))")
+        }
+        totalSteps = options.maxSteps ?? plan.stepsPerEpoch
+        schedule = LearningRateSchedule(peak: options.learningRate, warmupSteps: options.warmupSteps,
+                                        totalSteps: totalSteps, minimum: options.minimumLearningRate)
+        model = DecoderModel(config: config, maxTokens: plan.maxTokensPerMicroBatch)
+        model.checkFinite = options.debug
+        let optimizer = AdamW(beta1: Float(options.beta1), beta2: Float(options.beta2), epsilon: Float(options.epsilon),
+                              weightDecay: Float(options.weightDecay))
+        engine = try ZeroEngine(layout: model.layout, stage: options.stage, communicator: communicator,
+                                optimizer: optimizer, initialize: initialize)
+    }
+
+    public var isLeader: Bool { communicator.rank == 0 }
+
+    /// The memory ledger of every rank (a collective).
+    public func ledgers() throws -> [MemoryLedger] {
+        try MemoryLedger.gather(MemoryLedger(engine: engine, activationBytes: model.activationBytes), communicator: communicator)
+    }
+
+    /// Runs `totalSteps` optimizer steps, logging on rank 0 and appending to the metrics file.
+    public func train() throws {
+        let metricsHandle = try openMetricsFile()
+        defer { try? metricsHandle?.close() }
+        for step in 0..<totalSteps {
+            let metrics = try trainStep(step)
+            history.append(metrics)
+            if isLeader, step % options.logEvery == 0 || step == totalSteps - 1 {
+                log(String(format: "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %d supervised | ",
+                           step + 1, totalSteps, metrics.loss, metrics.lr, metrics.gradNorm, metrics.tokensPerSec, metrics.supervisedTokens)
+                    + "max/rank: " + Self.maxima(metrics.memory).brief)
+                if let metricsHandle {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.sortedKeys]
+                    var line = try encoder.encode(metrics)
+                    line.append(UInt8(ascii: "\n"))
+                    try metricsHandle.write(contentsOf: line)
+                }
+            }
+        }
+    }
+
+    /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW.
+    public func trainStep(_ step: Int) throws -> StepMetrics {
+        let started = Date()
+        let batches = plan.microBatches(step: step, rank: communicator.rank)
+        // The loss is normalised by the supervised tokens of the whole step, on all ranks.
+        let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count })]
+        let globalCounts = try communicator.allReduce(localCounts, .sum)
+        let supervised = Int(globalCounts[0]), tokens = Int(globalCounts[1])
+        let scale: Float = supervised > 0 ? 1 / Float(supervised) : 0
+        var lossSum = 0.0
+        for (micro, batch) in batches.enumerated() {
+            engine.beginMicroStep(schedule: model.parameterSchedule(training: true))
+            do {
+                lossSum += try model.step(batch, store: engine, lossScale: scale, training: true).lossSum
+            } catch let error as NonFiniteValueError {
+                throw TrainingError(step: step + 1, microBatch: micro, rank: communicator.rank, underlying: error)
+            }
+            try engine.endMicroStep()
+        }
+        let gradNorm = try engine.reduceGradients()
+        let lr = schedule.rate(at: step)
+        var clip: Float = 1
+        if options.clipGradientNorm > 0, gradNorm > options.clipGradientNorm {
+            clip = Float(options.clipGradientNorm / (gradNorm + 1e-6))
+        }
+        if !gradNorm.isFinite {
+            throw TrainingError(step: step + 1, microBatch: nil, rank: communicator.rank,
+                                underlying: OptionError(message: "gradient norm is \(gradNorm)"))
+        }
+        if supervised > 0 { try engine.optimizerStep(learningRate: Float(lr), gradientScale: clip) }
+        let globalLoss = try communicator.allReduce(lossSum, .sum)
+        let seconds = Date().timeIntervalSince(started)
+        let checksum = options.debug ? try engine.parameterChecksum() : nil
+        if let checksum, isLeader { log(String(format: "  debug: step %d parameter checksum %.9e", step + 1, checksum)) }
+        return StepMetrics(step: step + 1, loss: supervised > 0 ? globalLoss / Double(supervised) : 0, lr: lr, gradNorm: gradNorm,
+                           tokensPerSec: Double(tokens) / seconds, supervisedTokens: supervised, tokens: tokens,
+                           stepSeconds: seconds, parameterChecksum: checksum, memory: try ledgers())
+    }
+
+    /// The masked loss of `examples` without training: the sum and the count over all ranks.
+    public func evaluate(_ batches: [TokenBatch]) throws -> (loss: Double, supervised: Int) {
+        var lossSum = 0.0, count = 0
+        for batch in batches {
+            engine.beginMicroStep(schedule: model.parameterSchedule(training: false))
+            let result = try model.step(batch, store: engine, lossScale: 0, training: false)
+            try engine.endMicroStep()
+            lossSum += result.lossSum
+            count += result.count
+        }
+        let totals = try communicator.allReduce([lossSum, Double(count)], .sum)
+        return (totals[1] > 0 ? totals[0] / totals[1] : 0, Int(totals[1]))
+    }
+
+    /// Greedy continuation of `prompt` (every rank runs it: at stage 3 each forward gathers units).
+    public func greedy(prompt: [Int32], maxNewTokens: Int, stop: Set<Int32>) throws -> [Int32] {
+        var tokens = prompt
+        var generated: [Int32] = []
+        let capacity = model.maxTokens
+        for _ in 0..<maxNewTokens {
+            let window = Array(tokens.suffix(capacity))
+            let batch = TokenBatch(examples: [(window, [Int32](repeating: -100, count: window.count))])
+            engine.beginMicroStep(schedule: model.parameterSchedule(training: false))
+            let logits = try model.logits(batch, store: engine)
+            try engine.endMicroStep()
+            let v = config.vocabSize
+            let last = logits[((window.count - 1) * v)..<(window.count * v)]
+            let next = Int32(last.indices.max { last[$0] < last[$1] }! - (window.count - 1) * v)
+            if stop.contains(next) { break }
+            generated.append(next)
+            tokens.append(next)
+        }
+        return generated
+    }
+
+    static func maxima(_ ledgers: [MemoryLedger]) -> MemoryLedger {
+        var m = MemoryLedger()
+        for l in ledgers {
+            m.parameters = max(m.parameters, l.parameters); m.gatheredParameters = max(m.gatheredParameters, l.gatheredParameters)
+            m.gradients = max(m.gradients, l.gradients); m.gradientBuffers = max(m.gradientBuffers, l.gradientBuffers)
+            m.optimizerMoments = max(m.optimizerMoments, l.optimizerMoments); m.activations = max(m.activations, l.activations)
+            m.communication = max(m.communication, l.communication); m.peakRSS = max(m.peakRSS, l.peakRSS)
+            m.currentRSS = max(m.currentRSS, l.currentRSS)
+        }
+        return m
+    }
+
+    private func openMetricsFile() throws -> FileHandle? {
+        guard isLeader, let path = options.metricsFile else { return nil }
+        let url = URL(fileURLWithPath: path)
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw OptionError(message: "cannot create the metrics file \(path)")
+        }
+        return try FileHandle(forWritingTo: url)
+    }
+}
+
+/// A failure inside a training step, naming the step, the micro-batch and the rank.
+public struct TrainingError: Error, CustomStringConvertible {
+    public var step: Int
+    public var microBatch: Int?
+    public var rank: Int
+    public var underlying: Error
+    public var description: String {
+        "step \(step)\(microBatch.map { ", micro-batch \($0)" } ?? ""), rank \(rank): \(underlying)"
+    }
+}

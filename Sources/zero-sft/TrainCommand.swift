@@ -1,0 +1,111 @@
+import ArgumentParser
+import Collectives
+import Foundation
+import Models
+import Sharding
+import Training
+
+/// Options shared by every command that builds a model.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "A preset name (random init: \(ModelPreset.all.map(\.name).joined(separator: ", "))) or an HF config.json (random init).",
+        valueName: "model"))
+    var model: String = "tiny"
+
+    func loadConfig() throws -> ModelConfig {
+        if let preset = ModelPreset.config(named: model) { return preset }
+        let url = URL(fileURLWithPath: model)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw ModelConfigError.unknownPreset(model, known: ModelPreset.all.map(\.name))
+        }
+        return try ModelConfig.load(from: isDirectory.boolValue ? url.appendingPathComponent("config.json") : url)
+    }
+}
+
+/// The training options every training-like command takes.
+struct TrainingArguments: ParsableArguments {
+    @Option(name: .long, help: "ZeRO stage: 0 data parallel, 1 shard AdamW moments, 2 also gradients, 3 also parameters.")
+    var zeroStage: Int = 3
+    @Option(name: .long, help: "Packed rows per micro-batch on each rank.")
+    var microBatchSize: Int = 4
+    @Option(name: .long, help: "Tokens per packed row; longer examples are truncated (and counted).")
+    var seqLen: Int = 512
+    @Option(name: .long, help: "Micro-batches per optimizer step on each rank.")
+    var gradAccum: Int = 1
+    @Option(name: .long, help: "Peak learning rate.")
+    var lr: Double = 3e-4
+    @Option(name: .long, help: "Learning rate at the end of the cosine decay.")
+    var minLr: Double = 0
+    @Option(name: .long, help: "Linear warm-up steps before the cosine decay.")
+    var warmupSteps: Int = 0
+    @Option(name: .long, help: "Optimizer steps (default: one epoch of the data).")
+    var maxSteps: Int?
+    @Option(name: .long, help: "AdamW decoupled weight decay (not applied to norm weights and biases).")
+    var weightDecay: Double = 0
+    @Option(name: .long, help: "Clip the global gradient L2 norm to this value (0: no clipping).")
+    var clipGradNorm: Double = 1
+    @Option(name: .long, help: "Seed for initialisation and data order.")
+    var seed: UInt64 = 42
+    @Flag(name: .long, help: "Keep the data order (no shuffling per epoch).")
+    var noShuffle = false
+    @Option(name: .long, help: "Print a line every this many steps.")
+    var logEvery: Int = 1
+    @Option(name: .long, help: "Write one JSON object per logged step to this file (rank 0).")
+    var metricsFile: String?
+    @Flag(name: .long, help: "Check every layer for NaN/Inf, print a parameter checksum per step and the sharding plan.")
+    var debug = false
+
+    func options() throws -> TrainingOptions {
+        guard let stage = ZeroStage(rawValue: zeroStage) else {
+            throw ValidationError("--zero-stage must be 0, 1, 2 or 3 (got \(zeroStage))")
+        }
+        var o = TrainingOptions()
+        o.stage = stage
+        o.microBatchSize = microBatchSize
+        o.sequenceLength = seqLen
+        o.gradientAccumulation = gradAccum
+        o.learningRate = lr
+        o.minimumLearningRate = minLr
+        o.warmupSteps = warmupSteps
+        o.maxSteps = maxSteps
+        o.weightDecay = weightDecay
+        o.clipGradientNorm = clipGradNorm
+        o.seed = seed
+        o.shuffle = !noShuffle
+        o.logEvery = logEvery
+        o.metricsFile = metricsFile
+        o.debug = debug
+        return o
+    }
+
+    func validate() throws {
+        do { try options().validate() } catch let error as OptionError { throw ValidationError(error.message) }
+    }
+}
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Fine-tune with the masked SFT loss, ZeRO-sharded across the MPI ranks (one rank without mpirun).")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(name: .long, help: "Pre-tokenized JSONL: {\"input_ids\": [...], \"labels\": [...]} per line (-100: not trained).")
+    var data: String
+    @OptionGroup var training: TrainingArguments
+    @Option(name: .long, help: "Write the trained model here (config.json + model.safetensors); refuses an existing non-empty directory.")
+    var outputDir: String?
+
+    func run() throws {
+        let config = try modelOptions.loadConfig()
+        let options = try training.options()
+        let examples = try TokenizedDataset.load(from: URL(fileURLWithPath: data), vocabularySize: config.vocabSize)
+        try Output.checkFreshDirectory(outputDir)
+        Job.run { communicator in
+            let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
+                                                  examples: examples, modelName: modelOptions.model)
+            try trainer.train()
+            if let outputDir { try Output.save(trainer: trainer, to: outputDir) }
+        }
+    }
+}
