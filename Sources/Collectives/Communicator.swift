@@ -1,43 +1,233 @@
 internal import CMPI
-import Foundation
-// TEMPORARY size-1 stand-in with the agreed API, replaced by the Collectives helper's module on merge.
-public protocol CollectiveElement: Sendable {}
-extension Float: CollectiveElement {}
-extension Double: CollectiveElement {}
-extension Int32: CollectiveElement {}
-extension Int64: CollectiveElement {}
-extension UInt8: CollectiveElement {}
-public enum ReductionOperation: Sendable { case sum, max, min }
-public struct CollectiveError: Error, CustomStringConvertible { public var description: String }
-public final class CollectiveRequest { public func wait() throws {}; public func test() throws -> Bool { true } }
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The ranks of one job and the collectives between them: a Swift-typed `MPI_COMM_WORLD`.
+///
+/// Obtain it with ``world()``. Started by `mpirun` (or another launcher), it initialises MPI once
+/// with `MPI_Init_thread(MPI_THREAD_FUNNELED)` and duplicates `MPI_COMM_WORLD` with the error
+/// handler `MPI_ERRORS_RETURN`, so every MPI failure becomes a thrown ``CollectiveError``.
+/// Started directly (no `OMPI_COMM_WORLD_SIZE`, `PMIX_RANK` or `PMI_RANK` in the environment) it
+/// is a one-rank communicator that never touches MPI: reductions and broadcasts leave the data as
+/// it is and gathers/scatters are copies.
+///
+/// Not `Sendable`: make every call from the thread that called ``world()`` first (MPI is
+/// initialised `FUNNELED`). Counts are `Int`; a collective whose arguments do not fit one MPI call
+/// (more than ``maximumBytesPerCall`` bytes, default `Int32.max`) is split into several calls.
+/// Buffer sizes must agree on every rank (a programmer error otherwise, which MPI may report as
+/// `MPI_ERR_TRUNCATE` or not at all).
 public final class Communicator {
-    nonisolated(unsafe) static var shared: Communicator?
-    public static func world() throws -> Communicator { if let s = shared { return s }; let c = Communicator(); shared = c; return c }
-    public let rank = 0
-    public let size = 1
-    public var hostName: String { ProcessInfo.processInfo.hostName }
-    public func barrier() throws {}
-    public func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {}
-    public func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation) throws {}
-    public func allReduce<T: CollectiveElement>(_ value: T, _ op: ReductionOperation) throws -> T { value }
-    public func allReduce<T: CollectiveElement>(_ values: [T], _ op: ReductionOperation) throws -> [T] { values }
-    public func allGather<T: CollectiveElement>(_ shard: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>) throws {
-        if shard.baseAddress != UnsafePointer(output.baseAddress) { _ = output.initialize(from: shard) }
+    /// This process's rank, in `0 ..< size`.
+    public let rank: Int
+    /// The number of ranks in the job.
+    public let size: Int
+    /// The name of the host this rank runs on (`MPI_Get_processor_name`, or `gethostname`
+    /// without MPI).
+    public var hostName: String { storedHostName }
+    /// Whether collectives go through MPI (`false` in the one-rank mode without a launcher).
+    public var isUsingMPI: Bool { handle != nil }
+    /// The most bytes a single MPI call moves in total (summed over ranks for gathers and
+    /// scatters). Larger collectives are split into pieces; the default `Int32.max` keeps every
+    /// `int` count and byte displacement inside MPI in range. Must be the same on every rank;
+    /// lowering it is useful to exercise the chunked paths with small buffers.
+    public var maximumBytesPerCall: Int = Int(Int32.max) {
+        didSet {
+            precondition(maximumBytesPerCall >= 1, "maximumBytesPerCall must be positive, got \(maximumBytesPerCall)")
+        }
     }
-    public func allGather<T: CollectiveElement>(_ values: [T]) throws -> [T] { values }
-    public func reduceScatter<T: CollectiveElement>(_ input: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation) throws {
-        _ = shard.initialize(from: input)
+
+    private let storedHostName: String
+    /// A duplicate of `MPI_COMM_WORLD` with `MPI_ERRORS_RETURN`; `nil` in the one-rank mode.
+    let handle: MPI_Comm?
+
+    nonisolated(unsafe) private static var shared: Result<Communicator, CollectiveError>?
+
+    /// The communicator of all ranks in the job, created on first use and the same instance after.
+    ///
+    /// The first call makes stdout line-buffered and, under a launcher, initialises MPI; an
+    /// initialisation failure is thrown again on every later call. The corresponding C functions
+    /// are `MPI_Init_thread`, `MPI_Comm_set_errhandler` and `MPI_Comm_dup`.
+    public static func world() throws -> Communicator {
+        if let shared { return try shared.get() }
+        ProcessRuntime.makeStdoutLineBuffered()
+        do {
+            let communicator = try ProcessRuntime.isUnderLauncher ? Communicator(initialisingMPI: ()) : Communicator()
+            shared = .success(communicator)
+        } catch {
+            shared = .failure(error)
+        }
+        return try shared!.get()
     }
-    public func startAllGather<T: CollectiveElement>(_ shard: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>) throws -> CollectiveRequest {
-        try allGather(shard, into: output); return CollectiveRequest()
+
+    /// The one-rank communicator used without a launcher.
+    private init() {
+        rank = 0
+        size = 1
+        storedHostName = ProcessRuntime.localHostName()
+        handle = nil
     }
-    public func startReduceScatter<T: CollectiveElement>(_ input: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation) throws -> CollectiveRequest {
-        try reduceScatter(input, into: shard, op); return CollectiveRequest()
+
+    /// Initialises MPI and wraps a duplicate of `MPI_COMM_WORLD`.
+    private init(initialisingMPI: Void) throws(CollectiveError) {
+        func failure(_ operation: String, _ code: Int32) -> CollectiveError {
+            CollectiveError(
+                operation: operation, rank: Int(ProcessRuntime.launcherRank) ?? -1, size: -1,
+                errorCode: code, errorClass: mpiErrorClass(code), reason: mpiErrorString(code))
+        }
+        var provided: Int32 = 0
+        var code = MPI_Init_thread(nil, nil, zsft_thread_funneled(), &provided)
+        guard code == zsft_success() else { throw failure("MPI_Init_thread", code) }
+        ProcessRuntime.registerFinaliseAtExit()
+        let world = zsft_comm_world()
+        code = MPI_Comm_set_errhandler(world, zsft_errors_return())
+        guard code == zsft_success() else { throw failure("MPI_Comm_set_errhandler", code) }
+        var duplicate: MPI_Comm? = nil
+        code = MPI_Comm_dup(world, &duplicate)
+        guard code == zsft_success() else { throw failure("MPI_Comm_dup", code) }
+        var rank: Int32 = 0
+        var size: Int32 = 0
+        code = MPI_Comm_rank(duplicate, &rank)
+        guard code == zsft_success() else { throw failure("MPI_Comm_rank", code) }
+        code = MPI_Comm_size(duplicate, &size)
+        guard code == zsft_success() else { throw failure("MPI_Comm_size", code) }
+        guard provided >= zsft_thread_funneled() else {
+            throw CollectiveError(
+                operation: "MPI_Init_thread", rank: Int(rank), size: Int(size),
+                reason: "the MPI library provides thread level \(provided), below MPI_THREAD_FUNNELED (\(zsft_thread_funneled()))")
+        }
+        var name = [CChar](repeating: 0, count: Int(zsft_max_processor_name()) + 1)
+        var nameLength: Int32 = 0
+        code = MPI_Get_processor_name(&name, &nameLength)
+        self.storedHostName =
+            code == zsft_success()
+            ? String(decoding: name.prefix(Int(nameLength)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            : ProcessRuntime.localHostName()
+        self.rank = Int(rank)
+        self.size = Int(size)
+        self.handle = duplicate
     }
-    public func abort(exitCode: Int32) -> Never { exit(exitCode) }
+
+    // MARK: Errors and chunking
+
+    /// Throws a ``CollectiveError`` for a failed MPI call.
+    func check(_ code: Int32, _ operation: String, _ details: @autoclosure () -> String) throws(CollectiveError) {
+        guard code != zsft_success() else { return }
+        throw CollectiveError(
+            operation: operation, rank: rank, size: size, errorCode: code, errorClass: mpiErrorClass(code),
+            reason: mpiErrorString(code), details: details())
+    }
+
+    /// The most elements of `T` per rank in one MPI call that moves `ranksPerCall` such blocks.
+    func elementsPerCall<T>(_: T.Type, ranksPerCall: Int) -> Int {
+        let bytesPerElement = MemoryLayout<T>.stride * ranksPerCall
+        return max(1, min(Int(Int32.max), maximumBytesPerCall / bytesPerElement))
+    }
+
+    // MARK: Collectives
+
+    /// Waits until every rank has entered the barrier. The corresponding C function is `MPI_Barrier`.
+    public func barrier() throws {
+        guard let handle else { return }
+        try check(MPI_Barrier(handle), "MPI_Barrier", "")
+    }
+
+    /// Copies `buffer` on rank `root` into `buffer` on every other rank.
+    ///
+    /// Every rank passes a buffer of the same count. The corresponding C function is `MPI_Bcast`.
+    public func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
+        precondition((0..<size).contains(root), "broadcast: root \(root) is not a rank of a \(size)-rank communicator")
+        let type = T.checkedMPIDatatype
+        guard let handle, buffer.count > 0, let base = buffer.baseAddress else { return }
+        let count = buffer.count
+        for piece in Pieces(count: count, limit: elementsPerCall(T.self, ranksPerCall: 1)) {
+            try check(
+                MPI_Bcast(base + piece.offset, Int32(piece.count), type, Int32(root), handle), "MPI_Bcast",
+                "\(count) × \(T.collectiveElementKind), root \(root)\(piece.describe(total: count))")
+        }
+    }
+
+    /// Replaces every element of `buffer` by its reduction over all ranks, in place.
+    ///
+    /// `buffer[i] ← op over ranks r of buffer_r[i]`. Every rank passes the same count. The
+    /// corresponding C function is `MPI_Allreduce` with `MPI_IN_PLACE`.
+    public func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation) throws {
+        let type = T.checkedMPIDatatype
+        guard let handle, buffer.count > 0, let base = buffer.baseAddress else { return }
+        let count = buffer.count
+        for piece in Pieces(count: count, limit: elementsPerCall(T.self, ranksPerCall: 1)) {
+            try check(
+                MPI_Allreduce(zsft_in_place(), base + piece.offset, Int32(piece.count), type, op.mpiOperation, handle),
+                "MPI_Allreduce", "\(count) × \(T.collectiveElementKind), \(op)\(piece.describe(total: count))")
+        }
+    }
+
+    /// The reduction of `value` over all ranks.
+    public func allReduce<T: CollectiveElement>(_ value: T, _ op: ReductionOperation) throws -> T {
+        var result = value
+        try withUnsafeMutablePointer(to: &result) { pointer in
+            try allReduce(UnsafeMutableBufferPointer(start: pointer, count: 1), op)
+        }
+        return result
+    }
+
+    /// The element-wise reduction of `values` over all ranks (every rank passes the same count).
+    public func allReduce<T: CollectiveElement>(_ values: [T], _ op: ReductionOperation) throws -> [T] {
+        var result = values
+        try result.withUnsafeMutableBufferPointer { buffer in try allReduce(buffer, op) }
+        return result
+    }
+
+    /// Aborts every rank of the job with `exitCode` (`MPI_Abort` on `MPI_COMM_WORLD`), after
+    /// flushing stdout and stderr. Without MPI it exits the process.
+    public func abort(exitCode: Int32) -> Never {
+        ProcessRuntime.flushStandardStreams()
+        if handle != nil, ProcessRuntime.mpiIsActive {
+            MPI_Abort(zsft_comm_world(), exitCode)
+        }
+        exit(exitCode)
+    }
+
+    /// Finalises MPI (`MPI_Finalize`); the communicator must not be used afterwards.
+    func finalise() throws(CollectiveError) {
+        guard handle != nil else { return }
+        try check(ProcessRuntime.finaliseIfNeeded(), "MPI_Finalize", "")
+    }
 }
-public enum Job {
-    public static func run(_ body: (Communicator) throws -> Void) -> Never {
-        do { try body(try Communicator.world()); exit(0) } catch { FileHandle.standardError.write("zero-sft: rank 0/1: \(error)\n".data(using: .utf8)!); exit(1) }
+
+/// Consecutive pieces `[offset, offset + count)` of at most `limit` elements covering `0 ..< count`.
+struct Pieces: Sequence, IteratorProtocol {
+    struct Piece: Equatable {
+        var offset: Int
+        var count: Int
+        var index: Int
+        var pieceCount: Int
+
+        /// ", piece 2 of 3 at element 100" for chunked calls, "" otherwise.
+        func describe(total: Int) -> String {
+            pieceCount == 1 ? "" : ", piece \(index + 1) of \(pieceCount) at element \(offset)"
+        }
+    }
+
+    let count: Int
+    let limit: Int
+    private var position = 0
+
+    init(count: Int, limit: Int) {
+        precondition(count >= 0 && limit >= 1)
+        self.count = count
+        self.limit = limit
+    }
+
+    var pieceCount: Int { count == 0 ? 0 : (count + limit - 1) / limit }
+
+    mutating func next() -> Piece? {
+        guard position < count else { return nil }
+        let piece = Piece(
+            offset: position, count: Swift.min(limit, count - position), index: position / limit, pieceCount: pieceCount)
+        position += piece.count
+        return piece
     }
 }
