@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+#if _endian(big)
+#error("Checkpoints reads little-endian safetensors and GGUF files by direct loads; big-endian hosts are not supported")
+#endif
+
+/// A read-only, private memory mapping of a whole file, unmapped when the last reference goes away.
+///
+/// Pages are faulted in on first touch, so reading a range of a tensor costs only the pages that hold
+/// it. The mapping is immutable after `init`, which makes sharing it across threads safe.
+/// The corresponding C functions are `open`, `fstat`, `mmap` and `munmap`.
+final class MappedFile: @unchecked Sendable {
+    /// The path the file was opened with, for error messages.
+    let path: String
+    /// The file's bytes; empty (with a nil base address) for an empty file.
+    let bytes: UnsafeRawBufferPointer
+
+    init(path: String) throws {
+        self.path = path
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw Self.systemError(path, "open") }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw Self.systemError(path, "fstat") }
+        guard (status.st_mode & S_IFMT) == S_IFREG else {
+            throw CheckpointError(.unreadableFile, path: path, expected: "a regular file", found: "a directory or special file")
+        }
+        let size = Int(status.st_size)
+        guard size > 0 else {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        let address = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0)
+        guard let address, address != MAP_FAILED else { throw Self.systemError(path, "mmap") }
+        bytes = UnsafeRawBufferPointer(start: address, count: size)
+    }
+
+    deinit {
+        if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+    }
+
+    /// The size of the file in bytes.
+    var count: Int { bytes.count }
+
+    /// Whether the file at `path` begins with the four bytes `GGUF` (reads only those bytes).
+    static func startsWithGGUFMagic(path: String) throws -> Bool {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw systemError(path, "open") }
+        defer { close(descriptor) }
+        var magic: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
+        let got = withUnsafeMutableBytes(of: &magic) { read(descriptor, $0.baseAddress, 4) }
+        return got == 4 && magic == (0x47, 0x47, 0x55, 0x46)
+    }
+
+    static func systemError(_ path: String, _ call: String) -> CheckpointError {
+        let code = errno
+        return CheckpointError(.unreadableFile, path: path, found: "\(call) failed: \(String(cString: strerror(code))) (errno \(code))")
+    }
+}

@@ -1,2 +1,0 @@
-// Placeholder: the Checkpoints helper owns this module.
-public enum CheckpointsPlaceholder {}
