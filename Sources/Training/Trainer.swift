@@ -183,10 +183,17 @@ public final class Trainer {
                            stepSeconds: seconds, parameterChecksum: checksum, memory: try ledgers())
     }
 
-    /// The masked loss of `examples` without training: the sum and the count over all ranks.
-    public func evaluate(_ batches: [TokenBatch]) throws -> (loss: Double, supervised: Int) {
+    /// The masked loss of `examples` without training, sharded across ranks: rank `r` evaluates
+    /// examples `r, r + N, …` (every rank runs the same number of forwards; a missing one is empty).
+    /// Returns the mean over all supervised tokens and their count.
+    public func evaluate(_ examples: [SFTExample]) throws -> (loss: Double, supervised: Int) {
+        let ranks = communicator.size, rank = communicator.rank
         var lossSum = 0.0, count = 0
-        for batch in batches {
+        for first in stride(from: 0, to: examples.count, by: ranks) {
+            let index = first + rank
+            let batch = index < examples.count
+                ? TokenBatch(examples: [(Array(examples[index].inputIDs.prefix(model.maxTokens)), Array(examples[index].labels.prefix(model.maxTokens)))])
+                : TokenBatch.empty
             engine.beginMicroStep(schedule: model.parameterSchedule(training: false))
             let result = try model.step(batch, store: engine, lossScale: 0, training: false)
             try engine.endMicroStep()

@@ -100,12 +100,12 @@ struct TrainCommand: ParsableCommand {
         let config = try modelOptions.loadConfig()
         let options = try training.options()
         let examples = try TokenizedDataset.load(from: URL(fileURLWithPath: data), vocabularySize: config.vocabSize)
-        try Output.checkFreshDirectory(outputDir)
-        Job.run { communicator in
+        try ModelCheckpoint.checkFreshDirectory(outputDir)
+        Job.run { (communicator: Communicator) throws -> Void in
             let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
                                                   examples: examples, modelName: modelOptions.model)
             try trainer.train()
-            if let outputDir { try Output.save(trainer: trainer, to: outputDir) }
+            if let outputDir { try ModelCheckpoint.save(engine: trainer.engine, config: config, to: URL(fileURLWithPath: outputDir)) }
         }
     }
 }

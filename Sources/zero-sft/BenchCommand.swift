@@ -1,0 +1,103 @@
+import ArgumentParser
+import Collectives
+import Foundation
+import Kernels
+import Models
+import Training
+
+/// Times forward + backward + optimizer step on synthetic data and compares with raw sgemm speed.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time training steps (forward, backward, AdamW) and print tokens/s and achieved GFLOP/s against sgemm's.",
+        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops and step_seconds.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(name: .long, help: "Rows per micro-batch on each rank.") var microBatchSize: Int = 4
+    @Option(name: .long, help: "Tokens per row (each row is one example, every token supervised).") var seqLen: Int = 256
+    @Option(name: .long, help: "ZeRO stage (0–3).") var zeroStage: Int = 3
+    @Option(name: .long, help: "Timed steps (after one untimed warm-up step).") var steps: Int = 3
+    @Option(name: .long, help: "Fraction of positions that carry a label.") var supervisedFraction: Double = 1
+
+    func validate() throws {
+        guard (0...3).contains(zeroStage) else { throw ValidationError("--zero-stage must be 0, 1, 2 or 3") }
+        guard steps >= 1, microBatchSize >= 1, seqLen >= 2 else { throw ValidationError("--steps, --micro-batch-size and --seq-len must be positive") }
+        guard supervisedFraction > 0, supervisedFraction <= 1 else { throw ValidationError("--supervised-fraction must be in (0, 1]") }
+    }
+
+    func run() throws {
+        let config = try modelOptions.loadConfig()
+        Job.run { (communicator: Communicator) throws -> Void in
+            let log = Session.leaderLog(communicator)
+            var options = TrainingOptions()
+            options.stage = .init(rawValue: zeroStage)!
+            options.microBatchSize = microBatchSize
+            options.sequenceLength = seqLen
+            options.maxSteps = steps + 1
+            options.shuffle = false
+            options.logEvery = 1
+            // One row per example, `ranks × micro-batch` rows per step, random tokens.
+            var state: UInt64 = 12345
+            func next() -> Int32 {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                return Int32((state >> 33) % UInt64(config.vocabSize))
+            }
+            let rows = communicator.size * microBatchSize * (steps + 1)
+            let promptLength = Int(Double(seqLen) * (1 - supervisedFraction))
+            let examples = (0..<rows).map { _ -> SFTExample in
+                let ids = (0..<seqLen).map { _ in next() }
+                return SFTExample(inputIDs: ids, labels: ids.enumerated().map { $0.offset < promptLength ? -100 : $0.element })
+            }
+            let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
+                                                  examples: examples, modelName: modelOptions.model)
+            _ = try trainer.trainStep(0)
+            var seconds = 0.0, tokens = 0, supervised = 0
+            for step in 1...steps {
+                let metrics = try trainer.trainStep(step)
+                seconds += metrics.stepSeconds
+                tokens += metrics.tokens
+                supervised += metrics.supervisedTokens
+                log(String(format: "step %d: %.3f s, %.0f tokens/s, loss %.4f", step, metrics.stepSeconds, metrics.tokensPerSec, metrics.loss))
+            }
+            let sgemm = Self.measureSgemm(tokens: microBatchSize * seqLen, config: config)
+            let psi = Double(trainer.model.layout.parameterCount)
+            let embedding = Double(config.vocabSize * config.hiddenSize)
+            // Model FLOPs: 6 per parameter per token for the transformer body, 6·V·C per supervised token
+            // for the output head, and causal attention 6·L·Hq·d·T per token (QKᵀ and PV, forward and backward).
+            let body = 6 * (psi - (config.tieWordEmbeddings ? embedding : 2 * embedding)) * Double(tokens)
+            let head = 6 * embedding * Double(supervised)
+            let attention = 6 * Double(config.numHiddenLayers * config.numAttentionHeads * config.headDimension * seqLen) * Double(tokens)
+            let gflops = (body + head + attention) / seconds / 1e9 / Double(communicator.size)
+            let ledgers = try trainer.ledgers()
+            let peak = ledgers.map(\.peakRSS).max() ?? 0
+            log(String(format: "%d ranks × %d threads: %.3f s/step, %.1f tokens/s, %.2f GFLOP/s per rank = %.0f%% of sgemm (%.2f GFLOP/s), peak RSS/rank %@",
+                       communicator.size, BLAS.threadCount, seconds / Double(steps), Double(tokens) / seconds, gflops,
+                       100 * gflops / sgemm, sgemm, MemoryLedger.format(peak)))
+            let summary: [String: Double] = [
+                "tokens_per_sec": Double(tokens) / seconds, "gflops": gflops, "sgemm_gflops": sgemm,
+                "step_seconds": seconds / Double(steps), "ranks": Double(communicator.size), "threads": Double(BLAS.threadCount),
+                "zero_stage": Double(zeroStage), "peak_rss": Double(peak),
+            ]
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            log(String(decoding: try encoder.encode(summary), as: UTF8.self))
+        }
+    }
+
+    /// GFLOP/s of the model's own largest matmul shape, `(tokens, C) × (F, C)ᵀ`, on this rank.
+    static func measureSgemm(tokens: Int, config: ModelConfig) -> Double {
+        let m = tokens, n = config.intermediateSize, k = config.hiddenSize
+        let a = FloatBuffer(count: m * k), b = FloatBuffer(count: n * k), c = FloatBuffer(count: m * n)
+        for i in 0..<a.count { a.pointer[i] = Float(i % 13) * 0.01 }
+        for i in 0..<b.count { b.pointer[i] = Float(i % 7) * 0.01 }
+        func run() {
+            BLAS.gemm(transposeA: false, transposeB: true, m: m, n: n, k: k, a: a.pointer.baseAddress!, lda: k,
+                      b: b.pointer.baseAddress!, ldb: k, c: c.pointer.baseAddress!, ldc: n)
+        }
+        run()
+        let repeats = 10
+        let start = Date()
+        for _ in 0..<repeats { run() }
+        return 2 * Double(m * n * k) * Double(repeats) / Date().timeIntervalSince(start) / 1e9
+    }
+}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Collectives
+import Foundation
+import Models
+import Sharding
+import Training
+
+/// `zero-sft` with no arguments: a small model learns the built-in question set, visibly.
+struct DemoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "The built-in job: a small model learns to answer a fixed set of questions; prints its answers before and after.")
+
+    @Option(name: .long, help: "Model preset.") var model: String = "small"
+    @Option(name: .long, help: "ZeRO stage (0–3).") var zeroStage: Int = 3
+    @Option(name: .long, help: "Optimizer steps.") var maxSteps: Int = 80
+    @Option(name: .long, help: "Peak learning rate.") var lr: Double = 3e-3
+    @Option(name: .long, help: "Seed.") var seed: UInt64 = 7
+    @Option(name: .long, help: "Write one JSON object per step to this file (rank 0).") var metricsFile: String?
+
+    func run() throws {
+        guard let config = ModelPreset.config(named: model) else {
+            throw ValidationError("unknown preset \(model): \(ModelPreset.all.map(\.name).joined(separator: ", "))")
+        }
+        var options = TrainingOptions()
+        options.clipGradientNorm = 1
+        guard let stage = ZeroStage(rawValue: zeroStage) else { throw ValidationError("--zero-stage must be 0, 1, 2 or 3") }
+        options.stage = stage
+        options.sequenceLength = 128
+        options.microBatchSize = 2
+        options.maxSteps = maxSteps
+        options.learningRate = lr
+        options.warmupSteps = maxSteps / 10
+        options.minimumLearningRate = lr / 10
+        options.weightDecay = 0.0
+        options.seed = seed
+        options.logEvery = max(1, maxSteps / 12)
+        options.metricsFile = metricsFile
+        Job.run { (communicator: Communicator) throws -> Void in
+            // Every step sees the whole question set (8 rows of 128 tokens), however many ranks share it.
+            options.gradientAccumulation = max(1, 4 / communicator.size)
+            let log = Session.leaderLog(communicator)
+            let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
+                                                  examples: DemoTask.examples(), modelName: model)
+            let questions = ["What is the capital of France?", "How many legs does a spider have?", "What is 12 + 30?", "Who wrote Hamlet?"]
+            func answers(_ title: String) throws {
+                log(title)
+                for question in questions {
+                    let reply = try trainer.greedy(prompt: DemoTask.prompt(question), maxNewTokens: 24, stop: [DemoTask.endToken])
+                    log("  Q: \(question)\n  A: \(DemoTask.decode(reply))")
+                }
+            }
+            try answers("before training:")
+            try trainer.train()
+            try answers("after training:")
+            let evaluation = try trainer.evaluate(trainer.plan.examples)
+            log(String(format: "final loss on the question set: %.4f over %d supervised tokens", evaluation.loss, evaluation.supervised))
+        }
+    }
+}
