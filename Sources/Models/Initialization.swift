@@ -20,7 +20,7 @@ public enum ParameterInitialization {
         let ordinalBase = layout.units[..<unitIndex].reduce(0) { $0 + $1.tensors.count }
         let std = Float(config.initializerRange)
         for (k, tensor) in unit.tensors.enumerated() {
-            let overlap = max(tensor.offset, range.lowerBound)..<min(tensor.offset + tensor.count, range.upperBound)
+            let overlap = range.clamped(to: tensor.range)
             guard !overlap.isEmpty else { continue }
             let out = base + (overlap.lowerBound - range.lowerBound)
             if tensor.name.hasSuffix("norm.weight") {
