@@ -9,7 +9,7 @@ import Glibc
 /// `dhidden[row] = dlogits · W` and `dweight += dlogitsᵀ · h`. Positions without a label cost nothing:
 /// on CPU that is most of what SFT saves. Only `chunkRows × V` logits exist at a time.
 public enum Classifier {
-    public static let chunkRows = 128
+    public static let chunkRows = 512
 
     /// The summed negative log-likelihood over supervised positions and their count.
     public struct Result: Sendable {

@@ -60,6 +60,10 @@ public struct StepMetrics: Sendable, Codable, Equatable {
     public var supervisedTokens: Int
     public var tokens: Int
     public var stepSeconds: Double
+    /// Forward and backward of all micro-batches (including the collectives inside them).
+    public var computeSeconds: Double
+    /// Gradient reduction, norm, AdamW and the parameter all-gather.
+    public var optimizerSeconds: Double
     public var parameterChecksum: Double?
     public var memory: [MemoryLedger]
 
@@ -69,6 +73,8 @@ public struct StepMetrics: Sendable, Codable, Equatable {
         case tokensPerSec = "tokens_per_sec"
         case supervisedTokens = "supervised_tokens"
         case stepSeconds = "step_seconds"
+        case computeSeconds = "compute_seconds"
+        case optimizerSeconds = "optimizer_seconds"
         case parameterChecksum = "parameter_checksum"
     }
 }
@@ -163,6 +169,7 @@ public final class Trainer {
             }
             try engine.endMicroStep()
         }
+        let computed = Date()
         let gradNorm = try engine.reduceGradients()
         let lr = schedule.rate(at: step)
         var clip: Float = 1
@@ -174,13 +181,15 @@ public final class Trainer {
                                 underlying: OptionError(message: "gradient norm is \(gradNorm)"))
         }
         if supervised > 0 { try engine.optimizerStep(learningRate: Float(lr), gradientScale: clip) }
+        let optimized = Date()
         let globalLoss = try communicator.allReduce(lossSum, .sum)
         let seconds = Date().timeIntervalSince(started)
         let checksum = options.debug ? try engine.parameterChecksum() : nil
         if let checksum, isLeader { log(String(format: "  debug: step %d parameter checksum %.9e", step + 1, checksum)) }
         return StepMetrics(step: step + 1, loss: supervised > 0 ? globalLoss / Double(supervised) : 0, lr: lr, gradNorm: gradNorm,
                            tokensPerSec: Double(tokens) / seconds, supervisedTokens: supervised, tokens: tokens,
-                           stepSeconds: seconds, parameterChecksum: checksum, memory: try ledgers())
+                           stepSeconds: seconds, computeSeconds: computed.timeIntervalSince(started),
+                           optimizerSeconds: optimized.timeIntervalSince(computed), parameterChecksum: checksum, memory: try ledgers())
     }
 
     /// The masked loss of `examples` without training, sharded across ranks: rank `r` evaluates

@@ -57,7 +57,8 @@ struct BenchCommand: ParsableCommand {
                 seconds += metrics.stepSeconds
                 tokens += metrics.tokens
                 supervised += metrics.supervisedTokens
-                log(String(format: "step %d: %.3f s, %.0f tokens/s, loss %.4f", step, metrics.stepSeconds, metrics.tokensPerSec, metrics.loss))
+                log(String(format: "step %d: %.3f s (forward+backward %.3f s, optimizer %.3f s), %.0f tokens/s, loss %.4f", step, metrics.stepSeconds,
+                           metrics.computeSeconds, metrics.optimizerSeconds, metrics.tokensPerSec, metrics.loss))
             }
             let sgemm = Self.measureSgemm(tokens: microBatchSize * seqLen, config: config)
             let psi = Double(trainer.model.layout.parameterCount)
