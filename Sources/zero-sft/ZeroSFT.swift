@@ -5,5 +5,5 @@ struct ZeroSFT: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zero-sft",
         abstract: "ZeRO-sharded supervised fine-tuning of decoder-only language models on CPUs.",
-        subcommands: [])
+        subcommands: [SelfTestCommand.self])
 }
