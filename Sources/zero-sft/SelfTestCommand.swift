@@ -37,10 +37,10 @@ struct SelfTestCommand: ParsableCommand {
 
     func run() throws {
         let options = self
-        Job.run(returningExitCode: { communicator in
+        Job.runReturningExitCode { communicator in
             var selfTest = SelfTest(communicator: communicator, options: options)
             return try selfTest.run()
-        })
+        }
     }
 }
 
