@@ -10,15 +10,15 @@ public enum Job {
     /// `zero-sft: rank R/N (host): <error>` to stderr and calls `MPI_Abort`, so no other rank
     /// hangs in a collective; the exit code is 1.
     public static func run(_ body: (Communicator) throws -> Void) -> Never {
-        run(returningExitCode: { communicator in
+        runReturningExitCode { communicator in
             try body(communicator)
             return 0
-        })
+        }
     }
 
     /// Like ``run(_:)``, but `body` returns the exit code of a clean finish, which every rank
     /// reaches after `MPI_Finalize` (use it when all ranks agree on a failure, e.g. a self-test).
-    public static func run(returningExitCode body: (Communicator) throws -> Int32) -> Never {
+    public static func runReturningExitCode(_ body: (Communicator) throws -> Int32) -> Never {
         ProcessRuntime.makeStdoutLineBuffered()
         let communicator: Communicator
         do {
