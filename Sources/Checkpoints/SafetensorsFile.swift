@@ -106,6 +106,9 @@ public struct SafetensorsFile: TensorSource, Sendable {
         self.tensors = table.infos
     }
 
+    /// The absolute byte range of tensor `name`'s data in the file, or nil if there is no such tensor.
+    public func byteRange(of name: String) -> Range<Int>? { table.byteRange(of: name) }
+
     public func read(_ name: String, elements: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
         try table.read(name, elements: elements, into: destination)
     }
