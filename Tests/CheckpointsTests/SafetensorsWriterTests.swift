@@ -53,6 +53,45 @@ import Testing
         #expect(directory.contents() == ["ours.safetensors"], "no temporary files left behind")
     }
 
+    /// The streaming writer, fed in odd-sized chunks, writes the same bytes as the package, asking for
+    /// each tensor's elements in order and in file order.
+    @Test(arguments: [TensorDType.f32, .bf16])
+    func streamingWriterIsByteIdentical(dtype: TensorDType) throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        let url = directory.file("streamed.safetensors")
+        let byName = Dictionary(uniqueKeysWithValues: sources.map { ($0.name, $0.values) })
+        var requests: [(String, Range<Int>)] = []
+        try SafetensorsWriter.write(layout: sources.map { ($0.name, $0.shape) }, dtype: dtype, metadata: manifest.metadata,
+                                    to: url, chunkElements: 5) { name, elements, destination in
+            requests.append((name, elements))
+            _ = destination.update(fromContentsOf: byName[name]![elements])
+        }
+        let reference = try fixtureBytes("writer/\(manifest.references[dtype.rawValue]!)")
+        #expect([UInt8](try Data(contentsOf: url)) == reference, "\(dtype): streamed file differs from the safetensors package's")
+        let sortedNames = sources.map(\.name).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        var expected: [(String, Range<Int>)] = []
+        for name in sortedNames {
+            let count = byName[name]!.count
+            for start in stride(from: 0, to: count, by: 5) { expected.append((name, start..<min(start + 5, count))) }
+        }
+        #expect(requests.map(\.0) == expected.map(\.0) && requests.map(\.1) == expected.map(\.1), "chunk requests: \(requests)")
+    }
+
+    @Test func streamingWriterFailureLeavesNothing() throws {
+        struct GatherFailed: Error {}
+        let directory = try TemporaryDirectory()
+        defer { directory.cleanup() }
+        let url = directory.file("aborted.safetensors")
+        #expect(throws: GatherFailed.self) {
+            try SafetensorsWriter.write(layout: [("a", [4]), ("b", [1000])], to: url, chunkElements: 100) { name, elements, destination in
+                if name == "b", elements.lowerBound >= 500 { throw GatherFailed() }
+                destination.initialize(repeating: 1)
+            }
+        }
+        #expect(directory.contents().isEmpty, "an aborted write leaves no file: \(directory.contents())")
+    }
+
     @Test func roundTripThroughOurReader() throws {
         let directory = try TemporaryDirectory()
         defer { directory.cleanup() }
