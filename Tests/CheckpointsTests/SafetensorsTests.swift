@@ -69,6 +69,10 @@ import Testing
         let source = try openTensorSource(at: directory.url)
         #expect(source is SafetensorsFile)
         #expect(source.tensors["model.norm.weight"]?.dtype == .f16)
+        let ggufDirectory = try TemporaryDirectory("gguf")
+        defer { ggufDirectory.cleanup() }
+        try FileManager.default.copyItem(at: Fixtures.url("gguf/types.gguf"), to: ggufDirectory.file("model.gguf"))
+        #expect(try openTensorSource(at: ggufDirectory.url) is GGUFFile, "a directory holding one .gguf")
         let empty = try TemporaryDirectory("empty")
         defer { empty.cleanup() }
         expectCheckpointError(.unreadableFile, path: empty.url.path, mentions: ["model.safetensors"]) {
