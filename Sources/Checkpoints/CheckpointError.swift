@@ -13,7 +13,7 @@ public struct CheckpointError: Error, CustomStringConvertible, Sendable, Equatab
         /// The file could not be opened, examined or mapped (missing, a directory, no permission).
         public static let unreadableFile = Kind("cannot read file")
         /// The file does not start with the expected magic bytes (or the header is not a JSON object).
-        public static let badMagic = Kind("not the expected file format")
+        public static let badMagic = Kind("wrong magic")
         /// The format version is not one this reader understands.
         public static let unsupportedVersion = Kind("unsupported format version")
         /// The file ends before a structure (header, metadata, tensor data) that it declares.

@@ -166,6 +166,9 @@ public struct GGUFFile: TensorSource, Sendable {
         self.tensors = table.infos
     }
 
+    /// The absolute byte range of tensor `name`'s data in the file, or nil if there is no such tensor.
+    public func byteRange(of name: String) -> Range<Int>? { table.byteRange(of: name) }
+
     public func read(_ name: String, elements: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
         try table.read(name, elements: elements, into: destination)
     }
@@ -218,8 +221,8 @@ private struct ByteCursor {
         let value = try load(UInt64.self, what())
         guard value <= UInt64(remaining / max(minimumBytesEach, 1)) else {
             throw CheckpointError(.truncated, path: path,
-                                  expected: "\(what()) at offset \(start) to fit in the \(remaining) bytes left (at least \(minimumBytesEach) bytes each)",
-                                  found: "\(value)")
+                                  expected: "\(what()) at offset \(start) small enough to fit in the file (at least \(minimumBytesEach) bytes each)",
+                                  found: "\(value), with \(remaining) bytes left in a file of \(bytes.count) bytes")
         }
         return Int(value)
     }

@@ -31,14 +31,15 @@ public enum GGUFValue: Sendable, Equatable {
         switch self {
         case .float32(let v): Double(v)
         case .float64(let v): v
-        default: int.map(Double.init) ?? (self.uint64Value.map(Double.init))
+        case .uint64(let v): Double(v)
+        default: int.map { Double($0) }
         }
     }
 
     /// The value as a Float, for any numeric type (float64 and large integers are rounded).
     public var float: Float? {
         if case .float32(let v) = self { return v }
-        return double.map(Float.init)
+        return double.map { Float($0) }
     }
 
     /// The value if it is a bool.
@@ -88,11 +89,6 @@ public enum GGUFValue: Sendable, Equatable {
         case .string: "string"
         case .array: "array"
         }
-    }
-
-    private var uint64Value: UInt64? {
-        if case .uint64(let v) = self { return v }
-        return nil
     }
 }
 

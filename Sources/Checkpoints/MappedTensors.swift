@@ -20,6 +20,11 @@ struct MappedTensors: Sendable {
         self.infos = entries.mapValues(\.info)
     }
 
+    /// The absolute byte range of tensor `name` in the file, or nil if there is no such tensor.
+    func byteRange(of name: String) -> Range<Int>? {
+        entries[name].map { $0.offset..<($0.offset + $0.byteCount) }
+    }
+
     func read(_ name: String, elements: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
         guard let entry = entries[name] else {
             throw CheckpointError.tensorNotFound(name, in: file.path, available: entries.keys)

@@ -106,6 +106,9 @@ public struct SafetensorsFile: TensorSource, Sendable {
         self.tensors = table.infos
     }
 
+    /// The absolute byte range of tensor `name`'s data in the file, or nil if there is no such tensor.
+    public func byteRange(of name: String) -> Range<Int>? { table.byteRange(of: name) }
+
     public func read(_ name: String, elements: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
         try table.read(name, elements: elements, into: destination)
     }
@@ -152,11 +155,22 @@ extension CheckpointError {
         let context: DecodingError.Context
         let expected: String
         switch error {
-        case .typeMismatch(let type, let c): context = c; expected = "a value of type \(type)"
-        case .valueNotFound(let type, let c): context = c; expected = "a value of type \(type)"
+        case .typeMismatch(let type, let c): context = c; expected = jsonKind(type)
+        case .valueNotFound(let type, let c): context = c; expected = jsonKind(type)
         case .keyNotFound(let key, let c): context = c; expected = "a key '\(key.stringValue)'"
         case .dataCorrupted(let c): context = c; expected = "a valid JSON header"
         @unknown default: return CheckpointError(.malformedHeader, path: path, found: "\(error)")
+        }
+        func jsonKind(_ type: Any.Type) -> String {
+            switch type {
+            case is String.Type: "a JSON string"
+            case is Int.Type: "an integer"
+            case is Double.Type: "a number"
+            case is Bool.Type: "a boolean"
+            default:
+                String(describing: type).hasPrefix("Array") ? "a JSON array"
+                    : String(describing: type).hasPrefix("Dictionary") ? "a JSON object" : "a value of type \(type)"
+            }
         }
         let components = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }
         let tensor = components.first.flatMap { $0 == "__metadata__" || $0 == "weight_map" ? nil : $0 }

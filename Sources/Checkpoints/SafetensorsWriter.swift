@@ -22,12 +22,58 @@ public enum SafetensorsWriter {
     /// Throws `CheckpointError`: `.fileExists`, `.writeFailed`, `.unsupportedDType` (not F32/F16/BF16),
     /// `.inconsistentTensor` (shape product ≠ data count), `.duplicateTensor`, `.malformedHeader` (a tensor named `__metadata__`).
     public static func write(_ tensors: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)], dtype: TensorDType = .f32, metadata: [String: String] = [:], to url: URL, overwrite: Bool = false) throws {
+        for tensor in tensors {
+            let count = tensor.shape.reduce(1) { $0 &* max($1, 0) }
+            guard tensor.shape.allSatisfy({ $0 >= 0 }), count == tensor.data.count else {
+                throw CheckpointError(.inconsistentTensor, path: url.path, tensor: tensor.name,
+                                      expected: "\(count) floats for shape \(tensor.shape)", found: "\(tensor.data.count)")
+            }
+        }
+        let data = Dictionary(tensors.map { ($0.name, $0.data) }, uniquingKeysWith: { first, _ in first })
+        try writeFile(layout: tensors.map { ($0.name, $0.shape) }, dtype: dtype, metadata: metadata, to: url,
+                      overwrite: overwrite) { name, _, sink in
+            try sink(data[name]!)
+        }
+    }
+
+    /// Writes tensors whose values `produce` supplies piece by piece, so that no caller ever needs the
+    /// whole checkpoint in memory (under ZeRO stage 3, gather one chunk of one tensor at a time).
+    ///
+    /// Tensors are written in file order (sorted by name, bytewise). For each tensor, `produce(name,
+    /// elements, destination)` is called for consecutive element ranges of at most `chunkElements`
+    /// elements, covering the tensor, and must fill `destination` (count == elements.count) with those
+    /// elements in row-major order. An error thrown by `produce` aborts the write and is rethrown; as
+    /// with the other `write`, nothing is left under the destination name.
+    /// The output is byte-identical to `write(_:dtype:metadata:to:overwrite:)` with the same values.
+    public static func write(layout: [(name: String, shape: [Int])], dtype: TensorDType = .f32, metadata: [String: String] = [:], to url: URL, overwrite: Bool = false, chunkElements: Int = 1 << 20, produce: (_ name: String, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void) throws {
+        precondition(chunkElements > 0, "SafetensorsWriter.write: chunkElements must be positive, got \(chunkElements)")
+        let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: chunkElements)
+        defer { scratch.deallocate() }
+        try writeFile(layout: layout, dtype: dtype, metadata: metadata, to: url, overwrite: overwrite) { name, count, sink in
+            var start = 0
+            while start < count {
+                let elements = start..<min(start + chunkElements, count)
+                let chunk = UnsafeMutableBufferPointer(rebasing: scratch[0..<elements.count])
+                try produce(name, elements, chunk)
+                try sink(UnsafeBufferPointer(chunk))
+                start = elements.upperBound
+            }
+        }
+    }
+
+    /// Validates the layout, writes header and data (supplied per tensor by `emit`, which passes
+    /// consecutive pieces of the tensor to its sink) to a temporary file, and commits it.
+    private static func writeFile(
+        layout: [(name: String, shape: [Int])], dtype: TensorDType, metadata: [String: String], to url: URL, overwrite: Bool,
+        emit: (_ name: String, _ elementCount: Int, _ sink: (UnsafeBufferPointer<Float>) throws -> Void) throws -> Void
+    ) throws {
         let path = url.path
         guard dtype == .f32 || dtype == .f16 || dtype == .bf16, let dtypeName = dtype.safetensorsName else {
             throw CheckpointError(.unsupportedDType, path: path, expected: "f32, f16 or bf16 for writing", found: dtype.rawValue)
         }
         var seen = Set<String>()
-        for tensor in tensors {
+        var counts: [String: Int] = [:]
+        for tensor in layout {
             guard tensor.name != "__metadata__" else {
                 throw CheckpointError(.malformedHeader, path: path, tensor: tensor.name,
                                       expected: "a tensor name other than the reserved '__metadata__'", found: "'__metadata__'")
@@ -36,11 +82,16 @@ public enum SafetensorsWriter {
                 throw CheckpointError(.duplicateTensor, path: path, tensor: tensor.name, expected: "unique tensor names",
                                       found: "'\(tensor.name)' twice")
             }
-            let count = tensor.shape.reduce(1) { $0 &* max($1, 0) }
-            guard tensor.shape.allSatisfy({ $0 >= 0 }), count == tensor.data.count else {
-                throw CheckpointError(.inconsistentTensor, path: path, tensor: tensor.name,
-                                      expected: "\(count) floats for shape \(tensor.shape)", found: "\(tensor.data.count)")
+            var count = 1
+            for extent in tensor.shape {
+                let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+                guard extent >= 0, !overflow else {
+                    throw CheckpointError(.inconsistentTensor, path: path, tensor: tensor.name,
+                                          expected: "non-negative dimensions with a product below 2^63", found: "shape \(tensor.shape)")
+                }
+                count = product
             }
+            counts[tensor.name] = count
         }
         if !overwrite, FileManager.default.fileExists(atPath: path) {
             throw CheckpointError(.fileExists, path: path, expected: "no existing file (pass overwrite: true to replace it)",
@@ -48,7 +99,7 @@ public enum SafetensorsWriter {
         }
 
         // The safetensors package orders tensors by dtype alignment, then name (bytewise); one dtype here.
-        let ordered = tensors.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        let ordered = layout.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
         let elementSize = dtype.bytesPerBlock
         var header = "{"
         if !metadata.isEmpty {
@@ -60,7 +111,7 @@ public enum SafetensorsWriter {
         var offset = 0
         for (index, tensor) in ordered.enumerated() {
             if index > 0 || !metadata.isEmpty { header += "," }
-            let end = offset + tensor.data.count * elementSize
+            let end = offset + counts[tensor.name]! * elementSize
             header += "\(jsonString(tensor.name)):{\"dtype\":\"\(dtypeName)\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
@@ -74,7 +125,14 @@ public enum SafetensorsWriter {
             try withUnsafeBytes(of: &length) { try output.write($0) }
             try headerBytes.withUnsafeBytes { try output.write($0) }
             for tensor in ordered {
-                try writeData(tensor.data, as: dtype, to: &output)
+                let count = counts[tensor.name]!
+                var written = 0
+                try emit(tensor.name, count) { piece in
+                    precondition(written + piece.count <= count, "SafetensorsWriter: more data than shape \(tensor.shape) of '\(tensor.name)'")
+                    try writeData(piece, as: dtype, to: &output)
+                    written += piece.count
+                }
+                precondition(written == count, "SafetensorsWriter: \(written) of \(count) elements of '\(tensor.name)' supplied")
             }
             try output.commit(overwrite: overwrite)
         } catch {
