@@ -135,6 +135,34 @@ CORPUS: list[str] = [
 
 assert len(CORPUS) >= 50, len(CORPUS)
 
+# Random strings over the characters and fragments where the regexes, added-token options and
+# normalizers have edge cases (fixed seed, so the goldens are reproducible).
+FUZZ_PIECES = (
+    list("abcXYZ019 ") * 6
+    + list(" \t\n\r'!?.,-:|<>_()[]{}\"/\\") * 2
+    + ["'s", "'S", "'ll", "'LL", "'re", "'Ve", "'d", "'m", "'t", "'ſ", "ſ", "  ", "   ", "\r\n", "\n\n", " \n", "\t "]
+    + ["é", "Å", "ß", "ǅ", "\u0301", "\u0308", "\u0327", "中", "文", "한", "ع", "ש", "ह", "\u093f"]
+    + ["٣", "½", "Ⅻ", "²", "①", "１"]
+    + ["\u00a0", "\u2009", "\u3000", "\u2028", "\u0085", "\u000b", "\u000c", "\u200b", "\u200d", "\ufe0f", "\u180e"]
+    + ["😀", "👍🏽", "🏳️‍🌈", "\x00", "\x7f", "ﬁ", "Ａ"]
+    + ["<|im_", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|begin_of_text|>", "<|eot_id|>", "<mask>", "<tool>"]
+    + ["façade", "fac\u0327ade", "-", "--", "::", "|", "||", "12345", "3.14"]
+)
+
+
+def fuzz_corpus(count: int = 400) -> list[str]:
+    import random
+
+    rng = random.Random(20240601)
+    texts = []
+    for _ in range(count):
+        length = rng.choice([1, 2, 3, 5, 8, 13, 21, 34])
+        texts.append("".join(rng.choice(FUZZ_PIECES) for _ in range(length)))
+    return texts
+
+
+FUZZ = fuzz_corpus()
+
 
 def decode_cases(tok: Tokenizer) -> list[dict]:
     """Decoding goldens: round trips, special tokens with and without skipping, broken UTF-8."""
@@ -178,12 +206,18 @@ def goldens(tok: Tokenizer, name: str) -> dict:
         ids = tok.encode(text, add_special_tokens=False).ids
         with_special = tok.encode(text, add_special_tokens=True).ids
         encode.append({"text": text, "ids": ids, "ids_with_special_tokens": with_special})
+    fuzz = []
+    for text in FUZZ:
+        fuzz.append(
+            {"text": text, "ids": tok.encode(text, add_special_tokens=False).ids, "ids_with_special_tokens": tok.encode(text, add_special_tokens=True).ids}
+        )
     return {
         "tokenizer": name,
         "generator": "tools/generate_tokenizer_fixtures.py",
         "tokenizers_version": __import__("tokenizers").__version__,
         "vocabulary_size": tok.get_vocab_size(with_added_tokens=True),
         "encode": encode,
+        "fuzz": fuzz,
         "decode": decode_cases(tok),
     }
 
@@ -196,6 +230,23 @@ def write_json(path: Path, obj, compact: bool = False) -> None:
         else:
             json.dump(obj, f, ensure_ascii=True, indent=1)
         f.write("\n")
+    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
+
+
+def write_goldens(path: Path, goldens_obj: dict) -> None:
+    """Goldens as JSON with one case per line (small, and diffs stay readable)."""
+    lines = ["{"]
+    scalars = [(k, v) for k, v in goldens_obj.items() if not isinstance(v, list)]
+    lists = [(k, v) for k, v in goldens_obj.items() if isinstance(v, list)]
+    for key, value in scalars:
+        lines.append(f" {json.dumps(key)}: {json.dumps(value)},")
+    for index, (key, cases) in enumerate(lists):
+        lines.append(f" {json.dumps(key)}: [")
+        lines.append(",\n".join("  " + json.dumps(case, ensure_ascii=True, separators=(",", ":")) for case in cases))
+        lines.append(" ]" + ("," if index + 1 < len(lists) else ""))
+    lines.append("}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    json.loads(path.read_text(encoding="utf-8"))
     print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
 
 
@@ -313,7 +364,7 @@ def smollm2(gguf_path: Path) -> None:
             "non_normal_token_types": {str(i): t for i, t in enumerate(meta["token_type"]) if t != 1},
         },
     )
-    write_json(out / "goldens.json", goldens(tok, "smollm2"))
+    write_goldens(out / "goldens.json", goldens(tok, "smollm2"))
     compare_with_transformers(gguf_path, tok)
 
 
@@ -338,7 +389,7 @@ def gpt2(sdist: Path) -> None:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
     assert tok.token_to_id("<|endoftext|>") == 50256
-    write_json(out / "goldens.json", goldens(tok, "gpt2"))
+    write_goldens(out / "goldens.json", goldens(tok, "gpt2"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,7 +500,7 @@ def save_synthetic(tok: Tokenizer, name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"), pretty=False)
     print(f"wrote {(out / 'tokenizer.json').relative_to(ROOT)} ({(out / 'tokenizer.json').stat().st_size} bytes)")
-    write_json(out / "goldens.json", goldens(tok, name))
+    write_goldens(out / "goldens.json", goldens(tok, name))
 
 
 def main() -> int:

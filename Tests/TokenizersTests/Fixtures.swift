@@ -53,6 +53,8 @@ enum Fixtures {
         var tokenizers_version: String
         var vocabulary_size: Int
         var encode: [EncodeCase]
+        /// 400 random strings over edge-case characters and fragments (fixed seed).
+        var fuzz: [EncodeCase]
         var decode: [DecodeCase]
     }
 

@@ -22,6 +22,22 @@ import Tokenizers
     }
 
     @Test(arguments: Fixtures.names)
+    func fuzzEncodeEqualsHF(name: String) throws {
+        let tokenizer = try Fixtures.tokenizer(name)
+        let goldens = try Fixtures.goldens(name)
+        #expect(goldens.fuzz.count == 400)
+        var failures = 0
+        for (index, golden) in goldens.fuzz.enumerated() {
+            let found = tokenizer.encode(golden.text, addSpecialTokens: true)
+            if let difference = firstDifference(expected: golden.ids_with_special_tokens, found: found) {
+                failures += 1
+                if failures <= 10 { Issue.record(Comment(rawValue: "\(name) fuzz case \(index) \(describe(golden.text)): \(difference)")) }
+            }
+        }
+        #expect(failures == 0, "\(failures) of \(goldens.fuzz.count) fuzz cases differ from HF")
+    }
+
+    @Test(arguments: Fixtures.names)
     func decodeEqualsHF(name: String) throws {
         let tokenizer = try Fixtures.tokenizer(name)
         let goldens = try Fixtures.goldens(name)
