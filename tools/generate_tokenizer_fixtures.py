@@ -131,6 +131,11 @@ CORPUS: list[str] = [
     "Tabs\tand\u000bvertical\u000cform feeds",
     "end with newline\n",
     "Ünïcödé ÜBER straße STRASSE İstanbul ǅemal",
+    # Letters and digits new in Unicode 15/16 (the character tables of Swift and HF's oniguruma agree).
+    "a\U00011F04b a\U0001E030b a\u1C89b a\U00010D4Ab \u2FFC \U00031350 x\U0001CCF0y",
+    # Decompositions/compositions newer than Unicode 9.0, which HF's normalization tables lack, next to
+    # older ones HF applies (Unicode 12 U+1F16C, 13 U+1FBF0 and U+11935 U+11930, 14 U+A7F2, 6.1 U+1F16A).
+    "\U0001F16C \U0001FBF0 \uA7F2 \U00011935\U00011930 e\u0301\U0001E030 \U0001F16A ﬁ \u1E9B\u0323 a\u0301\U00016AF0",
 ]
 
 assert len(CORPUS) >= 50, len(CORPUS)

@@ -72,10 +72,12 @@ import Tokenizers
         }
     }
 
-    /// With the NFC normalizer, decoding gives back the NFC form of the text.
+    /// With the NFC normalizer, decoding gives back the NFC form of the text. (Foundation's NFC is the
+    /// reference here, so texts with scalars newer than HF's Unicode 9.0 tables are left to the goldens.)
     @Test func decodeInvertsEncodeUpToNFC() throws {
         let tokenizer = try Fixtures.tokenizer("qwen2-synthetic")
         for (index, golden) in try Fixtures.goldens("qwen2-synthetic").encode.enumerated() where !golden.text.contains("façade") {
+            if golden.text.unicodeScalars.contains(where: { ($0.properties.age?.major ?? 0) >= 10 }) { continue }
             let expected = golden.text.precomposedStringWithCanonicalMapping
             let decoded = tokenizer.decode(tokenizer.encode(golden.text))
             #expect(

@@ -2,12 +2,19 @@ import Foundation
 import Testing
 import Tokenizers
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Encoding speed on English-like text (target: at least 1 MB/s on one core in release).
 ///
 /// The text is 2 MB of sentences whose words are drawn, with a Zipf distribution over frequency rank, from
 /// the ~30k lowercase whole-word tokens of the real GPT-2 vocabulary (BPE vocabularies are roughly in
 /// frequency order), with capitals, digits, punctuation and newlines mixed in. A fresh tokenizer is used,
 /// so the measurement includes filling the BPE word cache. Run with `swift test -c release`.
+///
+/// The assertion uses the CPU time of the encoding thread, so that other processes competing for the
+/// machine's cores (parallel builds, other tests) do not make it fail; wall-clock rates are printed too.
 @Suite(.serialized) struct ThroughputTests {
     static func englishLikeText(bytes target: Int) throws -> String {
         let data = try Data(contentsOf: Fixtures.url("gpt2", "vocab.json"))
@@ -59,38 +66,56 @@ import Tokenizers
         return text
     }
 
+    /// Wall-clock and thread-CPU seconds of `body`.
+    static func measure(_ body: () -> Void) -> (wall: Double, cpu: Double) {
+        func threadCPUSeconds() -> Double {
+            var time = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+            return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+        }
+        let clock = ContinuousClock()
+        let cpuStart = threadCPUSeconds()
+        let wall = clock.measure(body)
+        return (wall.seconds, threadCPUSeconds() - cpuStart)
+    }
+
+    static func format(_ megabytes: Double, _ time: (wall: Double, cpu: Double)) -> String {
+        String(format: "%.2f MB/s (CPU time; %.2f MB/s wall clock)", megabytes / time.cpu, megabytes / time.wall)
+    }
+
     @Test func encodeThroughputSmolLM2() throws {
         let text = try Self.englishLikeText(bytes: 2_000_000)
-        let tokenizer = try Tokenizer(tokenizerJSON: Fixtures.url("smollm2", "tokenizer.json"))
+        var tokenizer: Tokenizer?
+        let load = Self.measure { tokenizer = try? Tokenizer(tokenizerJSON: Fixtures.url("smollm2", "tokenizer.json")) }
+        let smolLM2 = try #require(tokenizer)
         let megabytes = Double(text.utf8.count) / 1_000_000
-        let clock = ContinuousClock()
         var ids: [Int] = []
-        let cold = clock.measure { ids = tokenizer.encode(text) }
-        let warm = clock.measure { ids = tokenizer.encode(text) }
-        let coldRate = megabytes / cold.seconds
-        let warmRate = megabytes / warm.seconds
+        let cold = Self.measure { ids = smolLM2.encode(text) }
+        let warm = Self.measure { ids = smolLM2.encode(text) }
         var decoded = ""
-        let decodeTime = clock.measure { decoded = tokenizer.decode(ids) }
+        let decodeTime = Self.measure { decoded = smolLM2.decode(ids) }
         print(
-            "SmolLM2 encode: \(String(format: "%.2f", megabytes)) MB -> \(ids.count) ids; "
-                + "first pass \(String(format: "%.2f", coldRate)) MB/s, second pass \(String(format: "%.2f", warmRate)) MB/s; "
-                + "decode \(String(format: "%.2f", megabytes / decodeTime.seconds)) MB/s")
+            """
+            SmolLM2 tokenizer.json load: \(String(format: "%.3f", load.cpu)) s CPU (\(String(format: "%.3f", load.wall)) s wall)
+            SmolLM2 encode \(String(format: "%.2f", megabytes)) MB -> \(ids.count) ids: first pass (cold cache) \(Self.format(megabytes, cold))
+            SmolLM2 encode second pass (warm cache) \(Self.format(megabytes, warm))
+            SmolLM2 decode \(Self.format(megabytes, decodeTime))
+            """)
         #expect(decoded == text)
         #if !DEBUG
-            #expect(coldRate >= 1.0, "encoding must reach 1 MB/s in release, measured \(coldRate) MB/s")
+            #expect(megabytes / cold.cpu >= 1.0, "encoding must reach 1 MB/s in release, measured \(megabytes / cold.cpu) MB/s")
         #endif
     }
 
     @Test func encodeThroughputLlama3Regex() throws {
         let text = try Self.englishLikeText(bytes: 1_000_000)
         let tokenizer = try Tokenizer(tokenizerJSON: Fixtures.url("llama3-synthetic", "tokenizer.json"))
-        let clock = ContinuousClock()
+        let megabytes = Double(text.utf8.count) / 1_000_000
         var count = 0
-        let time = clock.measure { count = tokenizer.encode(text).count }
-        let rate = Double(text.utf8.count) / 1_000_000 / time.seconds
-        print("Llama-3 regex (synthetic 1.2k vocabulary) encode: \(count) ids, \(String(format: "%.2f", rate)) MB/s")
+        let time = Self.measure { count = tokenizer.encode(text).count }
+        print("Llama-3 regex (synthetic 1.2k vocabulary) encode -> \(count) ids: \(Self.format(megabytes, time))")
         #if !DEBUG
-            #expect(rate >= 1.0, "encoding must reach 1 MB/s in release, measured \(rate) MB/s")
+            #expect(megabytes / time.cpu >= 1.0, "encoding must reach 1 MB/s in release, measured \(megabytes / time.cpu) MB/s")
         #endif
     }
 }
