@@ -107,8 +107,7 @@ import Tokenizers
         #expect(tokenizer.token(of: -1) == nil)
         // The chat format the lead builds on: every marker is one id.
         let ids = tokenizer.encode("<|im_start|>user\nhi<|im_end|>\n")
-        #expect(ids.first == 1)
-        #expect(ids.contains(2))
+        #expect(ids == [1, 4093, 198, 6004, 2, 198])  // HF tokenizers 0.23.3
         #expect(tokenizer.decode(ids, skipSpecialTokens: true) == "user\nhi\n")
     }
 
