@@ -446,6 +446,14 @@ def llama3_synthetic() -> None:
     # Llama 3 sets ignore_merges: whole pre-tokens found in the vocabulary skip the merge loop.
     data = json.loads(tok.to_str())
     data["model"]["ignore_merges"] = True
+    # Like the real Llama 3 vocabulary, add whole-word tokens that the merges do not build, so that
+    # ignore_merges changes the ids (without them it would make no difference on a trained vocabulary).
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    vocab = data["model"]["vocab"]
+    for word in ["Hello", " world", " quick", " brown", " jumps", " lazy", " façade", " Pneumonoultramicroscopicsilicovolcanoconiosis", "中文", " fibonacci"]:
+        token = byte_level.pre_tokenize_str(word)[0][0]
+        if token not in vocab:
+            vocab[token] = len(vocab)
     tok = Tokenizer.from_str(json.dumps(data))
     bos = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.Sequence(

@@ -101,7 +101,12 @@ public final class Tokenizer: Sendable {
             preTokenizer: stages)
         definition.normalizers = normalizers
         definition.ignoreMerges = ignoreMerges
-        for (id, type) in tokenTypes.enumerated() where type == 3 || type == 4 {
+        // A token listed twice keeps its last id (llama.cpp and HF's conversion do the same).
+        var lastID: [String: Int] = [:]
+        for (id, token) in ggufTokens.enumerated() where tokenTypes.indices.contains(id) && (tokenTypes[id] == 3 || tokenTypes[id] == 4) {
+            lastID[token] = id
+        }
+        for (id, type) in tokenTypes.enumerated() where (type == 3 || type == 4) && lastID[ggufTokens[id]] == id {
             definition.addedTokens.append(AddedToken(content: ggufTokens[id], id: id, special: type == 3))
         }
         for (name, id) in [("tokenizer.ggml.bos_token_id", bosTokenID), ("tokenizer.ggml.eos_token_id", eosTokenID)] {

@@ -113,6 +113,19 @@ import Tokenizers
         #expect(error?.found.contains("deepseek-coder") == true)
     }
 
+    @Test func repeatedControlTokenKeepsLastID() throws {
+        let arrays = try Self.smolLM2Arrays()
+        var tokens = arrays.tokens
+        var types = arrays.tokenTypes
+        tokens.append("<|im_end|>")  // a second copy at id 49152, as some converted GGUFs have
+        types.append(3)
+        let tokenizer = try Tokenizer(
+            ggufTokens: tokens, merges: arrays.merges, tokenTypes: types, pre: "smollm", bosTokenID: 1, eosTokenID: 2)
+        #expect(tokenizer.id(of: "<|im_end|>") == 49152)
+        #expect(tokenizer.encode("a<|im_end|>") == [tokenizer.encode("a")[0], 49152])
+        #expect(tokenizer.token(of: 2) == "<|im_end|>")
+    }
+
     @Test func mismatchedTokenTypesAreRefused() throws {
         let error = #expect(throws: TokenizerError.self) {
             try Tokenizer(ggufTokens: ["a", "b"], merges: [], tokenTypes: [1], pre: "gpt-2", bosTokenID: nil, eosTokenID: nil)
