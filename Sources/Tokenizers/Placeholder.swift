@@ -1,2 +1,0 @@
-// Placeholder: the Tokenizers helper owns this module.
-public enum TokenizersPlaceholder {}
