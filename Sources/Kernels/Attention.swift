@@ -62,16 +62,9 @@ public enum Attention {
                               a: qb + (start + r0) * qw + h * d, lda: qw, b: kSeg, ldb: kw, c: s, ldc: r1)
                     for i in 0..<rows {
                         let p = r0 + i, row = s + i * r1
-                        var maximum = -Float.infinity
-                        for j in 0...p where row[j] > maximum { maximum = row[j] }
-                        var sum: Float = 0
-                        for j in 0...p {
-                            let e = expf(row[j] - maximum)
-                            row[j] = e
-                            sum += e
-                        }
-                        let inverse = 1 / sum
-                        for j in 0...p { row[j] *= inverse }
+                        let maximum = VectorMath.maximum(row, count: p + 1)
+                        let sum = VectorMath.exponentiate(row, count: p + 1, shift: maximum)
+                        VectorMath.scale(row, count: p + 1, by: 1 / sum)
                         for j in (p + 1)..<r1 { row[j] = 0 }
                         lb[(start + p) * hq + h] = maximum + logf(sum)
                     }
@@ -129,11 +122,8 @@ public enum Attention {
                         var rowDot: Float = 0
                         let o = oRows + i * qw, g = doRows + i * qw
                         for c in 0..<d { rowDot += o[c] * g[c] }
-                        for j in 0...pos {
-                            let pj = expf(prow[j] - m)
-                            prow[j] = pj
-                            dprow[j] = pj * (dprow[j] - rowDot)
-                        }
+                        _ = VectorMath.exponentiate(prow, count: pos + 1, shift: m)
+                        for j in 0...pos { dprow[j] = prow[j] * (dprow[j] - rowDot) }
                         for j in (pos + 1)..<r1 {
                             prow[j] = 0
                             dprow[j] = 0

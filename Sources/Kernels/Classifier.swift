@@ -60,15 +60,12 @@ public enum Classifier {
             for r in 0..<count {
                 let row = z + r * v
                 let target = Int(targets[rows[first + r]])
-                var maximum = -Float.infinity
-                for j in 0..<v where row[j] > maximum { maximum = row[j] }
-                var sum: Float = 0
-                for j in 0..<v { sum += expf(row[j] - maximum) }
-                let logSumExp = maximum + logf(sum)
-                lossSum += Double(logSumExp - row[target])
+                let targetLogit = row[target]
+                let maximum = VectorMath.maximum(row, count: v)
+                let sum = VectorMath.exponentiate(row, count: v, shift: maximum)
+                lossSum += Double(maximum + logf(sum) - targetLogit)
                 if dhidden != nil || dweight != nil {
-                    let factor = scale / sum
-                    for j in 0..<v { row[j] = expf(row[j] - maximum) * factor }
+                    VectorMath.scale(row, count: v, by: scale / sum)
                     row[target] -= scale
                 }
             }
