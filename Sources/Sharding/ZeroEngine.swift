@@ -68,6 +68,18 @@ public final class ZeroEngine: UnitStore {
         }
     }
 
+    /// Collectives still in flight when the engine goes away (an error unwound a step): they and their
+    /// buffers are kept alive, never waited for. Waiting could hang this rank in a collective the others
+    /// will not join, before `Job.run` gets to abort the job; freeing the buffers could let MPI write
+    /// into freed memory.
+    nonisolated(unsafe) static var abandoned: [AnyObject] = []
+
+    deinit {
+        guard !gathering.isEmpty || !reductions.isEmpty else { return }
+        Self.abandoned += gathering.values.map { $0 as AnyObject } + Array(gathered.values)
+        Self.abandoned += reductions.flatMap { [$0.request as AnyObject, $0.full, $0.shard] }
+    }
+
     // MARK: Bytes held
 
     public var parameterBytes: Int { parameterStore.reduce(0) { $0 + $1.bytes } }
