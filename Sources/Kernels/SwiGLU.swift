@@ -13,17 +13,7 @@ public enum SwiGLU {
         precondition(out.count >= count && gate.count >= count && up.count >= count, "SwiGLU.forward: buffers too small")
         guard count > 0 else { return }
         let y = out.baseAddress!, g = gate.baseAddress!, u = up.baseAddress!
-        var i = 0
-        while i + 8 <= count {
-            let gi = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self)
-            let ui = UnsafeRawPointer(u + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: gi * VectorMath.sigmoid(gi) * ui, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < count {
-            y[i] = g[i] / (1 + expf(-g[i])) * u[i]
-            i += 1
-        }
+        for i in 0..<count { y[i] = g[i] * VectorMath.sigmoid(g[i]) * u[i] }
     }
 
     /// Accumulates `dgate += dout ⊙ up ⊙ σ(g)(1 + g(1 − σ(g)))` and `dup += dout ⊙ silu(g)`.
@@ -40,24 +30,11 @@ public enum SwiGLU {
         guard count > 0 else { return }
         let dg = dgate.baseAddress!, du = dup.baseAddress!, dy = dout.baseAddress!
         let g = gate.baseAddress!, u = up.baseAddress!
-        var i = 0
-        while i + 8 <= count {
-            let gi = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self)
-            let ui = UnsafeRawPointer(u + i).loadUnaligned(as: SIMD8<Float>.self)
-            let dy = UnsafeRawPointer(dout.baseAddress! + i).loadUnaligned(as: SIMD8<Float>.self)
-            let sigma = VectorMath.sigmoid(gi)
-            let dgRaw = UnsafeMutableRawPointer(dg + i), duRaw = UnsafeMutableRawPointer(du + i)
-            duRaw.storeBytes(of: duRaw.loadUnaligned(as: SIMD8<Float>.self) + dy * gi * sigma, as: SIMD8<Float>.self)
-            dgRaw.storeBytes(of: dgRaw.loadUnaligned(as: SIMD8<Float>.self) + dy * ui * sigma * (1 + gi * (1 - sigma)),
-                             as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < count {
+        for i in 0..<count {
             let gi = g[i]
-            let sigma = 1 / (1 + expf(-gi))
+            let sigma = VectorMath.sigmoid(gi)
             du[i] += dy[i] * gi * sigma
             dg[i] += dy[i] * u[i] * sigma * (1 + gi * (1 - sigma))
-            i += 1
         }
     }
 }
