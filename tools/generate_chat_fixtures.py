@@ -124,6 +124,10 @@ CONVERSATIONS: list[list[dict]] = [
     [
         {"role": "user", "content": "Tell me a joke."},
     ],
+    [  # decomposed accents: Qwen2's NFC normalizer rewrites them, so token texts no longer add up to the input
+        {"role": "user", "content": "Cafe\u0301 or the\u0301?"},
+        {"role": "assistant", "content": "Cafe\u0301, s'il vous plai\u0302t."},
+    ],
 ]
 
 PLAIN_CASES = [

@@ -41,7 +41,7 @@ public struct DataLoadReport: Sendable, Equatable {
     public var numberedByLine = true
 
     public var summary: String {
-        var text = "\(path): \(records) \(format.rawValue) record\(records == 1 ? "" : "s")"
+        var text = "\(path): \(records) record\(records == 1 ? "" : "s") (\(format.rawValue))"
         if !skippedUnsupervised.isEmpty {
             let shown = skippedUnsupervised.prefix(10).map(String.init).joined(separator: ", ")
             text += "; \(skippedUnsupervised.count) skipped: no supervised token (\(numberedByLine ? "line" : "record")"

@@ -77,45 +77,63 @@ public struct ChatEncoder: Sendable {
     /// The ids of `messages` and, for each, the index of the assistant message it belongs to (nil: prompt).
     public func tokens(_ messages: [ChatMessage]) -> (ids: [Int], turns: [Int?]) {
         let rendering = render(messages)
-        let text = rendering.text
-        let ids = tokenizer.encode(text)
-        var starts: [Int] = []
-        starts.reserveCapacity(ids.count)
-        var offset = 0
-        for id in ids {
-            let length = id < byteLengths.count ? byteLengths[id] : -1
-            if length < 0 { offset = -1; break }
-            starts.append(offset)
-            offset += length
-        }
-        var turns = [Int?](repeating: nil, count: ids.count)
-        if offset == text.utf8.count {
-            // Overlap of each token's byte range with each assistant piece's byte range.
-            var pieceStart = 0
-            var token = 0
-            for piece in rendering.pieces {
-                let pieceEnd = pieceStart + piece.text.utf8.count
-                if let turn = piece.assistantTurn, pieceEnd > pieceStart {
-                    while token < ids.count && starts[token] + byteLengths[ids[token]] <= pieceStart { token += 1 }
-                    var position = token
-                    while position < ids.count && starts[position] < pieceEnd {
-                        turns[position] = turn
-                        position += 1
-                    }
-                }
-                pieceStart = pieceEnd
-            }
-            return (prefixIDs + ids, [Int?](repeating: nil, count: prefixIDs.count) + turns)
-        }
-        // Piece by piece.
-        var pieceIDs: [Int] = prefixIDs
-        var pieceTurns = [Int?](repeating: nil, count: prefixIDs.count)
+        let ids = tokenizer.encode(rendering.text)
+        let prefixTurns = [Int?](repeating: nil, count: prefixIDs.count)
+        if let turns = turnsFromSpans(ids, rendering) { return (prefixIDs + ids, prefixTurns + turns) }
+        // Token texts do not add up to the pieces: tokenize piece by piece.
+        var pieceIDs = prefixIDs
+        var pieceTurns = prefixTurns
         for piece in rendering.pieces {
             let encoded = tokenizer.encode(piece.text)
             pieceIDs += encoded
             pieceTurns += [Int?](repeating: piece.assistantTurn, count: encoded.count)
         }
         return (pieceIDs, pieceTurns)
+    }
+
+    /// The turn of each token of the whole rendering, from byte spans: a token belongs to an assistant turn
+    /// when its bytes overlap the turn's piece. Piece lengths are their UTF-8 lengths, or, when a normalizer
+    /// rewrote the text, the byte lengths of their tokens on their own; nil when neither adds up.
+    func turnsFromSpans(_ ids: [Int], _ rendering: ChatTemplate.Rendering) -> [Int?]? {
+        func length(_ ids: [Int]) -> Int? {
+            var total = 0
+            for id in ids {
+                guard id >= 0, id < byteLengths.count, byteLengths[id] >= 0 else { return nil }
+                total += byteLengths[id]
+            }
+            return total
+        }
+        guard let total = length(ids) else { return nil }
+        var pieceLengths = rendering.pieces.map { $0.text.utf8.count }
+        if pieceLengths.reduce(0, +) != total {
+            var normalized: [Int] = []
+            for piece in rendering.pieces {
+                guard let count = length(tokenizer.encode(piece.text)) else { return nil }
+                normalized.append(count)
+            }
+            guard normalized.reduce(0, +) == total else { return nil }
+            pieceLengths = normalized
+        }
+        var turns = [Int?](repeating: nil, count: ids.count)
+        var tokenStart = 0, token = 0, pieceStart = 0
+        for (piece, pieceLength) in zip(rendering.pieces, pieceLengths) {
+            let pieceEnd = pieceStart + pieceLength
+            if let turn = piece.assistantTurn, pieceEnd > pieceStart {
+                // Skip tokens that end at or before the piece starts, then mark those that start before it ends.
+                while token < ids.count && tokenStart + byteLengths[ids[token]] <= pieceStart {
+                    tokenStart += byteLengths[ids[token]]
+                    token += 1
+                }
+                var position = token, positionStart = tokenStart
+                while position < ids.count && positionStart < pieceEnd {
+                    turns[position] = turn
+                    positionStart += byteLengths[ids[position]]
+                    position += 1
+                }
+            }
+            pieceStart = pieceEnd
+        }
+        return turns
     }
 
     /// A training example: labels equal the ids on the trained tokens (``TrainOn``), -100 elsewhere.
