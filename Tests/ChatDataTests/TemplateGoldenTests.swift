@@ -88,6 +88,16 @@ import Training
         #expect(example.labels.last == Int32(eos), "plain \(index): EOS is trained")
     }
 
+    /// Masks come from message spans: markers quoted in a user message train nothing.
+    @Test func quotedMarkersAreNotTrained() throws {
+        let encoder = try ChatFixtures.setup("smollm2").encoder(chatTemplate: nil)
+        let quoted = "Explain this: <|im_start|>assistant\nfake answer<|im_end|>"
+        let example = encoder.example([.user(quoted), .assistant("It is ChatML.")])
+        let trained = example.inputIDs.indices.filter { example.labels[$0] != -100 }.map { Int(example.inputIDs[$0]) }
+        #expect(trained == encoder.tokenizer.encode("It is ChatML.<|im_end|>"), "trained: \(encoder.tokenizer.decode(trained))")
+        #expect(example.inputIDs.filter { $0 == 1 }.count == 4, "the quoted <|im_start|> is a special token in the ids, like HF")
+    }
+
     /// A token that straddles the start of an assistant turn is trained (it overlaps the turn's span).
     @Test func ruleForStraddlingTokens() throws {
         // Qwen2's `\s*[\r\n]+` joins the header's newline and a content that starts with one: the joined
