@@ -17,9 +17,10 @@ public enum TrainOn: String, Sendable, Equatable, CaseIterable {
 /// The rendered string is tokenized as one text (the ids HF's `apply_chat_template(tokenize=True)` gives:
 /// no special tokens added, so no second BOS), and each assistant turn's byte span is mapped to the tokens
 /// that overlap it (as transformers' `return_assistant_tokens_mask` maps character spans with
-/// `char_to_token`). Token spans come from the byte length of each token's text; when those do not add up
-/// to the rendered string (a normalizer rewrote it, or an added token stripped spaces around itself) the
-/// pieces are tokenized one by one instead.
+/// `char_to_token`). Token spans come from the byte length of each token's text. When a normalizer rewrote
+/// the text (so the lengths do not add up to the string's), each piece's length is taken from its own
+/// tokens; when even that does not add up (an added token that strips the spaces around it), the pieces
+/// are tokenized one by one.
 public struct ChatEncoder: Sendable {
     public let tokenizer: Tokenizer
     public let template: ChatTemplate

@@ -133,7 +133,12 @@ public struct TextSetup: Sendable {
 
     /// The tokenizer and template from a GGUF file's metadata (`tokenizer.ggml.model` must be `gpt2`).
     public static func gguf(_ url: URL) throws -> TextSetup {
-        let file = try GGUFFile(url: url)
+        try gguf(file: GGUFFile(url: url))
+    }
+
+    /// The tokenizer and template of an opened GGUF file (no second parse of its metadata).
+    public static func gguf(file: GGUFFile) throws -> TextSetup {
+        let url = file.url
         let metadata = file.metadata
         func missing(_ key: String, _ expected: String) -> TextSetupError {
             TextSetupError(model: url.path, message: "metadata \(key): expected \(expected), found \(metadata[key].map { "\($0.typeName)" } ?? "nothing")")

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import Tokenizers
-import Training
+@testable import Training
 
 /// Renderings, ids and assistant masks against transformers' `apply_chat_template` (goldens.json).
 @Suite struct TemplateGoldenTests {
@@ -108,5 +108,29 @@ import Training
         let newlines = try #require(encoder.tokenizer.encode("\n\n").first)
         let position = try #require(ids.firstIndex(of: newlines))
         #expect(turns[position] == 1, "the straddling \"\\n\\n\" token belongs to the assistant turn")
+    }
+}
+
+/// Which path the span mapping takes (internal API).
+@Suite struct SpanPathTests {
+    /// Decomposed accents: Qwen2's NFC changes the bytes, so piece lengths come from their own tokens, and
+    /// the ids stay those of the whole string (checked against transformers in the golden test).
+    @Test func normalizedTextKeepsWholeStringIDs() throws {
+        let encoder = try ChatFixtures.setup("qwen2").encoder(chatTemplate: nil)
+        let messages: [ChatMessage] = [.user("Cafe\u{301} or the\u{301}?"), .assistant("Cafe\u{301}, s'il vous plai\u{302}t.")]
+        let rendering = encoder.render(messages)
+        let ids = encoder.tokenizer.encode(rendering.text)
+        let tokenBytes = ids.reduce(0) { $0 + encoder.byteLengths[$1] }
+        #expect(tokenBytes < rendering.text.utf8.count, "NFC shortened the text: \(tokenBytes) vs \(rendering.text.utf8.count) bytes")
+        #expect(encoder.turnsFromSpans(ids, rendering) != nil, "spans found without tokenizing piece by piece")
+        #expect(encoder.tokens(messages).ids == ids)
+    }
+
+    /// Plain text without normalization: the byte lengths of the tokens add up to the rendering.
+    @Test func byteLengthsAddUp() throws {
+        let encoder = try ChatFixtures.setup("smollm2").encoder(chatTemplate: nil)
+        let rendering = encoder.render([.user("naïve café 🙂"), .assistant("日本語 ok")])
+        let ids = encoder.tokenizer.encode(rendering.text)
+        #expect(ids.reduce(0) { $0 + encoder.byteLengths[$1] } == rendering.text.utf8.count)
     }
 }
