@@ -75,8 +75,10 @@ public enum ChatDataset {
         do { data = try Data(contentsOf: url) } catch {
             throw DataError(path: url.path, line: nil, message: "cannot read: \(error.localizedDescription)")
         }
-        let records = try self.records(in: data, path: url.path)
-        guard let first = records.first else { throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)") }
+        // The first record decides the format; pre-tokenized files are then read by TokenizedDataset alone.
+        guard let first = try records(in: data, path: url.path, limit: 1).first else {
+            throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)")
+        }
         let format = try detect(first.object, path: url.path, line: first.number)
         var report = DataLoadReport(path: url.path, format: format)
         report.numberedByLine = !isJSONArray(data)
@@ -86,8 +88,12 @@ public enum ChatDataset {
             }
             let examples = try TokenizedDataset.load(from: url, vocabularySize: vocabularySize)
             report.records = examples.count
-            return LoadedData(examples: examples, report: report, recordNumbers: records.map(\.number))
+            var numbers: [Int] = []
+            for (index, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
+            where !isBlank(line) { numbers.append(index + 1) }
+            return LoadedData(examples: examples, report: report, recordNumbers: numbers)
         }
+        let records = try self.records(in: data, path: url.path)
         let encoder = try encoder()
         var examples: [SFTExample] = []
         var numbers: [Int] = []
@@ -129,7 +135,7 @@ public enum ChatDataset {
         do { data = try Data(contentsOf: url) } catch {
             throw DataError(path: url.path, line: nil, message: "cannot read: \(error.localizedDescription)")
         }
-        guard let first = try records(in: data, path: url.path).first else {
+        guard let first = try records(in: data, path: url.path, limit: 1).first else {
             throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)")
         }
         return try detect(first.object, path: url.path, line: first.number)
@@ -147,7 +153,12 @@ public enum ChatDataset {
         data.first { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) } == UInt8(ascii: "[")
     }
 
-    static func records(in data: Data, path: String) throws -> [Record] {
+    static func isBlank(_ line: Data.SubSequence) -> Bool {
+        line.allSatisfy { $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }
+    }
+
+    /// The records of a file (at most `limit` from a JSONL file).
+    static func records(in data: Data, path: String, limit: Int = .max) throws -> [Record] {
         if isJSONArray(data) {
             let object: Any
             do { object = try JSONSerialization.jsonObject(with: data) } catch {
@@ -165,7 +176,7 @@ public enum ChatDataset {
         var lineNumber = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
-            if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
+            if isBlank(line) { continue }
             let object: Any
             do { object = try JSONSerialization.jsonObject(with: Data(line), options: .fragmentsAllowed) } catch {
                 throw DataError(path: path, line: lineNumber, message: "malformed JSON: \(describe(error))")
@@ -174,6 +185,7 @@ public enum ChatDataset {
                 throw DataError(path: path, line: lineNumber, message: "expected a JSON object, found \(typeName(object))")
             }
             result.append(Record(number: lineNumber, object: dictionary))
+            if result.count == limit { break }
         }
         return result
     }
