@@ -90,8 +90,9 @@ struct TrainCommand: ParsableCommand {
         abstract: "Fine-tune with the masked SFT loss, ZeRO-sharded across the MPI ranks (one rank without mpirun).")
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(name: .long, help: "Pre-tokenized JSONL: {\"input_ids\": [...], \"labels\": [...]} per line (-100: not trained).")
+    @Option(name: .long, help: "Data: JSONL of messages, prompt/completion or alpaca records (or alpaca JSON), or pre-tokenized {\"input_ids\": [...], \"labels\": [...]} (-100: not trained).")
     var data: String
+    @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
     @Option(name: .long, help: "Write the trained model here (config.json + model.safetensors); refuses an existing non-empty directory.")
     var outputDir: String?
@@ -99,9 +100,11 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let config = try modelOptions.loadConfig()
         let options = try training.options()
-        let examples = try TokenizedDataset.load(from: URL(fileURLWithPath: data), vocabularySize: config.vocabSize)
+        let loaded = try text.load(data: data, model: modelOptions.model, vocabularySize: config.vocabSize)
+        let examples = loaded.examples
         try ModelCheckpoint.checkFreshDirectory(outputDir)
         Job.run { (communicator: Communicator) throws -> Void in
+            Session.leaderLog(communicator)("data file: \(loaded.report.summary)")
             let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
                                                   examples: examples, modelName: modelOptions.model)
             try trainer.train()

@@ -1,0 +1,292 @@
+import Foundation
+
+/// The record formats a data file may hold, detected from its first record (every record must match it).
+public enum DataFormat: String, Sendable, Equatable, CaseIterable {
+    /// `{"messages": [{"role": "system"|"user"|"assistant", "content": "…"}, …]}` (OpenAI / HF chat).
+    case messages
+    /// `{"prompt": "…", "completion": "…"}`; either side may also be a list of messages (TRL's
+    /// conversational prompt-completion).
+    case promptCompletion = "prompt/completion"
+    /// `{"instruction": "…", "input": "…", "output": "…"}` (optional `system`): the user message is the
+    /// instruction, then a newline and the input when there is one; the assistant message is the output.
+    case alpaca
+    /// `{"input_ids": [...], "labels": [...]}`: already tokenized (``TokenizedDataset``).
+    case pretokenized = "pre-tokenized"
+
+    /// The keys that identify the format, for error messages.
+    static let keysDescription = "\"messages\", \"prompt\" + \"completion\", \"instruction\" + \"output\" or \"input_ids\""
+}
+
+/// How text records become examples.
+public struct ChatDataOptions: Sendable, Equatable {
+    public var trainOn: TrainOn = .assistant
+    /// A conversation without any supervised token is an error instead of being skipped and counted.
+    public var strict = false
+
+    public init(trainOn: TrainOn = .assistant, strict: Bool = false) {
+        self.trainOn = trainOn
+        self.strict = strict
+    }
+}
+
+/// What loading a data file did: nothing is dropped silently.
+public struct DataLoadReport: Sendable, Equatable {
+    public var path: String
+    public var format: DataFormat
+    /// Records read (JSONL lines or JSON array elements).
+    public var records = 0
+    /// Records without a supervised token, skipped (their line numbers, or array positions counted from 1).
+    public var skippedUnsupervised: [Int] = []
+    /// Whether records are numbered by line (JSONL) or by position in a JSON array.
+    public var numberedByLine = true
+
+    public var summary: String {
+        var text = "\(path): \(records) record\(records == 1 ? "" : "s") (\(format.rawValue))"
+        if !skippedUnsupervised.isEmpty {
+            let shown = skippedUnsupervised.prefix(10).map(String.init).joined(separator: ", ")
+            text += "; \(skippedUnsupervised.count) skipped: no supervised token (\(numberedByLine ? "line" : "record")"
+                + "\(skippedUnsupervised.count == 1 ? "" : "s") \(shown)\(skippedUnsupervised.count > 10 ? ", …" : ""))"
+        }
+        return text
+    }
+}
+
+/// Examples and the report of how they were made.
+public struct LoadedData: Sendable {
+    public var examples: [SFTExample]
+    public var report: DataLoadReport
+    /// Where each example came from (line number or array position), parallel to `examples`.
+    public var recordNumbers: [Int]
+}
+
+/// Chat and instruction data files turned into training examples with a model's chat template.
+///
+/// Files are JSONL (one record per line) or one JSON array of records (alpaca's `alpaca_data.json`).
+/// Labels come from the spans of the assistant turns in the rendered conversation (``ChatEncoder``),
+/// never from searching for template markers.
+public enum ChatDataset {
+    /// Loads `url`: pre-tokenized files directly (no tokenizer needed); text files with the encoder that
+    /// `encoder()` returns (called only for text, so a preset model can still train on pre-tokenized data).
+    /// Ids must be below `vocabularySize` (the model's).
+    public static func load(
+        from url: URL, vocabularySize: Int, options: ChatDataOptions = ChatDataOptions(), encoder: () throws -> ChatEncoder
+    ) throws -> LoadedData {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw DataError(path: url.path, line: nil, message: "cannot read: \(error.localizedDescription)")
+        }
+        // The first record decides the format; pre-tokenized files are then read by TokenizedDataset alone.
+        guard let first = try records(in: data, path: url.path, limit: 1).first else {
+            throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)")
+        }
+        let format = try detect(first.object, path: url.path, line: first.number)
+        var report = DataLoadReport(path: url.path, format: format)
+        report.numberedByLine = !isJSONArray(data)
+        if format == .pretokenized {
+            guard report.numberedByLine else {
+                throw DataError(path: url.path, line: nil, message: "pre-tokenized data must be JSONL (one {\"input_ids\": …} object per line), not a JSON array")
+            }
+            let examples = try TokenizedDataset.load(from: url, vocabularySize: vocabularySize)
+            report.records = examples.count
+            var numbers: [Int] = []
+            for (index, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
+            where !isBlank(line) { numbers.append(index + 1) }
+            return LoadedData(examples: examples, report: report, recordNumbers: numbers)
+        }
+        let records = try self.records(in: data, path: url.path)
+        let encoder = try encoder()
+        var examples: [SFTExample] = []
+        var numbers: [Int] = []
+        for record in records {
+            report.records += 1
+            let line = report.numberedByLine ? record.number : nil
+            func fail(_ message: String) -> DataError {
+                DataError(path: url.path, line: line, message: report.numberedByLine ? message : "record \(record.number): \(message)")
+            }
+            let found = try detect(record.object, path: url.path, line: line)
+            guard found == format else {
+                throw fail("a \(found.rawValue) record in a \(format.rawValue) file (the first record decides the format)")
+            }
+            let messages = try conversation(record.object, format: format, fail: fail)
+            let example = encoder.example(messages, trainOn: options.trainOn)
+            if let bad = example.inputIDs.firstIndex(where: { Int($0) >= vocabularySize }) {
+                throw fail("token id \(example.inputIDs[bad]) at position \(bad) is outside the model's vocabulary (0..<\(vocabularySize))")
+            }
+            if example.supervisedCount == 0 {
+                if options.strict {
+                    throw fail("no supervised token (no assistant turn to train on with --train-on \(options.trainOn.rawValue)); "
+                               + "without --strict such records are skipped and counted")
+                }
+                report.skippedUnsupervised.append(record.number)
+                continue
+            }
+            examples.append(example)
+            numbers.append(record.number)
+        }
+        if examples.isEmpty {
+            throw DataError(path: url.path, line: nil, message: "no example has a supervised token (\(report.records) records read)")
+        }
+        return LoadedData(examples: examples, report: report, recordNumbers: numbers)
+    }
+
+    /// The format of a file, from its first record.
+    public static func detectFormat(of url: URL) throws -> DataFormat {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw DataError(path: url.path, line: nil, message: "cannot read: \(error.localizedDescription)")
+        }
+        guard let first = try records(in: data, path: url.path, limit: 1).first else {
+            throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)")
+        }
+        return try detect(first.object, path: url.path, line: first.number)
+    }
+
+    // MARK: - Records
+
+    struct Record {
+        /// Line number (JSONL) or position in the array counted from 1.
+        var number: Int
+        var object: [String: Any]
+    }
+
+    static func isJSONArray(_ data: Data) -> Bool {
+        data.first { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) } == UInt8(ascii: "[")
+    }
+
+    static func isBlank(_ line: Data.SubSequence) -> Bool {
+        line.allSatisfy { $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }
+    }
+
+    /// The records of a file (at most `limit` from a JSONL file).
+    static func records(in data: Data, path: String, limit: Int = .max) throws -> [Record] {
+        if isJSONArray(data) {
+            let object: Any
+            do { object = try JSONSerialization.jsonObject(with: data) } catch {
+                throw DataError(path: path, line: nil, message: "malformed JSON array: \(describe(error))")
+            }
+            guard let array = object as? [Any] else { throw DataError(path: path, line: nil, message: "expected a JSON array of objects") }
+            return try array.enumerated().map { index, element in
+                guard let dictionary = element as? [String: Any] else {
+                    throw DataError(path: path, line: nil, message: "record \(index + 1): expected a JSON object, found \(typeName(element))")
+                }
+                return Record(number: index + 1, object: dictionary)
+            }
+        }
+        var result: [Record] = []
+        var lineNumber = 0
+        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            lineNumber += 1
+            if isBlank(line) { continue }
+            let object: Any
+            do { object = try JSONSerialization.jsonObject(with: Data(line), options: .fragmentsAllowed) } catch {
+                throw DataError(path: path, line: lineNumber, message: "malformed JSON: \(describe(error))")
+            }
+            guard let dictionary = object as? [String: Any] else {
+                throw DataError(path: path, line: lineNumber, message: "expected a JSON object, found \(typeName(object))")
+            }
+            result.append(Record(number: lineNumber, object: dictionary))
+            if result.count == limit { break }
+        }
+        return result
+    }
+
+    static func detect(_ object: [String: Any], path: String, line: Int?) throws -> DataFormat {
+        if object["input_ids"] != nil { return .pretokenized }
+        if object["messages"] != nil { return .messages }
+        if object["prompt"] != nil && object["completion"] != nil { return .promptCompletion }
+        if object["instruction"] != nil && object["output"] != nil { return .alpaca }
+        throw DataError(path: path, line: line, message: "unrecognised record: expected the keys \(DataFormat.keysDescription), "
+                        + "found \(object.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", "))")
+    }
+
+    /// The messages of a text record, validated: known roles, string contents, non-empty assistant turns.
+    static func conversation(_ object: [String: Any], format: DataFormat, fail: (String) -> DataError) throws -> [ChatMessage] {
+        func text(_ value: Any?, _ key: String) throws -> String {
+            guard let string = value as? String else { throw fail("\"\(key)\" must be a string, found \(typeName(value))") }
+            return string
+        }
+        var messages: [ChatMessage]
+        switch format {
+        case .messages:
+            messages = try messageList(object["messages"], key: "messages", fail: fail)
+        case .promptCompletion:
+            let prompt = object["prompt"], completion = object["completion"]
+            messages = prompt is String ? [.user(try text(prompt, "prompt"))] : try messageList(prompt, key: "prompt", fail: fail)
+            let completionMessages = completion is String
+                ? [.assistant(try text(completion, "completion"))] : try messageList(completion, key: "completion", fail: fail)
+            if let index = completionMessages.firstIndex(where: { $0.role != .assistant }) {
+                throw fail("completion[\(index)].role is \"\(completionMessages[index].role.rawValue)\": a completion holds assistant messages")
+            }
+            messages += completionMessages
+        case .alpaca:
+            var user = try text(object["instruction"], "instruction")
+            if let input = object["input"], !(input is NSNull) {
+                let inputText = try text(input, "input")
+                if !inputText.isEmpty { user += "\n" + inputText }
+            }
+            messages = []
+            if let system = object["system"], !(system is NSNull) {
+                let systemText = try text(system, "system")
+                if !systemText.isEmpty { messages.append(.system(systemText)) }
+            }
+            messages += [.user(user), .assistant(try text(object["output"], "output"))]
+        case .pretokenized:
+            preconditionFailure("pre-tokenized records are read by TokenizedDataset")
+        }
+        for (index, message) in messages.enumerated() where message.role == .assistant {
+            if ChatTemplate.pythonStrip(message.content).isEmpty {
+                let location = format == .messages ? "messages[\(index)]" : format == .alpaca ? "\"output\"" : "the completion"
+                throw fail("\(location) is an empty assistant message: there is nothing to train on")
+            }
+        }
+        return messages
+    }
+
+    static func messageList(_ value: Any?, key: String, fail: (String) -> DataError) throws -> [ChatMessage] {
+        guard let list = value as? [Any] else { throw fail("\"\(key)\" must be a list of messages, found \(typeName(value))") }
+        if list.isEmpty { throw fail("\"\(key)\" is an empty list") }
+        return try list.enumerated().map { index, element in
+            guard let message = element as? [String: Any] else {
+                throw fail("\(key)[\(index)] must be an object {\"role\": …, \"content\": …}, found \(typeName(element))")
+            }
+            guard let roleName = message["role"] as? String else { throw fail("\(key)[\(index)] has no \"role\" string") }
+            guard let role = ChatMessage.Role(rawValue: roleName) else {
+                throw fail("\(key)[\(index)].role is \"\(roleName)\": expected \(ChatMessage.Role.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return ChatMessage(role: role, content: try content(message["content"], "\(key)[\(index)].content", fail: fail))
+        }
+    }
+
+    /// A message content: a string, or OpenAI's list of parts of which only `{"type": "text", "text": …}` is supported.
+    static func content(_ value: Any?, _ location: String, fail: (String) -> DataError) throws -> String {
+        if let string = value as? String { return string }
+        if let parts = value as? [Any] {
+            var text = ""
+            for (index, part) in parts.enumerated() {
+                guard let object = part as? [String: Any], object["type"] as? String == "text", let partText = object["text"] as? String else {
+                    throw fail("\(location)[\(index)]: only text parts {\"type\": \"text\", \"text\": …} are supported")
+                }
+                text += partText
+            }
+            return text
+        }
+        throw fail("\(location) must be a string, found \(typeName(value))")
+    }
+
+    static func typeName(_ value: Any?) -> String {
+        switch value {
+        case nil: "nothing"
+        case is NSNull: "null"
+        case is String: "a string"
+        case is NSNumber: "a number or boolean"
+        case is [Any]: "a list"
+        case is [String: Any]: "an object"
+        default: String(describing: type(of: value as Any))
+        }
+    }
+
+    static func describe(_ error: Error) -> String {
+        let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
+        return text
+    }
+}

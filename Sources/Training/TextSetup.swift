@@ -1,0 +1,170 @@
+import Checkpoints
+import Foundation
+import Models
+import Tokenizers
+
+/// A model's tokenizer and chat template, found from what `--model` names.
+///
+/// - An HF directory (or a `config.json` in one): `tokenizer.json` (with `tokenizer_config.json` for BOS/EOS),
+///   else GPT-2 style `vocab.json` + `merges.txt`; the chat template from `chat_template.jinja`,
+///   `chat_template.json` or `tokenizer_config.json`'s `chat_template` (a string, or a list of named
+///   templates of which `default` is taken). A directory with neither tokenizer file but one `.gguf` file
+///   uses the GGUF.
+/// - A `.gguf` file: the tokenizer from `tokenizer.ggml.*` metadata, the template from `tokenizer.chat_template`.
+/// - A preset name: no tokenizer (random-init models have none), an error when text is needed.
+public struct TextSetup: Sendable {
+    public let tokenizer: Tokenizer
+    /// The model's own Jinja chat template, if it has one.
+    public let chatTemplateSource: String?
+    /// Where the tokenizer came from, for logs (e.g. "models/x.gguf (GGUF metadata)").
+    public let origin: String
+
+    public init(tokenizer: Tokenizer, chatTemplateSource: String?, origin: String) {
+        self.tokenizer = tokenizer
+        self.chatTemplateSource = chatTemplateSource
+        self.origin = origin
+    }
+
+    /// The tokenizer and chat template for `model`: the template named by `chatTemplate` when given
+    /// (`smollm2`, `qwen2`, `chatml`, `llama3`, `plain`), else the model's own, recognised.
+    public static func resolve(model: String, chatTemplate: String? = nil) throws -> (tokenizer: Tokenizer, template: ChatTemplate) {
+        let setup = try load(model: model)
+        return (setup.tokenizer, try setup.template(named: chatTemplate))
+    }
+
+    /// The encoder for `model` with `chatTemplate` (or the model's own template).
+    public static func encoder(model: String, chatTemplate: String? = nil) throws -> ChatEncoder {
+        let setup = try load(model: model)
+        return try setup.encoder(chatTemplate: chatTemplate)
+    }
+
+    /// The chat template called `name`, or the model's own when `name` is nil.
+    public func template(named name: String?) throws(ChatTemplateError) -> ChatTemplate {
+        if let name { return try ChatTemplate.named(name) }
+        guard let chatTemplateSource else {
+            throw ChatTemplateError(
+                "\(origin) has no chat template; pass --chat-template with one of \(ChatTemplate.all.map(\.name).joined(separator: ", "))")
+        }
+        return try ChatTemplate.recognize(chatTemplateSource)
+    }
+
+    public func encoder(chatTemplate name: String?) throws(ChatTemplateError) -> ChatEncoder {
+        try ChatEncoder(tokenizer: tokenizer, template: template(named: name))
+    }
+
+    /// Loads the tokenizer and the template source of `model` (see the type's documentation).
+    public static func load(model: String) throws -> TextSetup {
+        if ModelPreset.config(named: model) != nil {
+            throw TextSetupError(
+                model: model,
+                message: "is a preset (random initialisation) and has no tokenizer: text needs an HF directory "
+                    + "(tokenizer.json or vocab.json + merges.txt) or a .gguf file; or give pre-tokenized data "
+                    + "({\"input_ids\": [...], \"labels\": [...]} per line)")
+        }
+        let url = URL(fileURLWithPath: model)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw TextSetupError(
+                model: model, message: "does not exist (expected a preset name, an HF directory or a .gguf file)")
+        }
+        if !isDirectory.boolValue {
+            if url.pathExtension.lowercased() == "gguf" { return try gguf(url) }
+            if url.lastPathComponent.hasSuffix(".json") { return try directory(url.deletingLastPathComponent(), model: model) }
+            throw TextSetupError(model: model, message: "is a file but neither a .gguf nor an HF config.json")
+        }
+        return try directory(url, model: model)
+    }
+
+    static func directory(_ directory: URL, model: String) throws -> TextSetup {
+        let manager = FileManager.default
+        func file(_ name: String) -> URL? {
+            let url = directory.appendingPathComponent(name)
+            return manager.fileExists(atPath: url.path) ? url : nil
+        }
+        let tokenizer: Tokenizer
+        let origin: String
+        if let tokenizerJSON = file("tokenizer.json") {
+            tokenizer = try Tokenizer(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: file("tokenizer_config.json"))
+            origin = tokenizerJSON.path
+        } else if let vocab = file("vocab.json"), let merges = file("merges.txt") {
+            tokenizer = try Tokenizer(vocabJSON: vocab, mergesTXT: merges)
+            origin = directory.appendingPathComponent("vocab.json + merges.txt").path
+        } else {
+            let ggufs = ((try? manager.contentsOfDirectory(atPath: directory.path)) ?? []).filter { $0.lowercased().hasSuffix(".gguf") }.sorted()
+            if ggufs.count == 1 { return try gguf(directory.appendingPathComponent(ggufs[0])) }
+            throw TextSetupError(
+                model: model,
+                message: "has no tokenizer: expected tokenizer.json, or vocab.json and merges.txt, or a single .gguf file"
+                    + (ggufs.count > 1 ? " (found \(ggufs.count) .gguf files: name one)" : ""))
+        }
+        return TextSetup(tokenizer: tokenizer, chatTemplateSource: try chatTemplateSource(in: directory), origin: origin)
+    }
+
+    /// `chat_template.jinja`, `chat_template.json` (`{"chat_template": "…"}`) or `tokenizer_config.json`'s
+    /// `chat_template` (string, or `[{"name": "default", "template": "…"}, …]`), in that order.
+    static func chatTemplateSource(in directory: URL) throws -> String? {
+        let jinja = directory.appendingPathComponent("chat_template.jinja")
+        if FileManager.default.fileExists(atPath: jinja.path) {
+            do { return try String(contentsOf: jinja, encoding: .utf8) } catch {
+                throw TextSetupError(model: jinja.path, message: "cannot be read as UTF-8 text: \(error.localizedDescription)")
+            }
+        }
+        for name in ["chat_template.json", "tokenizer_config.json"] {
+            let url = directory.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: url.path) else { continue }
+            let object: Any
+            do { object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) } catch {
+                throw TextSetupError(model: url.path, message: "is not valid JSON: \(error.localizedDescription)")
+            }
+            guard let value = (object as? [String: Any])?["chat_template"], !(value is NSNull) else { continue }
+            if let text = value as? String { return text }
+            if let list = value as? [[String: Any]] {
+                if let entry = list.first(where: { $0["name"] as? String == "default" }), let text = entry["template"] as? String {
+                    return text
+                }
+                throw TextSetupError(
+                    model: url.path,
+                    message: "chat_template is a list without a \"default\" entry (found \(list.compactMap { $0["name"] as? String }))")
+            }
+            throw TextSetupError(model: url.path, message: "chat_template is neither a string nor a list of named templates")
+        }
+        return nil
+    }
+
+    /// The tokenizer and template from a GGUF file's metadata (`tokenizer.ggml.model` must be `gpt2`).
+    public static func gguf(_ url: URL) throws -> TextSetup {
+        try gguf(file: GGUFFile(url: url))
+    }
+
+    /// The tokenizer and template of an opened GGUF file (no second parse of its metadata).
+    public static func gguf(file: GGUFFile) throws -> TextSetup {
+        let url = file.url
+        let metadata = file.metadata
+        func missing(_ key: String, _ expected: String) -> TextSetupError {
+            TextSetupError(model: url.path, message: "metadata \(key): expected \(expected), found \(metadata[key].map { "\($0.typeName)" } ?? "nothing")")
+        }
+        guard let model = metadata["tokenizer.ggml.model"]?.string else { throw missing("tokenizer.ggml.model", "a string") }
+        guard model == "gpt2" else {
+            throw TextSetupError(
+                model: url.path,
+                message: "metadata tokenizer.ggml.model is \"\(model)\": only byte-level BPE (\"gpt2\") tokenizers are supported")
+        }
+        guard let tokens = metadata["tokenizer.ggml.tokens"]?.stringArray else { throw missing("tokenizer.ggml.tokens", "an array of strings") }
+        guard let merges = metadata["tokenizer.ggml.merges"]?.stringArray else { throw missing("tokenizer.ggml.merges", "an array of strings") }
+        let types = metadata["tokenizer.ggml.token_type"]?.intArray ?? []
+        let tokenizer = try Tokenizer(
+            ggufTokens: tokens, merges: merges, tokenTypes: types, pre: metadata["tokenizer.ggml.pre"]?.string,
+            bosTokenID: metadata["tokenizer.ggml.bos_token_id"]?.int, eosTokenID: metadata["tokenizer.ggml.eos_token_id"]?.int,
+            addBOSToken: metadata["tokenizer.ggml.add_bos_token"]?.bool ?? false)
+        return TextSetup(tokenizer: tokenizer, chatTemplateSource: metadata["tokenizer.chat_template"]?.string,
+                         origin: "\(url.path) (GGUF metadata)")
+    }
+}
+
+/// A model whose tokenizer cannot be found or read.
+public struct TextSetupError: Error, CustomStringConvertible, Sendable {
+    /// The `--model` value or the file at fault.
+    public var model: String
+    public var message: String
+    public var description: String { "\(model): \(message)" }
+}
