@@ -36,10 +36,10 @@ let package = Package(
         .target(name: "TestSupport"),
 
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Checkpoints"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Sharding", "Models", "Collectives", "Checkpoints", "TestSupport"]),
         .testTarget(name: "ChatDataTests", dependencies: ["Training", "Tokenizers", "TestSupport"], resources: [.copy("Fixtures")]),
     ]

@@ -1,28 +1,6 @@
 import Testing
+import TestSupport
 @testable import Kernels
-
-/// A small deterministic generator for test data.
-struct TestRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Float { Float(Double(next() >> 11) * 0x1p-53) }
-    mutating func normal(_ std: Float = 1) -> Float {
-        let u1 = max(Double(next() >> 11) * 0x1p-53, 1e-12), u2 = Double(next() >> 11) * 0x1p-53
-        return std * Float((-2 * _log(u1)).squareRoot() * _cos(2 * .pi * u2))
-    }
-    mutating func normals(_ count: Int, std: Float = 1) -> [Float] { (0..<count).map { _ in normal(std) } }
-}
-
-import Glibc
-@inline(__always) func _log(_ x: Double) -> Double { Glibc.log(x) }
-@inline(__always) func _cos(_ x: Double) -> Double { Glibc.cos(x) }
 
 /// Checks an analytic gradient against central finite differences along random directions and at
 /// the largest-gradient coordinates. fp32 forward, Double loss: the stated tolerance is relative,

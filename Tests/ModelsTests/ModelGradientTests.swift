@@ -1,6 +1,7 @@
 import Testing
 @testable import Models
 import Kernels
+import TestSupport
 
 /// A whole-model finite-difference check, tensor by tensor, on tiny Llama and Qwen2 configs.
 @Suite struct ModelGradientTests {
@@ -26,7 +27,7 @@ import Kernels
         let model = DecoderModel(config: config, maxTokens: batch.count)
         let store = DenseUnitStore(config: config, seed: 42)
         // Biases start at zero: give them values so their gradients are exercised.
-        var random = SplitMix(seed: 3)
+        var random = TestRandom(seed: 3)
         for (_, tensor) in store.layout.allTensors where tensor.name.hasSuffix(".bias") || tensor.name.hasSuffix("norm.weight") {
             let t = store.tensor(tensor.name)!
             for i in t.indices { t[i] += 0.2 * random.normal() }
@@ -76,19 +77,3 @@ import Kernels
     }
 }
 
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func normal() -> Float {
-        let u1 = max(Double(next() >> 11) * 0x1p-53, 1e-12), u2 = Double(next() >> 11) * 0x1p-53
-        return Float((-2 * log(u1)).squareRoot() * cos(2 * .pi * u2))
-    }
-}
-import Glibc

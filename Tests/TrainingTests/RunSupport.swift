@@ -50,14 +50,8 @@ final class ScratchDirectory {
 
 /// Deterministic pre-tokenized examples of varied lengths (vocabulary 256), prompt unsupervised.
 func syntheticExamples(count: Int, seed: UInt64, minLength: Int = 6, maxLength: Int = 40) -> [SFTExample] {
-    var state = seed
-    func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var random = TestRandom(seed: seed)
+    func next() -> UInt64 { random.next() }
     return (0..<count).map { _ in
         let length = minLength + Int(next() % UInt64(maxLength - minLength + 1))
         let prompt = 1 + Int(next() % UInt64(length - 2))
