@@ -295,6 +295,9 @@ def check_export(directory: Path, reference: Path | None) -> bool:
         good = diff <= 1e-4 * max(scale, 1)
         ok &= good
         print(f"  transformers logits vs ours: max |diff| {diff:.3g} (scale {scale:.3g}): {'OK' if good else 'MISMATCH'}")
+    exported_tokenizer = AutoTokenizer.from_pretrained(directory)
+    print(f"  transformers loads the exported tokenizer: {type(exported_tokenizer).__name__}, "
+          f"{len(exported_tokenizer)} tokens, eos {exported_tokenizer.eos_token!r}")
     if reference is not None:
         ref = AutoModelForCausalLM.from_pretrained(reference.parent, gguf_file=reference.name, dtype=torch.float32).eval()
         ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 5356, 30, 2]])

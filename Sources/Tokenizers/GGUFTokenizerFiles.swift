@@ -38,13 +38,24 @@ public enum GGUFTokenizerFiles {
         var vocabulary: [String: Int] = [:]
         vocabulary.reserveCapacity(tokens.count)
         for (id, token) in tokens.enumerated() { vocabulary[token] = id }   // a repeated token keeps its last id
-        var mergePairs: [[String]] = []
-        mergePairs.reserveCapacity(merges.count)
+        // The vocabulary (in id order) and merges are written as JSON text directly: JSONSerialization
+        // with sorted keys takes seconds on a 50k-entry object.
+        var vocabularyJSON = "{"
+        var first = true
+        for (id, token) in tokens.enumerated() where vocabulary[token] == id {
+            if !first { vocabularyJSON += "," }
+            first = false
+            vocabularyJSON += jsonString(token) + ":" + String(id)
+        }
+        vocabularyJSON += "}"
+        var mergesJSON = "["
         for (index, merge) in merges.enumerated() {
             let parts = merge.split(separator: " ", omittingEmptySubsequences: false)
             guard parts.count == 2 else { throw fail("tokenizer.ggml.merges[\(index)]", "\"left right\"", "\"\(merge)\"") }
-            mergePairs.append([String(parts[0]), String(parts[1])])
+            if index > 0 { mergesJSON += "," }
+            mergesJSON += "[" + jsonString(String(parts[0])) + "," + jsonString(String(parts[1])) + "]"
         }
+        mergesJSON += "]"
         var added: [[String: Any]] = []
         for (id, type) in types.enumerated() where (type == 3 || type == 4) && vocabulary[tokens[id]] == id {
             added.append(["id": id, "content": tokens[id], "single_word": false, "lstrip": false, "rstrip": false,
@@ -86,7 +97,7 @@ public enum GGUFTokenizerFiles {
             "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
             "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
                       "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false, "ignore_merges": ignoreMerges,
-                      "vocab": vocabulary, "merges": mergePairs],
+                      "vocab": "\u{1}VOCAB", "merges": "\u{1}MERGES"],
         ]
         var config: [String: Any] = [
             "tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": addBOS, "add_eos_token": false,
@@ -102,10 +113,32 @@ public enum GGUFTokenizerFiles {
         }
         let options: JSONSerialization.WritingOptions = [.sortedKeys, .withoutEscapingSlashes]
         do {
-            return (try JSONSerialization.data(withJSONObject: tokenizer, options: options),
+            var text = String(decoding: try JSONSerialization.data(withJSONObject: tokenizer, options: options), as: UTF8.self)
+            text = text.replacingOccurrences(of: "\"\\u0001VOCAB\"", with: vocabularyJSON)
+                .replacingOccurrences(of: "\"\\u0001MERGES\"", with: mergesJSON)
+            return (Data(text.utf8),
                     try JSONSerialization.data(withJSONObject: config, options: options.union(.prettyPrinted)))
         } catch {
             throw fail("tokenizer.ggml.tokens", "strings that JSON can hold", "\(error)")
         }
+    }
+
+    /// A JSON string literal: `"`, `\\` and control characters escaped, everything else as is (UTF-8).
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
     }
 }

@@ -82,7 +82,8 @@ struct GenerateCommand: ParsableCommand {
         discussion: """
             The prompt is wrapped in the model's chat format as one user turn (with the template's default \
             system prompt), unless --raw is given. The reply is streamed to stdout; with --json a final line \
-            {"text", "tokens", "prompt_tokens", "stop_reason", "tokens_per_sec"} follows. Runs in one process.
+            {"text", "tokens", "prompt_tokens", "stop_reason", "prompt_seconds", "decode_seconds", "tokens_per_sec"} \
+            follows (tokens_per_sec: generated tokens per second of decoding). Runs in one process.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -111,14 +112,17 @@ struct GenerateCommand: ParsableCommand {
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         var sampler = TokenSampler(generation.sampling)
         let started = Date()
-        let result = try loaded.reply(after: ids, options: generation, sampler: &sampler, write: writeOut)
-        let seconds = Date().timeIntervalSince(started)
+        _ = try loaded.generator.append(ids, store: loaded.store)
+        let prefilled = Date()
+        let result = try loaded.reply(after: [], options: generation, sampler: &sampler, write: writeOut)
+        let decodeSeconds = Date().timeIntervalSince(prefilled), prefillSeconds = prefilled.timeIntervalSince(started)
         writeOut("\n")
         if json {
             let summary: [String: Any] = [
                 "text": loaded.tokenizer.decode(result.tokens, skipSpecialTokens: true), "tokens": result.tokens,
                 "prompt_tokens": ids.count, "stop_reason": result.reason.rawValue,
-                "tokens_per_sec": Double(result.tokens.count + ids.count) / max(seconds, 1e-9),
+                "prompt_seconds": prefillSeconds, "decode_seconds": decodeSeconds,
+                "tokens_per_sec": Double(result.tokens.count) / max(decodeSeconds, 1e-9),
             ]
             let data = try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys, .withoutEscapingSlashes])
             writeOut(String(decoding: data, as: UTF8.self) + "\n")
