@@ -11,6 +11,7 @@ Outputs (≈1 MB in total):
                 transformers to the very same tensors;
                 goldens.json: one packed-free example (input_ids, labels with -100), its logits (T × V),
                 loss; gradients.safetensors: d(loss)/d(every parameter).
+  tiny-llama-bf16/  the tiny Llama saved in BF16 by transformers, with logits of the BF16 weights (in F32).
   tiny-qwen2/   the same for a random Qwen2ForCausalLM (q/k/v biases, untied lm_head); its GGUF is not
                 permuted (llama.cpp's Qwen2Model does not derive from LlamaModel).
   smollm2/goldens.json (needs models/SmolLM2-135M-Instruct.Q4_1.gguf; run launch/fetch-smollm2):
@@ -204,8 +205,24 @@ def tiny_fixture(kind: str) -> None:
         "vocab_size": model.config.vocab_size,
     }
     (out / "goldens.json").write_text(json.dumps(goldens))
+    if kind == "llama":
+        bf16_fixture(model, ids)
     print(f"{name}: loss {output.loss.item():.6f}, {sum(p.numel() for p in model.parameters())} parameters, "
           f"max |logit| {output.logits.abs().max().item():.3f}")
+
+
+def bf16_fixture(model, ids) -> None:
+    """The tiny Llama saved in BF16 (an HF directory as most hub checkpoints are), with the logits of
+    the BF16 weights computed in F32."""
+    import copy
+    out = FIXTURES / "tiny-llama-bf16"
+    out.mkdir(parents=True, exist_ok=True)
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    half.save_pretrained(out, safe_serialization=True)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    with torch.no_grad():
+        logits = half.float()(input_ids=ids).logits[0]
+    (out / "goldens.json").write_text(json.dumps({"input_ids": ids[0].tolist(), "logits": logits.reshape(-1).tolist()}))
 
 
 def assistant_labels(tokenizer, messages) -> tuple[list[int], list[int]]:

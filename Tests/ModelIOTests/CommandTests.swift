@@ -1,3 +1,4 @@
+import Checkpoints
 import Foundation
 import TestSupport
 import Testing
@@ -85,6 +86,30 @@ import Testing
             losses.append(loss)
         }
         #expect(losses.allSatisfy { abs($0 - losses[0]) <= 1e-6 * losses[0] }, "losses \(losses)")
+    }
+
+    /// train from a GGUF on 2 ranks at stage 3 (each rank reads only its shards' ranges) writes an HF
+    /// directory: the weights (after one step at lr 1e-9) are the GGUF's, and the sidecar files are there.
+    @Test func trainFromGGUFWritesHFDirectory() throws {
+        let goldens = try Fixtures.json(TinyGoldens.self, "tiny-llama/goldens.json")
+        let scratch = try ScratchDirectory()
+        let data = scratch.url.appendingPathComponent("train.jsonl")
+        try Data(#"{"input_ids": \#(goldens.input_ids), "labels": \#(goldens.labels)}"#.utf8).write(to: data)
+        let out = scratch.url.appendingPathComponent("trained")
+        let result = try Self.run(["train", "--model", Fixtures.url("tiny-llama/tiny-llama.gguf").path, "--data", data.path,
+                                   "--zero-stage", "3", "--max-steps", "1", "--lr", "1e-9", "--micro-batch-size", "1",
+                                   "--seq-len", "32", "--output-dir", out.path], ranks: 2)
+        #expect(result.status == 0, "\(result.stderr)")
+        let files = Set((try? FileManager.default.contentsOfDirectory(atPath: out.path)) ?? [])
+        #expect(files.isSuperset(of: ["config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]),
+                "files: \(files.sorted())")
+        let trained = try SafetensorsFile(url: out.appendingPathComponent("model.safetensors"))
+        let original = try SafetensorsFile(url: Fixtures.url("tiny-llama/model.safetensors"))
+        #expect(trained.tensors.count == original.tensors.count)
+        for name in original.tensors.keys.sorted() {
+            let (difference, index) = maxDifference(try trained.read(name), try original.read(name))
+            #expect(difference <= 1e-6, "\(name): differs by \(difference) at \(index)")
+        }
     }
 
     /// The acceptance check: SmolLM2-135M-Instruct answers "What is the capital of France?" with Paris.
