@@ -49,4 +49,16 @@ import Training
                     "\(model): gradient of \(tensorName) differs by \(difference) at element \(index) (scale \(tensorScale))")
         }
     }
+
+    /// A BF16 HF directory (as most hub checkpoints are) loads to the same logits transformers gets from the BF16 weights.
+    @Test func bf16DirectoryLogits() throws {
+        struct Goldens: Decodable { var input_ids: [Int]; var logits: [Float] }
+        let goldens = try Fixtures.json(Goldens.self, "tiny-llama-bf16/goldens.json")
+        let weights = try SafetensorsFile(url: Fixtures.url("tiny-llama-bf16/model.safetensors"))
+        #expect(weights.tensors.values.allSatisfy { $0.dtype == .bf16 })
+        let (source, store) = try loadDense(Fixtures.url("tiny-llama-bf16").path, withGradients: false)
+        let logits = try fullLogits(goldens.input_ids.map { Int32($0) }, config: source.config, store: store)
+        let (difference, index) = maxDifference(logits, goldens.logits)
+        #expect(difference <= 1e-4 * maxAbs(goldens.logits), "BF16 logits differ by \(difference) at \(index)")
+    }
 }
