@@ -93,6 +93,10 @@ public enum Classifier {
     ) {
         precondition(out.count >= rows * v && hidden.count >= rows * c && weight.count == v * c, "Classifier.logits: buffers do not fit")
         guard rows > 0 else { return }
+        if rows == 1 {   // generation: one matrix-vector product
+            BLAS.gemv(m: v, n: c, a: weight.baseAddress!, lda: c, x: hidden.baseAddress!, y: out.baseAddress!)
+            return
+        }
         BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: v, k: c,
                   a: hidden.baseAddress!, lda: c, b: weight.baseAddress!, ldb: c, c: out.baseAddress!, ldc: v)
     }

@@ -22,6 +22,10 @@ public enum Linear {
             for t in 0..<n { (outBase + t * o).update(from: b, count: o) }
             beta = 1
         }
+        if n == 1 {   // one token (generation): a matrix-vector product, without gemm's packing of W
+            BLAS.gemv(m: o, n: i, a: weight.baseAddress!, lda: i, x: inp.baseAddress!, beta: beta, y: outBase)
+            return
+        }
         BLAS.gemm(transposeA: false, transposeB: true, m: n, n: o, k: i,
                   a: inp.baseAddress!, lda: i, b: weight.baseAddress!, ldb: i,
                   beta: beta, c: outBase, ldc: o)

@@ -64,6 +64,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         case torchDtype = "torch_dtype"
         case ropeScaling = "rope_scaling"
         case mlpBias = "mlp_bias"
+        case ropeParameters = "rope_parameters"
+        case useSlidingWindow = "use_sliding_window"
     }
 
     public init(
@@ -106,7 +108,18 @@ public struct ModelConfig: Codable, Sendable, Equatable {
         numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
         headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
-        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000
+        // transformers 5 writes `rope_parameters: {"rope_theta": …, "rope_type": "default"}` instead of `rope_theta`.
+        let ropeParameters = try? c.decodeIfPresent([String: JSONScalar].self, forKey: .ropeParameters)
+        if let type = ropeParameters?["rope_type"], case .string(let name) = type, name != "default" {
+            throw ModelConfigError.unsupported(key: "rope_parameters.rope_type", value: name,
+                                               expected: "default (rope scaling is not implemented yet)")
+        }
+        var nestedTheta: Double? = nil
+        if let theta = ropeParameters?["rope_theta"], case .number(let value) = theta { nestedTheta = value }
+        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? nestedTheta ?? 10000
+        if (try? c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow)) == true {
+            throw ModelConfigError.unsupported(key: "use_sliding_window", value: "true", expected: "false (sliding-window attention is not implemented)")
+        }
         maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
         initializerRange = try c.decodeIfPresent(Double.self, forKey: .initializerRange) ?? 0.02

@@ -31,34 +31,13 @@ public enum ModelCheckpoint {
     }
 
     /// Writes `config.json` and `model.safetensors` (fp32, HF tensor names) into `directory`.
-    /// Every rank must call it (stage 3 gathers each unit); rank 0 writes.
+    /// Every rank must call it (stage 3 gathers each unit, one at a time, in file order); rank 0 writes
+    /// (``ModelExport/writeSafetensors(engine:to:)``), so no rank ever holds the whole model.
     public static func save(engine: ZeroEngine, config: ModelConfig, to directory: URL) throws {
-        var tensors: [(name: String, shape: [Int], values: [Float])] = []
-        for (index, unit) in engine.layout.units.enumerated() {
-            let values = try engine.fullParameters(unit: index)
-            guard engine.communicator.rank == 0 else { continue }
-            for tensor in unit.tensors { tensors.append((tensor.name, tensor.shape, Array(values[tensor.range]))) }
-        }
+        if engine.communicator.rank == 0 { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
+        try ModelExport.writeSafetensors(engine: engine, to: directory.appendingPathComponent("model.safetensors"))
         guard engine.communicator.rank == 0 else { return }
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(config).write(to: directory.appendingPathComponent("config.json"), options: .atomic)
-        try writeSafetensors(tensors, to: directory.appendingPathComponent("model.safetensors"))
-    }
-
-    static func writeSafetensors(_ tensors: [(name: String, shape: [Int], values: [Float])], to url: URL) throws {
-        // Keep every array alive while the writer reads through the pointers.
-        func build(_ index: Int, _ pointers: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)]) throws {
-            if index == tensors.count {
-                try SafetensorsWriter.write(pointers, metadata: ["format": "pt"], to: url, overwrite: false)
-                return
-            }
-            try tensors[index].values.withUnsafeBufferPointer { buffer in
-                try build(index + 1, pointers + [(tensors[index].name, tensors[index].shape, buffer)])
-            }
-        }
-        try build(0, [])
+        try ModelExport.writeConfig(config, to: directory)
     }
 
     /// Refuses to write into an existing non-empty directory: nothing the user had is overwritten.

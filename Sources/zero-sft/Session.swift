@@ -28,16 +28,9 @@ enum Session {
         }
     }
 
-    /// A directory with `model.safetensors` (or an index) gives weights; a preset or a bare config.json does not.
+    /// The checkpoint's tensors under HF names (an HF directory or a GGUF file); nil for a preset or a bare config.json.
     static func weightsSource(_ modelName: String) throws -> (source: any TensorSource, path: String)? {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: modelName, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
-        let directory = URL(fileURLWithPath: modelName)
-        for name in ["model.safetensors", "model.safetensors.index.json"] {
-            let url = directory.appendingPathComponent(name)
-            if FileManager.default.fileExists(atPath: url.path) { return (try openTensorSource(at: directory), url.path) }
-        }
-        return nil
+        try ModelSource.open(modelName).weights.map { ($0, $0.location) }
     }
 
     static func makeTrainer(config: ModelConfig, options: TrainingOptions, communicator: Communicator,

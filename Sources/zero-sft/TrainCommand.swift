@@ -8,18 +8,15 @@ import Training
 /// Options shared by every command that builds a model.
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "A preset name (random init: \(ModelPreset.all.map(\.name).joined(separator: ", "))) or an HF config.json (random init).",
+        "An HF model directory (config.json + model.safetensors or an index; F32/F16/BF16), a .gguf file, a preset name (random init: \(ModelPreset.all.map(\.name).joined(separator: ", "))) or an HF config.json (random init).",
         valueName: "model"))
     var model: String = "tiny"
 
+    /// The architecture; for a checkpoint, also checks every tensor's name and shape against it.
     func loadConfig() throws -> ModelConfig {
-        if let preset = ModelPreset.config(named: model) { return preset }
-        let url = URL(fileURLWithPath: model)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
-            throw ModelConfigError.unknownPreset(model, known: ModelPreset.all.map(\.name))
-        }
-        return try ModelConfig.load(from: isDirectory.boolValue ? url.appendingPathComponent("config.json") : url)
+        let source = try ModelSource.open(model)
+        try source.checkWeights()
+        return source.config
     }
 }
 
@@ -94,7 +91,7 @@ struct TrainCommand: ParsableCommand {
     var data: String
     @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
-    @Option(name: .long, help: "Write the trained model here (config.json + model.safetensors); refuses an existing non-empty directory.")
+    @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files); refuses an existing non-empty directory.")
     var outputDir: String?
 
     func run() throws {
@@ -108,7 +105,11 @@ struct TrainCommand: ParsableCommand {
             let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
                                                   examples: examples, modelName: modelOptions.model)
             try trainer.train()
-            if let outputDir { try ModelCheckpoint.save(engine: trainer.engine, config: config, to: URL(fileURLWithPath: outputDir)) }
+            if let outputDir {
+                let directory = URL(fileURLWithPath: outputDir)
+                try ModelCheckpoint.save(engine: trainer.engine, config: config, to: directory)
+                if communicator.rank == 0 { try ModelExport.writeSidecars(from: ModelSource.open(modelOptions.model), config: config, to: directory) }
+            }
         }
     }
 }

@@ -1,0 +1,148 @@
+import Checkpoints
+import Foundation
+import Models
+import Sharding
+import Tokenizers
+
+/// Writing HF model directories (`config.json`, `model.safetensors`, `generation_config.json`, the
+/// tokenizer files) and loading a ``ModelSource`` whole into one process.
+public enum ModelExport {
+    /// Fills parameter ranges of a model: from the checkpoint by HF name (ranged reads), or random
+    /// from `seed` for a preset or a bare config.
+    public static func initializer(for source: ModelSource, seed: UInt64)
+        -> (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
+    {
+        let config = source.config, layout = ParameterLayout(config: config)
+        if let weights = source.weights {
+            return { unit, range, destination in
+                try ModelCheckpoint.fill(destination, unit: unit, elements: range, layout: layout,
+                                         source: weights, sourcePath: weights.location)
+            }
+        }
+        return { unit, range, destination in
+            ParameterInitialization.fill(destination, unit: unit, elements: range, layout: layout, config: config, seed: seed)
+        }
+    }
+
+    /// The whole model in this process (evaluation on one rank, generation), without gradients.
+    public static func denseStore(for source: ModelSource, seed: UInt64 = 42) throws -> DenseUnitStore {
+        try source.checkWeights()
+        let store = DenseUnitStore(layout: ParameterLayout(config: source.config), withGradients: false)
+        let fill = initializer(for: source, seed: seed)
+        for (index, unit) in store.layout.units.enumerated() {
+            try fill(index, 0..<unit.count, store.parameters[index].pointer)
+        }
+        return store
+    }
+
+    /// Exports `source` as an HF directory: `config.json`, `model.safetensors` (F32, HF names, streamed
+    /// tensor by tensor — the whole model is never in memory), `generation_config.json` and the
+    /// tokenizer files (see ``writeTokenizerFiles(from:to:)``). Returns the names of the files written.
+    /// Refuses an existing non-empty directory.
+    @discardableResult
+    public static func export(_ source: ModelSource, seed: UInt64 = 42, to directory: URL) throws -> [String] {
+        try ModelCheckpoint.checkFreshDirectory(directory.path)
+        try source.checkWeights()
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let layout = ParameterLayout(config: source.config)
+        var location: [String: (unit: Int, offset: Int)] = [:]
+        for (index, unit) in layout.units.enumerated() {
+            for tensor in unit.tensors { location[tensor.name] = (index, tensor.offset) }
+        }
+        let fill = initializer(for: source, seed: seed)
+        try SafetensorsWriter.write(layout: layout.units.flatMap { $0.tensors.map { ($0.name, $0.shape) } },
+                                    metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors")) {
+            name, elements, destination in
+            let (unit, offset) = location[name]!
+            try fill(unit, (offset + elements.lowerBound)..<(offset + elements.upperBound), destination)
+        }
+        try writeConfig(source.config, to: directory)
+        return ["config.json", "model.safetensors"] + (try writeSidecars(from: source, config: source.config, to: directory))
+    }
+
+    /// `config.json` (HF keys, `torch_dtype` float32).
+    public static func writeConfig(_ config: ModelConfig, to directory: URL) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(config).write(to: directory.appendingPathComponent("config.json"), options: .atomic)
+    }
+
+    /// `generation_config.json` and the tokenizer files: what `train --output-dir` and `export` write
+    /// besides the weights. Returns the names of the files written.
+    @discardableResult
+    public static func writeSidecars(from source: ModelSource, config: ModelConfig, to directory: URL) throws -> [String] {
+        var written: [String] = []
+        let generation = directory.appendingPathComponent("generation_config.json")
+        if let original = source.directory?.appendingPathComponent("generation_config.json"),
+           FileManager.default.fileExists(atPath: original.path) {
+            try FileManager.default.copyItem(at: original, to: generation)
+        } else {
+            var fields: [String: Any] = ["_from_model_config": true]
+            if let bos = config.bosTokenID { fields["bos_token_id"] = bos }
+            if let eos = config.eosTokenID { fields["eos_token_id"] = eos.ids.count == 1 ? eos.ids[0] : eos.ids }
+            try JSONSerialization.data(withJSONObject: fields, options: [.prettyPrinted, .sortedKeys]).write(to: generation, options: .atomic)
+        }
+        written.append("generation_config.json")
+        written += try writeTokenizerFiles(from: source, to: directory)
+        return written
+    }
+
+    /// The tokenizer files of the model, written into `directory`; returns their names (none for a preset).
+    ///
+    /// MERGE: this is the model side's stand-in until the tokenizer resolver of the chat-data work
+    /// lands: an HF directory's tokenizer files are copied as they are; a GGUF's are rebuilt from its
+    /// metadata (``GGUFTokenizerFiles``), chat template included.
+    public static func writeTokenizerFiles(from source: ModelSource, to directory: URL) throws -> [String] {
+        if let gguf = source.gguf {
+            let files = try GGUFTokenizerFiles.make(from: gguf.metadata, source: gguf.location)
+            try files.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"), options: .atomic)
+            try files.tokenizerConfigJSON.write(to: directory.appendingPathComponent("tokenizer_config.json"), options: .atomic)
+            return ["tokenizer.json", "tokenizer_config.json"]
+        }
+        guard let origin = source.directory else { return [] }
+        var copied: [String] = []
+        for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                     "chat_template.jinja", "chat_template.json"] {
+            let from = origin.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: from.path) else { continue }
+            let to = directory.appendingPathComponent(name)
+            if FileManager.default.fileExists(atPath: to.path) { try FileManager.default.removeItem(at: to) }
+            try FileManager.default.copyItem(at: from, to: to)
+            copied.append(name)
+        }
+        return copied
+    }
+
+    /// Writes `model.safetensors` from a (possibly sharded) engine, one unit at a time: every rank walks
+    /// the tensors in file order and joins the gather of each unit as the walk reaches it; rank 0
+    /// writes. No rank holds more than one gathered unit (plus the writer's chunk).
+    public static func writeSafetensors(engine: ZeroEngine, to url: URL) throws {
+        let layout = engine.layout
+        var location: [String: (unit: Int, tensor: ParameterTensor)] = [:]
+        for (index, unit) in layout.units.enumerated() {
+            for tensor in unit.tensors { location[tensor.name] = (index, tensor) }
+        }
+        let names = layout.units.flatMap { $0.tensors.map(\.name) }
+        var currentUnit = -1
+        var current: [Float] = []
+        func gather(_ unit: Int) throws {
+            if unit != currentUnit {
+                current = []
+                current = try engine.fullParameters(unit: unit)
+                currentUnit = unit
+            }
+        }
+        guard engine.communicator.rank == 0 else {
+            for name in names.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) { try gather(location[name]!.unit) }
+            return
+        }
+        try SafetensorsWriter.write(layout: layout.units.flatMap { $0.tensors.map { ($0.name, $0.shape) } },
+                                    metadata: ["format": "pt"], to: url) { name, elements, destination in
+            let (unit, tensor) = location[name]!
+            try gather(unit)
+            current.withUnsafeBufferPointer { values in
+                _ = destination.initialize(from: values[(tensor.offset + elements.lowerBound)..<(tensor.offset + elements.upperBound)])
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Collectives
+import Foundation
+import Kernels
+import Models
+import Sharding
+import Training
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Print the masked loss of a dataset without training, sharded across the MPI ranks.",
+        discussion: """
+            Rank r evaluates examples r, r + N, …; the sums are all-reduced. The last line is one JSON object: \
+            {"loss", "supervised_tokens", "tokens", "examples", "truncated_examples", "perplexity", "ranks", "seconds"}.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(name: .long, help: "Pre-tokenized JSONL: {\"input_ids\": [...], \"labels\": [...]} per line (-100: not scored).")
+    var data: String
+    @Option(name: .long, help: "Longer examples are scored on their first this many tokens (and counted).")
+    var seqLen: Int = 2048
+    @Option(name: .long, help: "Most tokens per forward on each rank (examples are packed up to it).")
+    var tokensPerForward: Int = 4096
+    @Option(name: .long, help: "0: every rank holds the whole model; 3: each rank holds a shard (parameters gathered per layer).")
+    var zeroStage: Int = 0
+    @Option(name: .long, help: "Seed of the random initialisation (presets only).")
+    var seed: UInt64 = 42
+
+    func validate() throws {
+        guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
+        guard tokensPerForward >= 1 else { throw ValidationError("--tokens-per-forward must be positive, got \(tokensPerForward)") }
+        guard zeroStage == 0 || zeroStage == 3 else { throw ValidationError("--zero-stage must be 0 or 3 for eval, got \(zeroStage)") }
+    }
+
+    /// MERGE: the data-loading seam. Chat formats (messages / prompt-completion / alpaca) plug in here
+    /// through the chat-data work's loader, which needs the model's tokenizer and chat template.
+    static func loadExamples(path: String, config: ModelConfig) throws -> [SFTExample] {
+        try TokenizedDataset.load(from: URL(fileURLWithPath: path), vocabularySize: config.vocabSize)
+    }
+
+    func run() throws {
+        let config = try modelOptions.loadConfig()
+        let examples = try Self.loadExamples(path: data, config: config)
+        let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
+        Job.run { (communicator: Communicator) throws -> Void in
+            let log = Session.leaderLog(communicator)
+            let source = try ModelSource.open(model)
+            let store: UnitStore
+            if zeroStage == 3 {
+                let layout = ParameterLayout(config: config)
+                store = try ZeroEngine(layout: layout, stage: .three, communicator: communicator, optimizer: AdamW(),
+                                       initialize: ModelExport.initializer(for: source, seed: seed))
+            } else {
+                store = try ModelExport.denseStore(for: source, seed: seed)
+            }
+            log("zero-sft eval: \(model) on \(communicator.size) rank(s), \(examples.count) examples")
+            let result = try Evaluation.run(examples, config: config, store: store, communicator: communicator,
+                                            sequenceLength: seqLen, tokensPerForward: tokensPerForward)
+            log(String(format: "loss %.6f over %d supervised tokens (perplexity %.3f), %d tokens, %d truncated, %.2f s",
+                       result.loss, result.supervisedTokens, result.perplexity, result.tokens, result.truncatedExamples, result.seconds))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            log(String(decoding: try encoder.encode(result), as: UTF8.self))
+        }
+    }
+}
