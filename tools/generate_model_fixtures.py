@@ -220,8 +220,11 @@ def bf16_fixture(model, ids) -> None:
     half = copy.deepcopy(model).to(torch.bfloat16)
     half.save_pretrained(out, safe_serialization=True)
     (out / "generation_config.json").unlink(missing_ok=True)
+    from transformers import AutoModelForCausalLM
+    # Loaded as a user would (F32 compute); `half.float()` would keep a BF16-rounded rotary inv_freq buffer.
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     with torch.no_grad():
-        logits = half.float()(input_ids=ids).logits[0]
+        logits = reloaded(input_ids=ids).logits[0]
     (out / "goldens.json").write_text(json.dumps({"input_ids": ids[0].tolist(), "logits": logits.reshape(-1).tolist()}))
 
 

@@ -78,6 +78,11 @@ public struct ModelSource {
             guard hasWeights else { return ModelSource(kind: .configFile(configURL), config: config, weights: nil, gguf: nil) }
             return ModelSource(kind: .huggingFace(url), config: config, weights: try openTensorSource(at: url), gguf: nil)
         }
+        if url.pathExtension.lowercased() == "safetensors" {
+            throw CheckpointError(.unreadableFile, path: url.path,
+                                  expected: "the HF model directory that holds it (with config.json), or a .gguf file",
+                                  found: "a bare .safetensors file (it has no architecture)")
+        }
         if url.pathExtension.lowercased() == "json" {
             return ModelSource(kind: .configFile(url), config: try ModelConfig.load(from: url), weights: nil, gguf: nil)
         }
