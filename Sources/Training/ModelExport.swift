@@ -89,9 +89,8 @@ public enum ModelExport {
 
     /// The tokenizer files of the model, written into `directory`; returns their names (none for a preset).
     ///
-    /// MERGE: this is the model side's stand-in until the tokenizer resolver of the chat-data work
-    /// lands: an HF directory's tokenizer files are copied as they are; a GGUF's are rebuilt from its
-    /// metadata (``GGUFTokenizerFiles``), chat template included.
+    /// An HF directory's tokenizer files are copied as they are (byte for byte: nothing is re-serialised);
+    /// a GGUF's are rebuilt from its metadata (``GGUFTokenizerFiles``), chat template included.
     public static func writeTokenizerFiles(from source: ModelSource, to directory: URL) throws -> [String] {
         if let gguf = source.gguf {
             let files = try GGUFTokenizerFiles.make(from: gguf.metadata, source: gguf.location)

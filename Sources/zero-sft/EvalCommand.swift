@@ -16,6 +16,7 @@ struct EvalCommand: ParsableCommand {
             """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var text: TextDataOptions
     @Option(name: .long, help: "Pre-tokenized JSONL: {\"input_ids\": [...], \"labels\": [...]} per line (-100: not scored).")
     var data: String
     @Option(name: .long, help: "Longer examples are scored on their first this many tokens (and counted).")
@@ -33,15 +34,9 @@ struct EvalCommand: ParsableCommand {
         guard zeroStage == 0 || zeroStage == 3 else { throw ValidationError("--zero-stage must be 0 or 3 for eval, got \(zeroStage)") }
     }
 
-    /// MERGE: the data-loading seam. Chat formats (messages / prompt-completion / alpaca) plug in here
-    /// through the chat-data work's loader, which needs the model's tokenizer and chat template.
-    static func loadExamples(path: String, config: ModelConfig) throws -> [SFTExample] {
-        try TokenizedDataset.load(from: URL(fileURLWithPath: path), vocabularySize: config.vocabSize)
-    }
-
     func run() throws {
         let config = try modelOptions.loadConfig()
-        let examples = try Self.loadExamples(path: data, config: config)
+        let examples = try text.load(data: data, model: modelOptions.model, vocabularySize: config.vocabSize).examples
         let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
         Job.run { (communicator: Communicator) throws -> Void in
             let log = Session.leaderLog(communicator)

@@ -6,6 +6,8 @@ import Training
 
 /// Sampling and context options shared by `generate` and `chat`.
 struct GenerationArguments: ParsableArguments {
+    @Option(name: .long, help: "Chat format: smollm2, qwen2, chatml, llama3 or plain (default: the model's own template, recognised).")
+    var chatTemplate: String?
     @Option(name: .long, help: "Most tokens to generate per reply.")
     var maxNewTokens: Int = 256
     @Option(name: .long, help: "0: greedy (always the most likely token); otherwise sample from softmax(logits / temperature).")
@@ -36,17 +38,21 @@ struct LoadedGenerator {
     let store: DenseUnitStore
     let generator: Generator
     let tokenizer: Tokenizer
+    /// The model's chat format: the same renderer that builds training examples.
+    let encoder: ChatEncoder
     let stopTokens: Set<Int>
-    let defaultSystem: String?
 
-    init(model: String, capacity: (ModelConfig) -> Int) throws {
+    init(model: String, chatTemplate: String?, capacity: (ModelConfig) -> Int) throws {
         source = try ModelSource.open(model)
-        tokenizer = try PromptText.tokenizer(for: source)
+        encoder = try TextSetup.encoder(model: model, chatTemplate: chatTemplate)
+        tokenizer = encoder.tokenizer
         store = try ModelExport.denseStore(for: source)
         generator = Generator(config: source.config, capacity: capacity(source.config))
-        stopTokens = PromptText.stopTokens(tokenizer: tokenizer, config: source.config)
-        defaultSystem = PromptText.defaultSystemPrompt(template: PromptText.chatTemplate(for: source))
+        stopTokens = Set(encoder.stopTokenIDs).union(source.config.eosTokenID?.ids ?? [])
     }
+
+    /// The conversation so far in the model's chat format, ending with the assistant generation prompt.
+    func promptIDs(_ messages: [ChatMessage]) -> [Int32] { encoder.promptIDs(messages).map { Int32($0) } }
 
     func encode(_ text: String) -> [Int32] { tokenizer.encode(text, addSpecialTokens: true).map { Int32($0) } }
 
@@ -98,17 +104,13 @@ struct GenerateCommand: ParsableCommand {
     @OptionGroup var generation: GenerationArguments
 
     func run() throws {
-        let loaded = try LoadedGenerator(model: modelOptions.model, capacity: generation.capacity)
-        let text: String
+        let loaded = try LoadedGenerator(model: modelOptions.model, chatTemplate: generation.chatTemplate, capacity: generation.capacity)
+        let ids: [Int32]
         if raw {
-            text = prompt
+            ids = loaded.encode(prompt)
         } else {
-            var messages: [PromptText.Message] = []
-            if let system { messages.append(.init(role: "system", content: system)) }
-            messages.append(.init(role: "user", content: prompt))
-            text = PromptText.render(messages, defaultSystem: loaded.defaultSystem, addGenerationPrompt: true)
+            ids = loaded.promptIDs((system.map { [ChatMessage.system($0)] } ?? []) + [.user(prompt)])
         }
-        let ids = loaded.encode(text)
         guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
         var sampler = TokenSampler(generation.sampling)
         let started = Date()
@@ -145,9 +147,9 @@ struct ChatCommand: ParsableCommand {
     @OptionGroup var generation: GenerationArguments
 
     func run() throws {
-        let loaded = try LoadedGenerator(model: modelOptions.model, capacity: generation.capacity)
+        let loaded = try LoadedGenerator(model: modelOptions.model, chatTemplate: generation.chatTemplate, capacity: generation.capacity)
         var sampler = TokenSampler(generation.sampling)
-        var messages: [PromptText.Message] = system.map { [.init(role: "system", content: $0)] } ?? []
+        var messages: [ChatMessage] = system.map { [.system($0)] } ?? []
         let initial = messages
         var cached: [Int32] = []   // the tokens in the cache, in order
         let interactive = isatty(0) != 0
@@ -165,8 +167,8 @@ struct ChatCommand: ParsableCommand {
                 continue
             }
             if input.isEmpty { prompt(); continue }
-            messages.append(.init(role: "user", content: input))
-            let ids = loaded.encode(PromptText.render(messages, defaultSystem: loaded.defaultSystem, addGenerationPrompt: true))
+            messages.append(.user(input))
+            let ids = loaded.promptIDs(messages)
             // Reuse the cached prefix; feed the rest.
             var common = 0
             while common < min(ids.count, cached.count), ids[common] == cached[common] { common += 1 }
@@ -182,7 +184,7 @@ struct ChatCommand: ParsableCommand {
             writeOut("\n")
             // The cache holds these (and, after a stop token, that token: the next turn's render re-feeds it).
             cached = Array((ids + result.tokens.map { Int32($0) }).prefix(loaded.generator.length))
-            messages.append(.init(role: "assistant", content: loaded.tokenizer.decode(result.tokens, skipSpecialTokens: true)))
+            messages.append(.assistant(loaded.tokenizer.decode(result.tokens, skipSpecialTokens: true)))
             prompt()
         }
     }
