@@ -5,6 +5,6 @@ struct ZeroSFT: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zero-sft",
         abstract: "ZeRO-sharded supervised fine-tuning of decoder-only language models on CPUs.",
-        subcommands: [DemoCommand.self, TrainCommand.self, BenchCommand.self, SelfTestCommand.self],
+        subcommands: [DemoCommand.self, TrainCommand.self, BenchCommand.self, PlanCommand.self, SelfTestCommand.self],
         defaultSubcommand: DemoCommand.self)
 }
