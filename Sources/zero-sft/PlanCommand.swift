@@ -57,11 +57,14 @@ struct PlanCommand: ParsableCommand {
     struct Cell: Codable {
         var rank0: MemoryPlan
         var smallestRank: MemoryPlan
+        /// Predicted peak RSS of every rank, rank 0 first.
+        var rankPeaks: [Int]
         var hostBytes: Int
         var hostMemory: Int
         var fits: Bool
         enum CodingKeys: String, CodingKey {
-            case rank0 = "rank_0", smallestRank = "smallest_rank", hostBytes = "host_bytes", hostMemory = "host_memory", fits
+            case rank0 = "rank_0", smallestRank = "smallest_rank", rankPeaks = "rank_peaks", hostBytes = "host_bytes",
+                 hostMemory = "host_memory", fits
         }
     }
 
@@ -76,7 +79,7 @@ struct PlanCommand: ParsableCommand {
                 let plans = planner.planAllRanks()
                 let host = plans.reduce(0) { $0 + $1.predictedPeakRSS }
                 cells.append(Cell(rank0: plans[0], smallestRank: plans.min { $0.predictedPeakRSS < $1.predictedPeakRSS }!,
-                                  hostBytes: host, hostMemory: memory, fits: host <= memory))
+                                  rankPeaks: plans.map(\.predictedPeakRSS), hostBytes: host, hostMemory: memory, fits: host <= memory))
             }
         }
         if json {
