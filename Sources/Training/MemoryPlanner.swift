@@ -76,10 +76,13 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
 ///
 /// Open MPI 4.1's collectives add temporaries the ledger cannot see (from `ompi/mca/coll` of the
 /// 4.1.4 sources, for the message sizes of model units, with N ≤ 8):
-/// - stage 0, `MPI_Allreduce` (coll/tuned picks Rabenseifner's reduce-scatter + all-gather): a
-///   unit-sized scratch of which each rank touches the half it receives first;
-/// - stage 1, `MPI_Reduce_scatter_block` (coll/tuned picks "basic linear" for large blocks: a
-///   reduce to rank 0, then a scatter): rank 0 holds the whole reduced unit;
+/// - stage 0, `MPI_Allreduce` (coll/tuned picks Rabenseifner's reduce-scatter + all-gather for
+///   units of 256 KiB and more): a unit-sized scratch of which each rank touches the half it
+///   receives first;
+/// - stage 1, `MPI_Reduce_scatter_block`: for large blocks coll/tuned picks "basic linear" (a
+///   reduce to rank 0, then a scatter: rank 0 holds the whole reduced unit, twice with 4–7 ranks)
+///   or, with 8 ranks and 4 MiB blocks, the butterfly (1.5 units on every rank); see
+///   `Replay.reduceScatterBlockTemporary`;
 /// - stages 2–3, `MPI_Ireduce_scatter_block` (coll/libnbc: a binomial-tree reduce to rank 0 into
 ///   two unit-sized scratch buffers, then a scatter): a rank touches one scratch buffer per round
 ///   in which it receives — rank 0 `min(2, log₂N)`, odd ranks none;
@@ -340,17 +343,49 @@ struct Replay {
         guard ranks > 1 || stage == .one else { return }
         switch stage {
         case .zero:
-            // Rabenseifner: the first received half of a unit-sized scratch.
-            for bytes in full { withTemporary(bytes / 2, "gradient all-reduce") }
+            // Rabenseifner (N ≥ 4, or units of 256 KiB and more): the first received half of a
+            // unit-sized scratch; smaller units with N < 4 go round a ring in two 1/N-sized segments.
+            for bytes in full {
+                withTemporary(ranks < 4 && bytes < 262_144 ? 2 * bytes / ranks : bytes / 2, "gradient all-reduce")
+            }
         case .one:
             let target = shard.max() ?? 0
             live.communication += target
             record("gradient reduce-scatter")
-            // Basic linear: rank 0 receives the whole reduced unit.
-            if ranks > 1, rank == 0 { for bytes in full { withTemporary(bytes, "gradient reduce-scatter") } }
+            for (bytes, block) in zip(full, shard) {
+                withTemporary(Self.reduceScatterBlockTemporary(rank: rank, ranks: ranks, unit: bytes, block: block),
+                              "gradient reduce-scatter")
+            }
             live.communication -= target
         case .two, .three:
             break
+        }
+    }
+
+    /// Bytes `MPI_Reduce_scatter_block` (Open MPI 4.1, coll/tuned's fixed decision) touches on `rank`
+    /// besides its arguments, for a `unit`-byte input and `block`-byte blocks.
+    ///
+    /// Large blocks use "basic linear": `MPI_Reduce` of the whole unit to rank 0 (which receives it
+    /// into a unit-sized buffer), then `MPI_Scatter`. The reduce is a pipeline (N < 4: the middle
+    /// ranks of the chain accumulate into a unit-sized buffer), linear (N 4–7: rank 0 also receives
+    /// each rank's unit into a second one) or binomial (N 8–15: inner tree nodes accumulate into
+    /// one). Other block sizes use recursive halving or the butterfly (4 MiB and more at N 8–15),
+    /// which copy the unit and receive half of it: 1.5 units on every rank.
+    static func reduceScatterBlockTemporary(rank: Int, ranks: Int, unit: Int, block: Int) -> Int {
+        guard ranks > 1 else { return 0 }
+        let halving = unit * 3 / 2
+        let linear: Bool
+        switch ranks {
+        case ..<4: linear = block >= 131_072
+        case ..<8: linear = block >= 1 << 20
+        default: linear = block >= 1 << 19 && block < 4 << 20
+        }
+        guard linear else { return halving }
+        let root = rank == 0 ? unit : 0
+        switch ranks {
+        case ..<4: return root + (rank > 0 && rank < ranks - 1 ? unit : 0)
+        case ..<8: return rank == 0 ? 2 * unit : 0
+        default: return root + (rank > 0 && rank % 2 == 0 && rank + 1 < ranks ? unit : 0)
         }
     }
 

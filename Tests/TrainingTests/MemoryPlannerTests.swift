@@ -83,13 +83,30 @@ struct MemoryPlannerTests {
     }
 
     @Test func stageOneAndZeroOptimizerPhase() {
-        // Stage 1: the reduce-scatter target is the largest shard, 14,379 floats; rank 0 also receives the
-        // whole reduced unit from Open MPI's basic-linear reduce-scatter: the largest padded unit, 43,137 floats.
+        // Stage 1: the reduce-scatter target is the largest shard, 14,379 floats. Open MPI picks recursive
+        // halving or the butterfly for blocks this small (4 · 14,379 = 57,516 bytes < 128 KiB): a copy of the
+        // unit and half of one, 1.5 · 4 · 43,137 = 258,822 bytes on every rank.
         let one = planner(.one, ranks: 3).plan(rank: 0)
-        #expect(one.communication == 4 * 14_379 && one.collectiveTemporaries == 4 * 43_137, "stage 1 rank 0: \(one)")
-        #expect(planner(.one, ranks: 3).plan(rank: 1).collectiveTemporaries == 0)
-        // Stage 0: Rabenseifner's all-reduce touches half of a unit-sized scratch: 43,137 · 4 / 2 = 86,274 bytes.
-        #expect(planner(.zero, ranks: 3).plan().collectiveTemporaries == 86_274)
+        #expect(one.communication == 4 * 14_379 && one.collectiveTemporaries == 258_822, "stage 1 rank 0: \(one)")
+        #expect(planner(.one, ranks: 3).plan(rank: 1).collectiveTemporaries == 258_822)
+        // Large blocks: basic linear. Rank 0 receives the reduced unit (and, with 4–7 ranks, each rank's unit
+        // into a second buffer); with 3 ranks the pipeline's middle rank accumulates into a unit-sized buffer;
+        // with 8 ranks, blocks of 4 MiB or more go through the butterfly (1.5 units everywhere).
+        let unit = 100 << 20
+        #expect(Replay.reduceScatterBlockTemporary(rank: 0, ranks: 2, unit: unit, block: unit / 2) == unit)
+        #expect(Replay.reduceScatterBlockTemporary(rank: 1, ranks: 2, unit: unit, block: unit / 2) == 0)
+        #expect(Replay.reduceScatterBlockTemporary(rank: 1, ranks: 3, unit: unit, block: unit / 3) == unit)
+        #expect(Replay.reduceScatterBlockTemporary(rank: 0, ranks: 4, unit: unit, block: unit / 4) == 2 * unit)
+        #expect(Replay.reduceScatterBlockTemporary(rank: 3, ranks: 4, unit: unit, block: unit / 4) == 0)
+        #expect(Replay.reduceScatterBlockTemporary(rank: 5, ranks: 8, unit: unit, block: unit / 8) == unit * 3 / 2)
+        #expect(Replay.reduceScatterBlockTemporary(rank: 4, ranks: 8, unit: 16 << 20, block: 2 << 20) == 16 << 20)
+        #expect(Replay.reduceScatterBlockTemporary(rank: 0, ranks: 1, unit: unit, block: unit) == 0)
+        // Stage 0: units under 256 KiB on fewer than 4 ranks go round a segmented ring with two 1/N-sized
+        // buffers: 2 · 172,548 / 3 = 115,032 bytes for a layer. Larger units use Rabenseifner's algorithm,
+        // which touches half of a unit-sized scratch.
+        #expect(planner(.zero, ranks: 3).plan().collectiveTemporaries == 115_032)
+        #expect(MemoryPlanner(config: ModelPreset.config(named: "smollm2-135m")!, stage: .zero, ranks: 2, sequenceLength: 8,
+                              microBatchSize: 1).plan().collectiveTemporaries == 4 * 49_152 * 576 / 2)
         #expect(planner(.zero, ranks: 1).plan().collectiveTemporaries == 0)
     }
 
