@@ -1,0 +1,397 @@
+import Kernels
+import Models
+import Sharding
+
+/// What one rank of a training run will hold, in bytes, predicted from the configuration alone.
+///
+/// The first seven fields are the ``MemoryLedger``'s categories, counted the way the ledger counts
+/// them (persistent buffers, and the peaks of the transient ones). The others are what the ledger
+/// does not see but the operating system does: the classifier's chunk buffers, attention scratch,
+/// Open MPI's temporary buffers inside collectives, OpenBLAS's packing buffer and the runtime
+/// baseline. ``predictedPeakRSS`` is the baseline plus the largest sum of buffers alive *at the same
+/// time* during a step (not the sum of the category peaks, which never coincide).
+public struct MemoryPlan: Sendable, Codable, Equatable {
+    public var rank = 0
+    public var ranks = 1
+    public var stage = ZeroStage.zero
+    public var sequenceLength = 0
+    public var microBatchSize = 0
+
+    // The ledger's categories.
+    public var parameters = 0
+    public var gatheredParameters = 0
+    public var gradients = 0
+    public var gradientBuffers = 0
+    public var optimizerMoments = 0
+    public var activations = 0
+    public var communication = 0
+
+    // What only the operating system sees.
+    /// Peak of `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits and two `rows × C`.
+    public var classifierBuffers = 0
+    /// Peak of attention's per-call score scratch (backward: `2 × blockRows × longest`).
+    public var attentionScratch = 0
+    /// Peak of Open MPI's internal temporary buffers on this rank (see ``MemoryPlanner``).
+    public var collectiveTemporaries = 0
+    /// OpenBLAS's packing buffer, touched by the largest `gemm` and kept for the process's life.
+    public var blasBuffer = 0
+    /// Swift runtime, Foundation, OpenBLAS and (with more than one rank) Open MPI, measured.
+    public var runtimeBaseline = 0
+
+    /// The largest sum of buffers alive at once, and the phase of the step where it happens.
+    public var peakLive = 0
+    public var peakPhase = ""
+    /// `runtimeBaseline + peakLive`: what `getrusage` should report.
+    public var predictedPeakRSS = 0
+
+    /// Parameters, gradients and moments: the model states ZeRO distributes.
+    public var modelStates: Int { parameters + gradients + optimizerMoments }
+
+    enum CodingKeys: String, CodingKey {
+        case rank, ranks, stage, parameters, gradients, activations, communication
+        case sequenceLength = "seq_len"
+        case microBatchSize = "micro_batch_size"
+        case gatheredParameters = "gathered_parameters"
+        case gradientBuffers = "gradient_buffers"
+        case optimizerMoments = "optimizer_moments"
+        case classifierBuffers = "classifier_buffers"
+        case attentionScratch = "attention_scratch"
+        case collectiveTemporaries = "collective_temporaries"
+        case blasBuffer = "blas_buffer"
+        case runtimeBaseline = "runtime_baseline"
+        case peakLive = "peak_live"
+        case peakPhase = "peak_phase"
+        case predictedPeakRSS = "predicted_peak_rss"
+    }
+}
+
+/// Predicts per-rank memory by replaying one training step's allocations, without allocating.
+///
+/// The replay follows the code: ``ZeroEngine``'s stores (each unit padded to a multiple of N by
+/// ``ShardPlan``), its schedule-driven gathers with one-unit prefetch (stage 3; at a tied head the
+/// final unit, the embedding and the prefetched last layer are gathered at once), its full-size
+/// gradient buffers and reduce-scatter shards (stages 2–3; the tied embedding's gradient is
+/// requested twice, at the head and at the end of the backward), stage 1's reduce-scatter target,
+/// ``DecoderModel``'s activations and ``Classifier``'s chunk buffers.
+///
+/// Open MPI 4.1's collectives add temporaries the ledger cannot see (from `ompi/mca/coll` of the
+/// 4.1.4 sources, for the message sizes of model units, with N ≤ 8):
+/// - stage 0, `MPI_Allreduce` (coll/tuned picks Rabenseifner's reduce-scatter + all-gather for
+///   units of 256 KiB and more): a unit-sized scratch of which each rank touches the half it
+///   receives first;
+/// - stage 1, `MPI_Reduce_scatter_block`: for large blocks coll/tuned picks "basic linear" (a
+///   reduce to rank 0, then a scatter: rank 0 holds the whole reduced unit, twice with 4–7 ranks)
+///   or, with 8 ranks and 4 MiB blocks, the butterfly (1.5 units on every rank); see
+///   `Replay.reduceScatterBlockTemporary`;
+/// - stages 2–3, `MPI_Ireduce_scatter_block` (coll/libnbc: a binomial-tree reduce to rank 0 into
+///   two unit-sized scratch buffers, then a scatter): a rank touches one scratch buffer per round
+///   in which it receives — rank 0 `min(2, log₂N)`, odd ranks none;
+/// - `MPI_Iallgather` (libnbc, linear) and the in-place `MPI_Allgather` (two-process or recursive
+///   doubling): none.
+///
+/// How long a stage-2/3 reduce-scatter stays in flight depends on how far the ranks drift apart:
+/// MPI progresses it only inside MPI calls, and only once every rank has started it. The replay
+/// keeps at most ``reductionsInFlight`` of them in flight after each progress point (the engine
+/// tests them whenever a unit is requested or a gradient released); with one rank they complete at once.
+public struct MemoryPlanner: Sendable {
+    public var config: ModelConfig
+    public var stage: ZeroStage
+    public var ranks: Int
+    public var sequenceLength: Int
+    public var microBatchSize: Int
+    /// Reduce-scatters a rank keeps in flight (stages 2–3, N > 1): a timing assumption, see above.
+    public var reductionsInFlight = 3
+    /// Supervised positions per micro-batch (sets the classifier's rows); default: every position
+    /// that has a next token, `microBatchSize × (sequenceLength − 1)`.
+    public var supervisedRows: Int? = nil
+
+    /// Runtime baselines measured with `--model tiny` (2.8 MB of buffers): peak RSS minus the ledger's bytes.
+    public static let baselineWithoutMPI = 26 << 20
+    public static let baselineWithMPI = 36 << 20
+    /// OpenBLAS 0.3.21 (Zen/Haswell sgemm kernels) packs B in panels of at most `blasPanelDepth ×
+    /// blasPanelWidth` floats (measured: 256 × 104,960, 102.5 MiB) and keeps the buffer.
+    public static let blasPanelDepth = 256
+    public static let blasPanelWidth = 104_960
+
+    public init(config: ModelConfig, stage: ZeroStage, ranks: Int, sequenceLength: Int, microBatchSize: Int) {
+        precondition(ranks >= 1 && sequenceLength >= 2 && microBatchSize >= 1, "MemoryPlanner: invalid sizes")
+        self.config = config
+        self.stage = stage
+        self.ranks = ranks
+        self.sequenceLength = sequenceLength
+        self.microBatchSize = microBatchSize
+    }
+
+    /// Tokens one micro-batch holds (activations are allocated for this many).
+    public var tokens: Int { microBatchSize * sequenceLength }
+
+    /// `DecoderModel`'s activation bytes for `tokens` tokens (the layout of `Activations`):
+    /// per layer and token `2C + 2 + 2·Hq·d + 2·Hkv·d + Hq + 2F` floats cached, plus `C` for the
+    /// final hidden state, `1` for its rstd, and one layer's scratch `4C + 4F + 2·Hq·d + 2·Hkv·d`.
+    public static func activationBytes(config: ModelConfig, tokens n: Int) -> Int {
+        let c = config.hiddenSize, f = config.intermediateSize, layers = config.numHiddenLayers
+        let qw = config.numAttentionHeads * config.headDimension, kw = config.numKeyValueHeads * config.headDimension
+        let perLayer = n * (2 * c + 2 + 2 * qw + 2 * kw + config.numAttentionHeads + 2 * f)
+        let scratch = n * (1 + 4 * c + 4 * f + 2 * qw + 2 * kw)
+        return 4 * (layers * perLayer + n * c + scratch)
+    }
+
+    /// The plan of every rank, rank 0 first (rank 0 is the largest: it roots MPI's reductions).
+    public func planAllRanks() -> [MemoryPlan] {
+        // Ranks with the same number of receiving rounds have the same plan.
+        var cache: [Int: MemoryPlan] = [:]
+        return (0..<ranks).map { rank in
+            let rounds = Self.receivingRounds(rank: rank, ranks: ranks)
+            var plan = cache[rounds] ?? self.plan(rank: rank)
+            cache[rounds] = plan
+            plan.rank = rank
+            return plan
+        }
+    }
+
+    /// The bytes of all ranks of one host (every rank of the job on one machine).
+    public func hostBytes() -> Int { planAllRanks().reduce(0) { $0 + $1.predictedPeakRSS } }
+
+    /// In how many rounds of libnbc's binomial-tree reduce `rank` receives a unit (0 for odd ranks).
+    static func receivingRounds(rank: Int, ranks: Int) -> Int {
+        var rounds = 0, distance = 1
+        while distance < ranks {
+            guard rank % (2 * distance) == 0 else { break }
+            if rank + distance < ranks { rounds += 1 }
+            distance *= 2
+        }
+        return rounds
+    }
+
+    /// Replays one optimizer step (one micro-batch) on `rank`.
+    public func plan(rank: Int = 0) -> MemoryPlan {
+        let layout = ParameterLayout(config: config)
+        let shards = ShardPlan(layout: layout, ranks: ranks)
+        let full = shards.units.map { 4 * $0.paddedCount }, shard = shards.units.map { 4 * $0.shardCount }
+        var plan = MemoryPlan()
+        plan.rank = rank
+        plan.ranks = ranks
+        plan.stage = stage
+        plan.sequenceLength = sequenceLength
+        plan.microBatchSize = microBatchSize
+        plan.parameters = (stage.shardsParameters ? shard : full).reduce(0, +)
+        plan.gradients = (stage.shardsGradients ? shard : full).reduce(0, +)
+        plan.optimizerMoments = 2 * (stage.shardsMoments ? shard : full).reduce(0, +)
+        plan.activations = Self.activationBytes(config: config, tokens: tokens)
+        plan.runtimeBaseline = ranks > 1 ? Self.baselineWithMPI : Self.baselineWithoutMPI
+
+        let c = config.hiddenSize, v = config.vocabSize
+        let rows = min(Classifier.chunkRows, max(1, supervisedRows ?? microBatchSize * (sequenceLength - 1)))
+        plan.classifierBuffers = 4 * (rows * v + 2 * rows * c)
+        plan.attentionScratch = 4 * 2 * Attention.blockRows * sequenceLength
+        // The largest packed panel: the classifier's dW = dlogitsᵀ·h (m = V, k = rows) or a layer's
+        // dW = doutᵀ·x (m = F, k = tokens).
+        let panel = { (m: Int, k: Int) in 4 * min(k, Self.blasPanelDepth) * min(m, Self.blasPanelWidth) }
+        plan.blasBuffer = max(panel(v, rows), panel(config.intermediateSize, tokens))
+
+        var replay = Replay(stage: stage, ranks: ranks, full: full, shard: shard,
+                            scratchCopies: min(2, Self.receivingRounds(rank: rank, ranks: ranks)),
+                            inFlight: max(1, reductionsInFlight))
+        replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer
+        replay.trainingStep(layout: layout, config: config, classifier: plan.classifierBuffers,
+                            attention: plan.attentionScratch)
+        replay.optimizerPhase(rank: rank)
+        plan.gatheredParameters = replay.peaks.gathered
+        plan.gradientBuffers = replay.peaks.gradientBuffers
+        plan.communication = replay.peaks.communication
+        plan.collectiveTemporaries = replay.peaks.temporaries
+        plan.peakLive = replay.peakLive
+        plan.peakPhase = replay.peakPhase
+        plan.predictedPeakRSS = plan.runtimeBaseline + plan.peakLive
+        return plan
+    }
+}
+
+/// A replay of ``ZeroEngine`` and ``DecoderModel/step`` that only counts bytes.
+struct Replay {
+    struct Live { var gathered = 0, gradientBuffers = 0, communication = 0, temporaries = 0, transient = 0 }
+    let stage: ZeroStage
+    let ranks: Int
+    let full: [Int], shard: [Int]
+    /// Unit-sized libnbc scratch buffers this rank touches per reduce-scatter.
+    let scratchCopies: Int
+    let inFlight: Int
+    var persistent = 0
+    var live = Live(), peaks = Live()
+    var peakLive = 0, peakPhase = ""
+
+    var gathered: Set<Int> = []
+    var gradientBuffers: Set<Int> = []
+    var reductions: [Int] = []
+    var schedule: [Int] = [], cursor = 0
+
+    init(stage: ZeroStage, ranks: Int, full: [Int], shard: [Int], scratchCopies: Int, inFlight: Int) {
+        self.stage = stage
+        self.ranks = ranks
+        self.full = full
+        self.shard = shard
+        self.scratchCopies = scratchCopies
+        self.inFlight = inFlight
+    }
+
+    mutating func record(_ phase: @autoclosure () -> String) {
+        peaks.gathered = max(peaks.gathered, live.gathered)
+        peaks.gradientBuffers = max(peaks.gradientBuffers, live.gradientBuffers)
+        peaks.communication = max(peaks.communication, live.communication)
+        peaks.temporaries = max(peaks.temporaries, live.temporaries)
+        let total = persistent + live.gathered + live.gradientBuffers + live.communication + live.temporaries + live.transient
+        if total > peakLive { peakLive = total; peakPhase = phase() }
+    }
+
+    // MARK: ZeroEngine, byte for byte
+
+    mutating func parameters(_ unit: Int, _ phase: String) {
+        precondition(schedule[cursor] == unit, "Replay: unit \(unit) out of schedule")
+        cursor += 1
+        progress()
+        guard stage.shardsParameters else { return }
+        if !gathered.contains(unit) { gather(unit, phase) }
+        if cursor < schedule.count, !gathered.contains(schedule[cursor]) { gather(schedule[cursor], phase) }
+    }
+
+    mutating func gather(_ unit: Int, _ phase: String) {
+        gathered.insert(unit)
+        live.gathered += full[unit]
+        record(phase)
+    }
+
+    mutating func releaseParameters(_ unit: Int) {
+        guard stage.shardsParameters, gathered.remove(unit) != nil else { return }
+        live.gathered -= full[unit]
+    }
+
+    mutating func gradients(_ unit: Int, _ phase: String) {
+        guard stage.shardsGradients, !gradientBuffers.contains(unit) else { return }
+        gradientBuffers.insert(unit)
+        live.gradientBuffers += full[unit]
+        record(phase)
+    }
+
+    mutating func releaseGradients(_ unit: Int, _ phase: String) {
+        guard stage.shardsGradients, gradientBuffers.remove(unit) != nil else { return }
+        live.communication += shard[unit]
+        if ranks > 1 { live.temporaries += scratchCopies * full[unit] }
+        reductions.append(unit)
+        record(phase)
+        progress()
+    }
+
+    /// One rank: the reduce-scatter is a copy, complete at once. More: the oldest ones complete
+    /// until `inFlight` remain.
+    mutating func progress() {
+        let keep = ranks == 1 ? 0 : inFlight
+        while reductions.count > keep { complete(reductions.removeFirst()) }
+    }
+
+    mutating func complete(_ unit: Int) {
+        live.gradientBuffers -= full[unit]
+        live.communication -= shard[unit]
+        if ranks > 1 { live.temporaries -= scratchCopies * full[unit] }
+    }
+
+    // MARK: DecoderModel.step(training: true)
+
+    mutating func trainingStep(layout: ParameterLayout, config: ModelConfig, classifier: Int, attention: Int) {
+        let embedding = layout.embeddingUnit, final = layout.finalUnit
+        let layers = (0..<config.numHiddenLayers).map(layout.layerUnit)
+        schedule = [embedding] + layers + [final] + (config.tieWordEmbeddings ? [embedding] : []) + layers.reversed()
+        cursor = 0
+        parameters(embedding, "forward")
+        releaseParameters(embedding)
+        for unit in layers {
+            parameters(unit, "forward")
+            withTransient(attention, "forward attention")
+            releaseParameters(unit)
+        }
+        parameters(final, "head")
+        if config.tieWordEmbeddings { parameters(embedding, "head") }
+        gradients(final, "head")
+        if config.tieWordEmbeddings { gradients(embedding, "head") }
+        withTransient(classifier, "classifier")
+        if config.tieWordEmbeddings {
+            releaseGradients(embedding, "head gradient reduce-scatter")
+            releaseParameters(embedding)
+        }
+        releaseGradients(final, "head gradient reduce-scatter")
+        releaseParameters(final)
+        for unit in layers.reversed() {
+            parameters(unit, "backward")
+            gradients(unit, "backward")
+            withTransient(attention, "backward attention")
+            releaseGradients(unit, "backward reduce-scatter")
+            releaseParameters(unit)
+        }
+        gradients(embedding, "embedding backward")
+        releaseGradients(embedding, "embedding gradient reduce-scatter")
+        while !reductions.isEmpty { complete(reductions.removeFirst()) }
+    }
+
+    mutating func withTransient(_ bytes: Int, _ phase: String) {
+        live.transient += bytes
+        record(phase)
+        live.transient -= bytes
+    }
+
+    // MARK: reduceGradients and optimizerStep
+
+    mutating func optimizerPhase(rank: Int) {
+        guard ranks > 1 || stage == .one else { return }
+        switch stage {
+        case .zero:
+            // Rabenseifner (N ≥ 4, or units of 256 KiB and more): the first received half of a
+            // unit-sized scratch; smaller units with N < 4 go round a ring in two 1/N-sized segments.
+            for bytes in full {
+                withTemporary(ranks < 4 && bytes < 262_144 ? 2 * bytes / ranks : bytes / 2, "gradient all-reduce")
+            }
+        case .one:
+            let target = shard.max() ?? 0
+            live.communication += target
+            record("gradient reduce-scatter")
+            for (bytes, block) in zip(full, shard) {
+                withTemporary(Self.reduceScatterBlockTemporary(rank: rank, ranks: ranks, unit: bytes, block: block),
+                              "gradient reduce-scatter")
+            }
+            live.communication -= target
+        case .two, .three:
+            break
+        }
+    }
+
+    /// Bytes `MPI_Reduce_scatter_block` (Open MPI 4.1, coll/tuned's fixed decision) touches on `rank`
+    /// besides its arguments, for a `unit`-byte input and `block`-byte blocks.
+    ///
+    /// Large blocks use "basic linear": `MPI_Reduce` of the whole unit to rank 0 (which receives it
+    /// into a unit-sized buffer), then `MPI_Scatter`. The reduce is a pipeline (N < 4: the middle
+    /// ranks of the chain accumulate into a unit-sized buffer), linear (N 4–7: rank 0 also receives
+    /// each rank's unit into a second one) or binomial (N 8–15: inner tree nodes accumulate into
+    /// one). Other block sizes use recursive halving or the butterfly (4 MiB and more at N 8–15),
+    /// which copy the unit and receive half of it: 1.5 units on every rank.
+    static func reduceScatterBlockTemporary(rank: Int, ranks: Int, unit: Int, block: Int) -> Int {
+        guard ranks > 1 else { return 0 }
+        let halving = unit * 3 / 2
+        let linear: Bool
+        switch ranks {
+        case ..<4: linear = block >= 131_072
+        case ..<8: linear = block >= 1 << 20
+        default: linear = block >= 1 << 19 && block < 4 << 20
+        }
+        guard linear else { return halving }
+        let root = rank == 0 ? unit : 0
+        switch ranks {
+        case ..<4: return root + (rank > 0 && rank < ranks - 1 ? unit : 0)
+        case ..<8: return rank == 0 ? 2 * unit : 0
+        default: return root + (rank > 0 && rank % 2 == 0 && rank + 1 < ranks ? unit : 0)
+        }
+    }
+
+    mutating func withTemporary(_ bytes: Int, _ phase: String) {
+        live.temporaries += bytes
+        record(phase)
+        live.temporaries -= bytes
+    }
+}
