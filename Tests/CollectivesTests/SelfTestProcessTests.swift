@@ -60,7 +60,9 @@ extension ProcessTests {
             #expect(
                 result.stderr.contains("zero-sft: rank 1/3 (") && result.stderr.contains("injected failure requested by --fail-on-rank 1"),
                 "stderr does not name rank 1 and its error:\n\(result.stderr)")
-            #expect(result.stderr.contains("MPI_ABORT"), "the job did not end through MPI_Abort:\n\(result.stderr)")
+            // Open MPI's MPI_ABORT banner is best effort: under load its help printer can fail
+            // ("ORTE_ERROR_LOG: Out of resource in show_help.c"), so the banner is not required;
+            // the quick non-zero exit, our message and the missing summary are what show the abort.
             #expect(elapsed < .seconds(30), "the aborted job took \(elapsed) to end")
             #expect(Self.summary(result.stdout) == nil, "the self-test reached its summary although rank 1 failed")
         }
