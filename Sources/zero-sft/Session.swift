@@ -12,31 +12,11 @@ enum Session {
         communicator.rank == 0 ? { print($0) } : { _ in }
     }
 
-    /// The weights to start from: a checkpoint's tensors (read range by range), or random from the seed.
-    static func initializer(config: ModelConfig, modelName: String, seed: UInt64) throws
-        -> (Int, Range<Int>, UnsafeMutableBufferPointer<Float>) throws -> Void
-    {
-        let layout = ParameterLayout(config: config)
-        if let weights = try weightsSource(modelName) {
-            return { unit, range, destination in
-                try ModelCheckpoint.fill(destination, unit: unit, elements: range, layout: layout,
-                                         source: weights.source, sourcePath: weights.path)
-            }
-        }
-        return { unit, range, destination in
-            ParameterInitialization.fill(destination, unit: unit, elements: range, layout: layout, config: config, seed: seed)
-        }
-    }
-
-    /// The checkpoint's tensors under HF names (an HF directory or a GGUF file); nil for a preset or a bare config.json.
-    static func weightsSource(_ modelName: String) throws -> (source: any TensorSource, path: String)? {
-        try ModelSource.open(modelName).weights.map { ($0, $0.location) }
-    }
-
     static func makeTrainer(config: ModelConfig, options: TrainingOptions, communicator: Communicator,
                             examples: [SFTExample], modelName: String) throws -> Trainer {
         let log = leaderLog(communicator)
-        let initialize = try initializer(config: config, modelName: modelName, seed: options.seed)
+        // The weights to start from: the checkpoint's tensors (read range by range), or random from the seed.
+        let initialize = ModelExport.initializer(for: try ModelSource.open(modelName), seed: options.seed)
         let trainer = try Trainer(config: config, options: options, communicator: communicator, examples: examples,
                                   initialize: initialize, log: log)
         let psi = trainer.model.layout.parameterCount
