@@ -40,6 +40,8 @@ public final class Communicator {
     }
 
     private let storedHostName: String
+    /// The tags of ring reduce-scatters, handed out in start order.
+    let ringTags = RingTags()
     /// A duplicate of `MPI_COMM_WORLD` with `MPI_ERRORS_RETURN`; `nil` in the one-rank mode.
     let handle: MPI_Comm?
 

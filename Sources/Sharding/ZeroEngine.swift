@@ -9,13 +9,20 @@ import Models
 /// the stage (see ``ZeroStage``); the model reaches them through ``UnitStore``, following
 /// ``DecoderModel/parameterSchedule(training:)``, which lets stage 3 start the all-gather of the
 /// next unit while the current one computes. Reduce-scatters of gradients (stages 2–3) are started
-/// when the model releases a unit's gradient and completed while the backward goes on.
+/// when the model releases a unit's gradient and completed while the backward goes on, at most
+/// ``reductionsInFlight`` at a time: each holds a full-size gradient buffer, so the cap is what
+/// bounds a rank's gradient memory when the ranks drift apart. Gradient reduce-scatters (stages 1–3)
+/// go round a ring of ranks (``RingReduceScatter``) in the full-size buffer itself, so no rank pays
+/// for a second full-size copy inside MPI.
 public final class ZeroEngine: UnitStore {
     public let stage: ZeroStage
     public let plan: ShardPlan
     public let layout: ParameterLayout
     public let communicator: Communicator
     public var optimizer: AdamW
+    /// Stages 2–3: the most gradient reduce-scatters in flight at once (a rank that reaches the cap
+    /// completes the oldest before starting another).
+    public let reductionsInFlight: Int
     let rank: Int
 
     /// Stages 0–2: the full padded unit; stage 3: this rank's shard.
@@ -30,7 +37,8 @@ public final class ZeroEngine: UnitStore {
     var gathering: [Int: CollectiveRequest] = [:]
     /// Stages 2–3: full-size gradient buffers handed to the model, and reduce-scatters in flight.
     var gradientBuffers: [Int: FloatBuffer] = [:]
-    var reductions: [(unit: Int, request: CollectiveRequest, full: FloatBuffer, shard: FloatBuffer)] = []
+    /// Oldest first; each ring reduces in `full` and receives into `scratch` (one shard).
+    var reductions: [(unit: Int, ring: RingReduceScatter<Float>, full: FloatBuffer, scratch: FloatBuffer)] = []
 
     var schedule: [Int] = []
     var cursor = 0
@@ -45,12 +53,15 @@ public final class ZeroEngine: UnitStore {
     /// called only for the ranges this rank keeps (elements past the unit's count are padding: zero).
     public init(
         layout: ParameterLayout, stage: ZeroStage, communicator: Communicator, optimizer: AdamW,
+        reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight,
         initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
     ) throws {
         self.layout = layout
         self.stage = stage
         self.communicator = communicator
         self.optimizer = optimizer
+        precondition(reductionsInFlight >= 1, "ZeroEngine: reductionsInFlight must be at least 1, got \(reductionsInFlight)")
+        self.reductionsInFlight = reductionsInFlight
         self.rank = communicator.rank
         let plan = ShardPlan(layout: layout, ranks: communicator.size)
         self.plan = plan
@@ -72,12 +83,16 @@ public final class ZeroEngine: UnitStore {
     /// buffers are kept alive, never waited for. Waiting could hang this rank in a collective the others
     /// will not join, before `Job.run` gets to abort the job; freeing the buffers could let MPI write
     /// into freed memory.
+    /// The default cap on reduce-scatters in flight: one layer's gradient travelling while the next
+    /// is computed, and one more so that a rank slightly ahead does not wait at every unit.
+    public static let defaultReductionsInFlight = 2
+
     nonisolated(unsafe) static var abandoned: [AnyObject] = []
 
     deinit {
         guard !gathering.isEmpty || !reductions.isEmpty else { return }
         Self.abandoned += gathering.values.map { $0 as AnyObject } + Array(gathered.values)
-        Self.abandoned += reductions.flatMap { [$0.request as AnyObject, $0.full, $0.shard] }
+        Self.abandoned += reductions.flatMap { [$0.ring as AnyObject, $0.full, $0.scratch] }
     }
 
     // MARK: Bytes held
@@ -99,7 +114,7 @@ public final class ZeroEngine: UnitStore {
     public func endMicroStep() throws {
         precondition(cursor == schedule.count, "ZeroEngine: micro-step used \(cursor) of \(schedule.count) scheduled units")
         precondition(gathered.isEmpty && gradientBuffers.isEmpty, "ZeroEngine: units still held at the end of the micro-step")
-        while !reductions.isEmpty { try completeReduction(at: 0) }
+        try waitUntil { reductions.isEmpty }
     }
 
     public func parameters(unit: Int) throws -> UnsafeBufferPointer<Float> {
@@ -108,8 +123,8 @@ public final class ZeroEngine: UnitStore {
         cursor += 1
         try progressReductions()
         guard stage.shardsParameters else { return UnsafeBufferPointer(parameterStore[unit].pointer) }
-        if let request = gathering.removeValue(forKey: unit) { try request.wait() }
-        if gathered[unit] == nil { try startGather(unit).wait() ; gathering[unit] = nil }
+        if let request = gathering.removeValue(forKey: unit) { try wait(for: request) }
+        if gathered[unit] == nil { try wait(for: startGather(unit)) }
         // Prefetch the next unit while this one computes.
         if cursor < schedule.count {
             let next = schedule[cursor]
@@ -136,11 +151,18 @@ public final class ZeroEngine: UnitStore {
 
     public func releaseGradients(unit: Int) throws {
         guard stage.shardsGradients, let full = gradientBuffers.removeValue(forKey: unit) else { return }
-        let shard = FloatBuffer(count: plan.units[unit].shardCount)
-        communicationBytes += shard.bytes
+        if communicator.size == 1 {
+            // One rank: the gradient is the reduced gradient.
+            add(UnsafeBufferPointer(full.pointer), into: gradientStore[unit].pointer)
+            gradientBufferBytes -= full.bytes
+            return
+        }
+        try waitUntil { reductions.count < reductionsInFlight }
+        let scratch = FloatBuffer(count: plan.units[unit].shardCount)
+        communicationBytes += scratch.bytes
         peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
-        let request = try communicator.startReduceScatter(UnsafeBufferPointer(full.pointer), into: shard.pointer, .sum)
-        reductions.append((unit, request, full, shard))
+        let ring = try communicator.startRingReduceScatter(full.pointer, scratch: scratch.pointer)
+        reductions.append((unit, ring, full, scratch))
         try progressReductions()
     }
 
@@ -152,21 +174,39 @@ public final class ZeroEngine: UnitStore {
         return try communicator.startAllGather(UnsafeBufferPointer(parameterStore[unit].pointer), into: buffer.pointer)
     }
 
-    /// Lets MPI progress the reductions in flight and folds in those that completed.
+    /// Advances every ring in flight as far as its messages allow, then folds in the completed ones
+    /// from the oldest on (in start order, so that the two reductions of a tied embedding always
+    /// add up in the same order).
     private func progressReductions() throws {
-        var index = 0
-        while index < reductions.count {
-            if try reductions[index].request.test() { try completeReduction(at: index) } else { index += 1 }
+        for reduction in reductions { _ = try reduction.ring.test() }
+        while let oldest = reductions.first, oldest.ring.isComplete {
+            reductions.removeFirst()
+            add(UnsafeBufferPointer(oldest.ring.result), into: gradientStore[oldest.unit].pointer)
+            gradientBufferBytes -= oldest.full.bytes
+            communicationBytes -= oldest.scratch.bytes
         }
     }
 
-    private func completeReduction(at index: Int) throws {
-        let (unit, request, full, shard) = reductions.remove(at: index)
-        try request.wait()
-        let destination = gradientStore[unit].pointer.baseAddress!, source = shard.pointer.baseAddress!
-        for i in 0..<shard.count { destination[i] += source[i] }
-        gradientBufferBytes -= full.bytes
-        communicationBytes -= shard.bytes
+    private func add(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>) {
+        precondition(source.count == destination.count, "ZeroEngine: adding \(source.count) elements into \(destination.count)")
+        let s = source.baseAddress!, d = destination.baseAddress!
+        for i in 0..<source.count { d[i] += s[i] }
+    }
+
+    /// Polls until `done()`, advancing every ring in flight meanwhile. A ring moves only when its
+    /// rank tests it, so a rank must never block in MPI on one operation while its rings wait: the
+    /// other ranks could be waiting, in turn, for those rings.
+    private func waitUntil(_ done: () throws -> Bool) throws {
+        while true {
+            try progressReductions()
+            if try done() { return }
+            yieldProcessor()
+        }
+    }
+
+    /// Waits for an all-gather (blocking in MPI when no ring is in flight).
+    private func wait(for request: CollectiveRequest) throws {
+        if reductions.isEmpty { try request.wait() } else { try waitUntil { try request.test() } }
     }
 
     // MARK: The optimizer step
@@ -181,18 +221,18 @@ public final class ZeroEngine: UnitStore {
         switch stage {
         case .zero:
             for unit in gradientStore { try communicator.allReduce(unit.pointer, .sum) }
-        case .one:
+        case .one where communicator.size > 1:
             let largest = plan.units.map(\.shardCount).max() ?? 0
             let shard = FloatBuffer(count: largest)
             communicationBytes += shard.bytes
             peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
             defer { communicationBytes -= shard.bytes }
+            // The ring leaves each rank's sum in its own block of the full gradient (the others
+            // hold partial sums, zeroed after the update); `shard` receives the incoming blocks.
             for (index, unit) in plan.units.enumerated() {
-                let range = unit.range(rank: rank), target = shard.slice(0..<unit.shardCount)
-                try communicator.reduceScatter(UnsafeBufferPointer(gradientStore[index].pointer), into: target, .sum)
-                gradientStore[index].slice(range).update(fromContentsOf: target)
+                try communicator.ringReduceScatter(gradientStore[index].pointer, scratch: shard.slice(0..<unit.shardCount))
             }
-        case .two, .three:
+        case .one, .two, .three:
             break
         }
         var sumSquares = 0.0

@@ -70,37 +70,32 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
 /// The replay follows the code: ``ZeroEngine``'s stores (each unit padded to a multiple of N by
 /// ``ShardPlan``), its schedule-driven gathers with one-unit prefetch (stage 3; at a tied head the
 /// final unit, the embedding and the prefetched last layer are gathered at once), its full-size
-/// gradient buffers and reduce-scatter shards (stages 2–3; the tied embedding's gradient is
-/// requested twice, at the head and at the end of the backward), stage 1's reduce-scatter target,
+/// gradient buffers and reduce-scatter scratch shards (stages 2–3; the tied embedding's gradient is
+/// requested twice, at the head and at the end of the backward), stage 1's reduce-scatter scratch,
 /// ``DecoderModel``'s activations and ``Classifier``'s chunk buffers.
 ///
-/// Open MPI 4.1's collectives add temporaries the ledger cannot see (from `ompi/mca/coll` of the
-/// 4.1.4 sources, for the message sizes of model units, with N ≤ 8):
-/// - stage 0, `MPI_Allreduce` (coll/tuned picks Rabenseifner's reduce-scatter + all-gather for
-///   units of 256 KiB and more): a unit-sized scratch of which each rank touches the half it
-///   receives first;
-/// - stage 1, `MPI_Reduce_scatter_block`: for large blocks coll/tuned picks "basic linear" (a
-///   reduce to rank 0, then a scatter: rank 0 holds the whole reduced unit, twice with 4–7 ranks)
-///   or, with 8 ranks and 4 MiB blocks, the butterfly (1.5 units on every rank); see
-///   `Replay.reduceScatterBlockTemporary`;
-/// - stages 2–3, `MPI_Ireduce_scatter_block` (coll/libnbc: a binomial-tree reduce to rank 0 into
-///   two unit-sized scratch buffers, then a scatter): a rank touches one scratch buffer per round
-///   in which it receives — rank 0 `min(2, log₂N)`, odd ranks none;
-/// - `MPI_Iallgather` (libnbc, linear) and the in-place `MPI_Allgather` (two-process or recursive
-///   doubling): none.
+/// Gradient reduce-scatters go round a ring (``RingReduceScatter``): they reduce in the gradient
+/// buffer itself and receive into one shard, so they add nothing the ledger does not count. The
+/// only Open MPI temporary left is stage 0's `MPI_Allreduce` (from `ompi/mca/coll` of the 4.1.4
+/// sources): coll/tuned picks Rabenseifner's reduce-scatter + all-gather for units of 256 KiB and
+/// more, which touches half of a unit-sized scratch; smaller units on fewer than 4 ranks go round a
+/// segmented ring with two 1/N-sized buffers. `MPI_Iallgather` (libnbc, linear) and the in-place
+/// `MPI_Allgather` (two-process or recursive doubling) need none. Every rank therefore holds the
+/// same bytes.
 ///
-/// How long a stage-2/3 reduce-scatter stays in flight depends on how far the ranks drift apart:
-/// MPI progresses it only inside MPI calls, and only once every rank has started it. The replay
-/// keeps at most ``reductionsInFlight`` of them in flight after each progress point (the engine
-/// tests them whenever a unit is requested or a gradient released); with one rank they complete at once.
+/// How many stage-2/3 reduce-scatters are in flight depends on how far the ranks drift apart, but
+/// never exceeds the engine's cap (``reductionsInFlight``, `train --reductions-in-flight`): the
+/// replay assumes the worst, that each stays in flight until the cap forces it to complete, so the
+/// prediction is an upper bound by at most the cap's worth of layer buffers. With one rank there is
+/// nothing to reduce: a released gradient is added to the store at once.
 public struct MemoryPlanner: Sendable {
     public var config: ModelConfig
     public var stage: ZeroStage
     public var ranks: Int
     public var sequenceLength: Int
     public var microBatchSize: Int
-    /// Reduce-scatters a rank keeps in flight (stages 2–3, N > 1): a timing assumption, see above.
-    public var reductionsInFlight = 3
+    /// The engine's cap on reduce-scatters in flight (stages 2–3, N > 1).
+    public var reductionsInFlight = ZeroEngine.defaultReductionsInFlight
     /// Supervised positions per micro-batch (sets the classifier's rows); default: every position
     /// that has a next token, `microBatchSize × (sequenceLength − 1)`.
     public var supervisedRows: Int? = nil
@@ -136,32 +131,18 @@ public struct MemoryPlanner: Sendable {
         return 4 * (layers * perLayer + n * c + scratch)
     }
 
-    /// The plan of every rank, rank 0 first (rank 0 is the largest: it roots MPI's reductions).
+    /// The plan of every rank, rank 0 first (all the same: no rank roots a reduction).
     public func planAllRanks() -> [MemoryPlan] {
-        // Ranks with the same number of receiving rounds have the same plan.
-        var cache: [Int: MemoryPlan] = [:]
+        let plan = self.plan(rank: 0)
         return (0..<ranks).map { rank in
-            let rounds = Self.receivingRounds(rank: rank, ranks: ranks)
-            var plan = cache[rounds] ?? self.plan(rank: rank)
-            cache[rounds] = plan
-            plan.rank = rank
-            return plan
+            var copy = plan
+            copy.rank = rank
+            return copy
         }
     }
 
     /// The bytes of all ranks of one host (every rank of the job on one machine).
     public func hostBytes() -> Int { planAllRanks().reduce(0) { $0 + $1.predictedPeakRSS } }
-
-    /// In how many rounds of libnbc's binomial-tree reduce `rank` receives a unit (0 for odd ranks).
-    static func receivingRounds(rank: Int, ranks: Int) -> Int {
-        var rounds = 0, distance = 1
-        while distance < ranks {
-            guard rank % (2 * distance) == 0 else { break }
-            if rank + distance < ranks { rounds += 1 }
-            distance *= 2
-        }
-        return rounds
-    }
 
     /// Replays one optimizer step (one micro-batch) on `rank`.
     public func plan(rank: Int = 0) -> MemoryPlan {
@@ -189,13 +170,11 @@ public struct MemoryPlanner: Sendable {
         let panel = { (m: Int, k: Int) in 4 * min(k, Self.blasPanelDepth) * min(m, Self.blasPanelWidth) }
         plan.blasBuffer = max(panel(v, rows), panel(config.intermediateSize, tokens))
 
-        var replay = Replay(stage: stage, ranks: ranks, full: full, shard: shard,
-                            scratchCopies: min(2, Self.receivingRounds(rank: rank, ranks: ranks)),
-                            inFlight: max(1, reductionsInFlight))
+        var replay = Replay(stage: stage, ranks: ranks, full: full, shard: shard, inFlight: max(1, reductionsInFlight))
         replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer
         replay.trainingStep(layout: layout, config: config, classifier: plan.classifierBuffers,
                             attention: plan.attentionScratch)
-        replay.optimizerPhase(rank: rank)
+        replay.optimizerPhase()
         plan.gatheredParameters = replay.peaks.gathered
         plan.gradientBuffers = replay.peaks.gradientBuffers
         plan.communication = replay.peaks.communication
@@ -213,8 +192,7 @@ struct Replay {
     let stage: ZeroStage
     let ranks: Int
     let full: [Int], shard: [Int]
-    /// Unit-sized libnbc scratch buffers this rank touches per reduce-scatter.
-    let scratchCopies: Int
+    /// The engine's cap on reduce-scatters in flight.
     let inFlight: Int
     var persistent = 0
     var live = Live(), peaks = Live()
@@ -225,12 +203,11 @@ struct Replay {
     var reductions: [Int] = []
     var schedule: [Int] = [], cursor = 0
 
-    init(stage: ZeroStage, ranks: Int, full: [Int], shard: [Int], scratchCopies: Int, inFlight: Int) {
+    init(stage: ZeroStage, ranks: Int, full: [Int], shard: [Int], inFlight: Int) {
         self.stage = stage
         self.ranks = ranks
         self.full = full
         self.shard = shard
-        self.scratchCopies = scratchCopies
         self.inFlight = inFlight
     }
 
@@ -248,7 +225,6 @@ struct Replay {
     mutating func parameters(_ unit: Int, _ phase: String) {
         precondition(schedule[cursor] == unit, "Replay: unit \(unit) out of schedule")
         cursor += 1
-        progress()
         guard stage.shardsParameters else { return }
         if !gathered.contains(unit) { gather(unit, phase) }
         if cursor < schedule.count, !gathered.contains(schedule[cursor]) { gather(schedule[cursor], phase) }
@@ -272,26 +248,23 @@ struct Replay {
         record(phase)
     }
 
+    /// One rank: the gradient is added to the store at once. More: the oldest reduce-scatters
+    /// complete until fewer than the cap remain, then this one starts with its scratch shard.
     mutating func releaseGradients(_ unit: Int, _ phase: String) {
         guard stage.shardsGradients, gradientBuffers.remove(unit) != nil else { return }
+        guard ranks > 1 else {
+            live.gradientBuffers -= full[unit]
+            return
+        }
+        while reductions.count >= inFlight { complete(reductions.removeFirst()) }
         live.communication += shard[unit]
-        if ranks > 1 { live.temporaries += scratchCopies * full[unit] }
         reductions.append(unit)
         record(phase)
-        progress()
-    }
-
-    /// One rank: the reduce-scatter is a copy, complete at once. More: the oldest ones complete
-    /// until `inFlight` remain.
-    mutating func progress() {
-        let keep = ranks == 1 ? 0 : inFlight
-        while reductions.count > keep { complete(reductions.removeFirst()) }
     }
 
     mutating func complete(_ unit: Int) {
         live.gradientBuffers -= full[unit]
         live.communication -= shard[unit]
-        if ranks > 1 { live.temporaries -= scratchCopies * full[unit] }
     }
 
     // MARK: DecoderModel.step(training: true)
@@ -339,8 +312,8 @@ struct Replay {
 
     // MARK: reduceGradients and optimizerStep
 
-    mutating func optimizerPhase(rank: Int) {
-        guard ranks > 1 || stage == .one else { return }
+    mutating func optimizerPhase() {
+        guard ranks > 1 else { return }
         switch stage {
         case .zero:
             // Rabenseifner (N ≥ 4, or units of 256 KiB and more): the first received half of a
@@ -349,44 +322,17 @@ struct Replay {
                 withTemporary(ranks < 4 && bytes < 262_144 ? 2 * bytes / ranks : bytes / 2, "gradient all-reduce")
             }
         case .one:
-            let target = shard.max() ?? 0
-            live.communication += target
-            record("gradient reduce-scatter")
-            for (bytes, block) in zip(full, shard) {
-                withTemporary(Self.reduceScatterBlockTemporary(rank: rank, ranks: ranks, unit: bytes, block: block),
-                              "gradient reduce-scatter")
-            }
-            live.communication -= target
+            // The ring reduces each unit in the full gradient; one scratch of the largest shard receives.
+            withCommunication(shard.max() ?? 0, "gradient reduce-scatter")
         case .two, .three:
             break
         }
     }
 
-    /// Bytes `MPI_Reduce_scatter_block` (Open MPI 4.1, coll/tuned's fixed decision) touches on `rank`
-    /// besides its arguments, for a `unit`-byte input and `block`-byte blocks.
-    ///
-    /// Large blocks use "basic linear": `MPI_Reduce` of the whole unit to rank 0 (which receives it
-    /// into a unit-sized buffer), then `MPI_Scatter`. The reduce is a pipeline (N < 4: the middle
-    /// ranks of the chain accumulate into a unit-sized buffer), linear (N 4–7: rank 0 also receives
-    /// each rank's unit into a second one) or binomial (N 8–15: inner tree nodes accumulate into
-    /// one). Other block sizes use recursive halving or the butterfly (4 MiB and more at N 8–15),
-    /// which copy the unit and receive half of it: 1.5 units on every rank.
-    static func reduceScatterBlockTemporary(rank: Int, ranks: Int, unit: Int, block: Int) -> Int {
-        guard ranks > 1 else { return 0 }
-        let halving = unit * 3 / 2
-        let linear: Bool
-        switch ranks {
-        case ..<4: linear = block >= 131_072
-        case ..<8: linear = block >= 1 << 20
-        default: linear = block >= 1 << 19 && block < 4 << 20
-        }
-        guard linear else { return halving }
-        let root = rank == 0 ? unit : 0
-        switch ranks {
-        case ..<4: return root + (rank > 0 && rank < ranks - 1 ? unit : 0)
-        case ..<8: return rank == 0 ? 2 * unit : 0
-        default: return root + (rank > 0 && rank % 2 == 0 && rank + 1 < ranks ? unit : 0)
-        }
+    mutating func withCommunication(_ bytes: Int, _ phase: String) {
+        live.communication += bytes
+        record(phase)
+        live.communication -= bytes
     }
 
     mutating func withTemporary(_ bytes: Int, _ phase: String) {

@@ -7,6 +7,8 @@ import Sharding
 /// Everything a training run is configured with (validated before any rank starts work).
 public struct TrainingOptions: Sendable, Codable, Equatable {
     public var stage: ZeroStage = .three
+    /// Stages 2–3: gradient reduce-scatters a rank keeps in flight (each holds a full-size buffer).
+    public var reductionsInFlight = ZeroEngine.defaultReductionsInFlight
     public var microBatchSize = 4
     public var sequenceLength = 512
     public var gradientAccumulation = 1
@@ -31,6 +33,7 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
 
     public func validate() throws {
         func check(_ ok: Bool, _ message: String) throws { if !ok { throw OptionError(message: message) } }
+        try check(reductionsInFlight >= 1, "--reductions-in-flight must be at least 1 (got \(reductionsInFlight))")
         try check(microBatchSize >= 1, "--micro-batch-size must be at least 1 (got \(microBatchSize))")
         try check(sequenceLength >= 2, "--seq-len must be at least 2 (got \(sequenceLength))")
         try check(gradientAccumulation >= 1, "--grad-accum must be at least 1 (got \(gradientAccumulation))")
@@ -118,7 +121,7 @@ public final class Trainer {
         let optimizer = AdamW(beta1: Float(options.beta1), beta2: Float(options.beta2), epsilon: Float(options.epsilon),
                               weightDecay: Float(options.weightDecay))
         engine = try ZeroEngine(layout: model.layout, stage: options.stage, communicator: communicator,
-                                optimizer: optimizer, initialize: initialize)
+                                optimizer: optimizer, reductionsInFlight: options.reductionsInFlight, initialize: initialize)
     }
 
     public var isLeader: Bool { communicator.rank == 0 }

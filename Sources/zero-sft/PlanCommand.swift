@@ -10,10 +10,11 @@ struct PlanCommand: ParsableCommand {
         commandName: "plan",
         abstract: "Predict each rank's memory by category, and the host's, for rank counts × ZeRO stages (no MPI, instant).",
         discussion: """
-            Per cell: the ledger's categories on rank 0 (the largest rank: it roots Open MPI's reductions), \
-            what only the OS sees (classifier chunk buffers, Open MPI temporaries, OpenBLAS's packing \
-            buffer, the runtime baseline), the predicted peak RSS of rank 0, the sum over all ranks \
-            when they share one host, and whether that fits in this machine's MemTotal. \
+            Per cell: the ledger's categories of one rank (every rank holds the same: gradient \
+            reduce-scatters go round a ring, so no rank roots a reduction), what only the OS sees \
+            (classifier chunk buffers, Open MPI temporaries, OpenBLAS's packing buffer, the runtime \
+            baseline), the predicted peak RSS per rank, the sum over all ranks when they share one \
+            host, and whether that fits in this machine's MemTotal. \
             See docs/memory-scaling.md for the model and how it compares with measurements.
             """)
 
@@ -22,8 +23,8 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .long, help: "ZeRO stages, comma-separated.") var zeroStage: String = "0,1,2,3"
     @Option(name: .long, help: "Tokens per packed row.") var seqLen: Int = 512
     @Option(name: .long, help: "Packed rows per micro-batch on each rank.") var microBatchSize: Int = 4
-    @Option(name: .long, help: "Stage 2–3 reduce-scatters a rank keeps in flight (depends on how far ranks drift apart).")
-    var reductionsInFlight: Int = 3
+    @Option(name: .long, help: "The engine's cap on stage 2–3 reduce-scatters in flight (as `train --reductions-in-flight`); the plan assumes it is reached.")
+    var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
     @Option(name: .long, help: "Host memory in bytes to check against (default: MemTotal from /proc/meminfo).")
     var hostMemory: Int?
     @Flag(name: .long, help: "Print the table as JSON.") var json = false
@@ -91,7 +92,7 @@ struct PlanCommand: ParsableCommand {
         let psi = ParameterLayout(config: config).parameterCount
         print("\(modelOptions.model): \(String(format: "%.2f", Double(psi) / 1e6))M parameters, seq-len \(seqLen), "
               + "micro-batch \(microBatchSize) (\(seqLen * microBatchSize) tokens); host memory \(Self.gib(memory)) GiB")
-        print("per rank 0, MiB: the ledger's categories | what only the OS sees | predicted peak RSS; host = all ranks on one host")
+        print("per rank, MiB: the ledger's categories | what only the OS sees | predicted peak RSS; host = all ranks on one host")
         let header = ["N", "stage", "params", "gathered", "grads", "grad buf", "moments", "act", "comm",
                       "classif", "mpi tmp", "blas", "runtime", "peak/rank", "host GiB", "fits"]
         var rows = [header]

@@ -24,6 +24,10 @@ struct ModelOptions: ParsableArguments {
 struct TrainingArguments: ParsableArguments {
     @Option(name: .long, help: "ZeRO stage: 0 data parallel, 1 shard AdamW moments, 2 also gradients, 3 also parameters.")
     var zeroStage: Int = 3
+    @Option(name: .long, help: ArgumentHelp(
+        "Stages 2–3: gradient reduce-scatters in flight at once; each holds one unit's full-size gradient.",
+        discussion: "A rank that reaches the cap completes the oldest first. Higher overlaps more communication with the backward and costs one more unit of memory per step of the cap."))
+    var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
     @Option(name: .long, help: "Packed rows per micro-batch on each rank.")
     var microBatchSize: Int = 4
     @Option(name: .long, help: "Tokens per packed row; longer examples are truncated (and counted).")
@@ -59,6 +63,7 @@ struct TrainingArguments: ParsableArguments {
         }
         var o = TrainingOptions()
         o.stage = stage
+        o.reductionsInFlight = reductionsInFlight
         o.microBatchSize = microBatchSize
         o.sequenceLength = seqLen
         o.gradientAccumulation = gradAccum

@@ -13,12 +13,14 @@ import Training
                          "--weight-decay", "0.1", "--clip-grad-norm", "1.0", "--seed", "5"]
 
     /// 8 rows per step everywhere: ranks × micro-batch size × accumulation = 8.
-    static let cases: [(ranks: Int, stage: Int, microBatch: Int, accumulation: Int)] = [
-        (1, 0, 1, 8),
-        (1, 3, 8, 1),
-        (2, 0, 2, 2), (2, 1, 2, 2), (2, 2, 2, 2), (2, 3, 2, 2),
-        (4, 0, 1, 2), (4, 1, 1, 2), (4, 2, 1, 2), (4, 3, 2, 1),
-        (3, 3, 1, 1),  // 3 rows per step: compared with its own 1-rank run below
+    /// `inFlight`: `--reductions-in-flight` (nil: the default, 2): 1 makes every release wait for
+    /// the previous ring, 8 lets the whole backward's rings overlap.
+    static let cases: [(ranks: Int, stage: Int, microBatch: Int, accumulation: Int, inFlight: Int?)] = [
+        (1, 0, 1, 8, nil),
+        (1, 3, 8, 1, nil),
+        (2, 0, 2, 2, nil), (2, 1, 2, 2, nil), (2, 2, 2, 2, nil), (2, 3, 2, 2, nil), (2, 3, 2, 2, 8),
+        (4, 0, 1, 2, nil), (4, 1, 1, 2, nil), (4, 2, 1, 2, nil), (4, 2, 1, 2, 1), (4, 3, 2, 1, nil),
+        (3, 3, 1, 1, nil),  // 3 rows per step: compared with its own 1-rank run below
     ]
 
     @Test func everyStageAndRankCountMatchesOneRank() throws {
@@ -31,11 +33,12 @@ import Training
         #expect(reference.losses.count == 10)
         #expect(reference.losses.last! < reference.losses.first!, "the loss did not fall: \(reference.losses)")
         for c in Self.cases where c.ranks != 3 {
-            let label = "n\(c.ranks)-stage\(c.stage)-mbs\(c.microBatch)-accum\(c.accumulation)"
+            let label = "n\(c.ranks)-stage\(c.stage)-mbs\(c.microBatch)-accum\(c.accumulation)" + (c.inFlight.map { "-inflight\($0)" } ?? "")
             let run = try TrainingRun.run(
                 ranks: c.ranks,
                 arguments: Self.common + ["--data", data.path, "--zero-stage", "\(c.stage)",
-                                          "--micro-batch-size", "\(c.microBatch)", "--grad-accum", "\(c.accumulation)"],
+                                          "--micro-batch-size", "\(c.microBatch)", "--grad-accum", "\(c.accumulation)"]
+                    + (c.inFlight.map { ["--reductions-in-flight", "\($0)"] } ?? []),
                 in: scratch.url, label: label)
             compare(run, reference, label: label)
         }

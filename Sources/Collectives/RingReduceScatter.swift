@@ -1,0 +1,198 @@
+internal import CMPI
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A sum reduce-scatter that goes round the ring of ranks in `size − 1` steps, with no buffer
+/// besides the caller's: the ZeRO gradient reduce-scatter.
+///
+/// Open MPI 4.1's `MPI_Reduce_scatter_block` and `MPI_Ireduce_scatter_block` reduce the whole
+/// buffer to rank 0 first (a unit-sized temporary there, two with 4–7 ranks or in libnbc's tree),
+/// which for a 1 GiB embedding gradient is 1–2 GiB that only rank 0 pays. The ring reduces in
+/// place: with `c = scratch.count`, at step `s` rank `r` sends block `r − s − 1` (mod N) of
+/// `buffer` to rank `r + 1`, receives block `r − s − 2` from rank `r − 1` into `scratch` and adds
+/// it into its own copy of that block. After `N − 1` steps block `r` of `buffer` holds the sum
+/// over all ranks; the other blocks hold partial sums. Every rank sends and receives
+/// `(N − 1)/N` of the buffer, like any bandwidth-optimal reduce-scatter.
+///
+/// Progress is driven by the caller: ``test()`` completes the current step if its messages have
+/// arrived, adds, and posts the next (as many steps as are ready); ``wait()`` blocks step by step.
+/// A rank that blocks in ``wait()`` while other rings or collectives are in flight must make sure
+/// the other ranks can finish without it (see `ZeroEngine`, which instead tests every operation in
+/// flight in one loop): the ring advances only when its owner calls it.
+public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint> {
+    private let buffer: UnsafeMutableBufferPointer<T>
+    private let scratch: UnsafeMutableBufferPointer<T>
+    private let handle: MPI_Comm?
+    private let rank: Int, size: Int
+    private let tag: Int32
+    private let pieceLimit: Int
+    /// The step whose messages are in flight; `size − 1` once complete.
+    public private(set) var step = 0
+    private var requests: [MPI_Request?] = []
+    private var statuses: [MPI_Status] = []
+    /// Whether block `rank` of the buffer holds the reduced sum.
+    public private(set) var isComplete = false
+
+    init(buffer: UnsafeMutableBufferPointer<T>, scratch: UnsafeMutableBufferPointer<T>, handle: MPI_Comm?,
+         rank: Int, size: Int, tag: Int32, pieceLimit: Int) throws(CollectiveError) {
+        self.buffer = buffer
+        self.scratch = scratch
+        self.handle = handle
+        self.rank = rank
+        self.size = size
+        self.tag = tag
+        self.pieceLimit = pieceLimit
+        if size == 1 || scratch.isEmpty || handle == nil {
+            step = size - 1
+            isComplete = true
+        } else {
+            try post()
+        }
+    }
+
+    /// The elements of one block.
+    public var blockCount: Int { scratch.count }
+    /// Block `rank` of the buffer: the reduced result once complete.
+    public var result: UnsafeMutableBufferPointer<T> {
+        UnsafeMutableBufferPointer(rebasing: buffer[(rank * blockCount)..<((rank + 1) * blockCount)])
+    }
+
+    private func block(_ index: Int) -> UnsafeMutablePointer<T> {
+        buffer.baseAddress! + ((index % size + size) % size) * blockCount
+    }
+
+    /// Posts the receive and the send of `step`, in pieces of at most `pieceLimit` elements.
+    private func post() throws(CollectiveError) {
+        let left = Int32((rank - 1 + size) % size), right = Int32((rank + 1) % size)
+        let send = block(rank - step - 1)
+        let type = T.checkedMPIDatatype
+        requests.removeAll(keepingCapacity: true)
+        for piece in Pieces(count: blockCount, limit: pieceLimit) {
+            var receive: MPI_Request? = nil, transmit: MPI_Request? = nil
+            try check(MPI_Irecv(scratch.baseAddress! + piece.offset, Int32(piece.count), type, left, tag, handle, &receive),
+                      "MPI_Irecv", piece)
+            requests.append(receive)
+            try check(MPI_Isend(send + piece.offset, Int32(piece.count), type, right, tag, handle, &transmit),
+                      "MPI_Isend", piece)
+            requests.append(transmit)
+        }
+        statuses = [MPI_Status](repeating: MPI_Status(), count: requests.count)
+    }
+
+    /// Adds the received block into the buffer and posts the next step, or completes.
+    private func advance() throws(CollectiveError) {
+        let target = block(rank - step - 2), source = scratch.baseAddress!
+        for i in 0..<blockCount { target[i] += source[i] }
+        step += 1
+        if step == size - 1 {
+            isComplete = true
+            requests.removeAll()
+        } else {
+            try post()
+        }
+    }
+
+    /// Completes every step whose messages have arrived, without blocking; whether the whole
+    /// reduce-scatter is complete. The corresponding C function is `MPI_Testall`.
+    public func test() throws(CollectiveError) -> Bool {
+        while !isComplete {
+            var flag: Int32 = 0
+            let code = MPI_Testall(Int32(requests.count), &requests, &flag, &statuses)
+            try checkCompletion(code, "MPI_Testall")
+            guard flag != 0 else { return false }
+            try advance()
+        }
+        return true
+    }
+
+    /// Blocks until this rank's part is complete, step by step (`MPI_Waitall`).
+    public func wait() throws(CollectiveError) {
+        while !isComplete {
+            let code = MPI_Waitall(Int32(requests.count), &requests, &statuses)
+            try checkCompletion(code, "MPI_Waitall")
+            try advance()
+        }
+    }
+
+    private var details: String {
+        "ring reduce-scatter, \(blockCount) × \(T.collectiveElementKind) per rank, step \(step + 1) of \(size - 1), tag \(tag)"
+    }
+
+    private func check(_ code: Int32, _ operation: String, _ piece: Pieces.Piece) throws(CollectiveError) {
+        guard code != zsft_success() else { return }
+        isComplete = true
+        throw CollectiveError(operation: operation, rank: rank, size: size, errorCode: code,
+                              errorClass: mpiErrorClass(code), reason: mpiErrorString(code),
+                              details: details + piece.describe(total: blockCount))
+    }
+
+    private func checkCompletion(_ code: Int32, _ operation: String) throws(CollectiveError) {
+        guard code != zsft_success() else { return }
+        var failing = code
+        if code == zsft_err_in_status(), let status = statuses.first(where: { $0.MPI_ERROR != zsft_success() }) {
+            failing = status.MPI_ERROR
+        }
+        isComplete = true
+        requests.removeAll()
+        throw CollectiveError(operation: operation, rank: rank, size: size, errorCode: failing,
+                              errorClass: mpiErrorClass(failing), reason: mpiErrorString(failing), details: details)
+    }
+
+    deinit {
+        guard !isComplete else { return }
+        ProcessRuntime.writeToStandardError(
+            "zero-sft: warning: rank \(rank): \(details) was released without wait(); waiting for it now\n")
+        do { try wait() } catch {
+            ProcessRuntime.writeToStandardError("zero-sft: rank \(rank): \(error)\n")
+        }
+    }
+}
+
+extension Communicator {
+    /// Starts a sum reduce-scatter of `buffer` round the ring of ranks (see ``RingReduceScatter``).
+    ///
+    /// `buffer.count == scratch.count × size` on every rank, with the same `scratch.count`
+    /// everywhere; the two must not overlap. `buffer` is the accumulator: when the request completes,
+    /// block `rank` (``RingReduceScatter/result``) holds the sum over ranks and the other blocks
+    /// partial sums. Keep both buffers allocated and untouched until then. Every rank must start its
+    /// rings in the same order (each gets the next tag). With one rank it is complete at once.
+    public func startRingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>(
+        _ buffer: UnsafeMutableBufferPointer<T>, scratch: UnsafeMutableBufferPointer<T>
+    ) throws -> RingReduceScatter<T> {
+        precondition(
+            buffer.count == scratch.count * size,
+            "ringReduceScatter: buffer has \(buffer.count) elements, expected scratch.count × size = \(scratch.count) × \(size)")
+        if let b = buffer.baseAddress, let s = scratch.baseAddress {
+            precondition(!(UnsafePointer(b) < UnsafePointer(s) + scratch.count && UnsafePointer(s) < UnsafePointer(b) + buffer.count),
+                         "ringReduceScatter: buffer and scratch overlap")
+        }
+        let tag = ringTags.next()
+        return try RingReduceScatter(buffer: buffer, scratch: scratch, handle: handle, rank: rank, size: size,
+                                     tag: tag, pieceLimit: elementsPerCall(T.self, ranksPerCall: 1))
+    }
+
+    /// ``startRingReduceScatter(_:scratch:)`` and ``RingReduceScatter/wait()``: the blocking form,
+    /// for when nothing else is in flight.
+    public func ringReduceScatter<T: CollectiveElement & BinaryFloatingPoint>(
+        _ buffer: UnsafeMutableBufferPointer<T>, scratch: UnsafeMutableBufferPointer<T>
+    ) throws {
+        try startRingReduceScatter(buffer, scratch: scratch).wait()
+    }
+}
+
+/// Tags for rings, in the order they start: rings in flight at once must not match each other's
+/// messages (MPI keeps order only per source and tag). 32,767 is the least `MPI_TAG_UB` allows.
+final class RingTags {
+    private var counter: Int32 = 0
+    func next() -> Int32 {
+        defer { counter = (counter + 1) % 32_767 }
+        return counter
+    }
+}
+
+/// Yields the processor: for loops that poll requests while other ranks share the cores.
+public func yieldProcessor() { sched_yield() }
