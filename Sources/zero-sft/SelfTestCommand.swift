@@ -60,7 +60,7 @@ struct NoSuchRank: Error, CustomStringConvertible {
 // MARK: - Element types with a test pattern
 
 /// An element type the self-test can fill with a pattern and reduce on its own.
-protocol SelfTestElement: CollectiveElement, Equatable, CustomStringConvertible {
+fileprivate protocol SelfTestElement: CollectiveElement, Equatable, CustomStringConvertible {
     /// The pattern value for `v` in `0 ..< 97` (signed types map it to `-48 ... 48`).
     init(patternValue v: Int)
     /// The padding value.
@@ -86,45 +86,45 @@ extension SelfTestElement {
 }
 
 extension Float: SelfTestElement {
-    static var zero: Float { 0 }
-    static var sentinel: Float { Float.nan }
-    init(patternValue v: Int) { self = Float(v - 48) }
-    static func combine(_ a: Float, _ b: Float, _ op: ReductionOperation) -> Float {
+    fileprivate static var zero: Float { 0 }
+    fileprivate static var sentinel: Float { Float.nan }
+    fileprivate init(patternValue v: Int) { self = Float(v - 48) }
+    fileprivate static func combine(_ a: Float, _ b: Float, _ op: ReductionOperation) -> Float {
         switch op { case .sum: a + b; case .max: Swift.max(a, b); case .min: Swift.min(a, b) }
     }
 }
 extension Double: SelfTestElement {
-    static var zero: Double { 0 }
-    static var sentinel: Double { Double.nan }
-    init(patternValue v: Int) { self = Double(v - 48) }
-    static func combine(_ a: Double, _ b: Double, _ op: ReductionOperation) -> Double {
+    fileprivate static var zero: Double { 0 }
+    fileprivate static var sentinel: Double { Double.nan }
+    fileprivate init(patternValue v: Int) { self = Double(v - 48) }
+    fileprivate static func combine(_ a: Double, _ b: Double, _ op: ReductionOperation) -> Double {
         switch op { case .sum: a + b; case .max: Swift.max(a, b); case .min: Swift.min(a, b) }
     }
 }
 extension Int32: SelfTestElement {
-    static var zero: Int32 { 0 }
-    static var sentinel: Int32 { Int32.min }
-    init(patternValue v: Int) { self = Int32(v - 48) }
-    static func combine(_ a: Int32, _ b: Int32, _ op: ReductionOperation) -> Int32 {
+    fileprivate static var zero: Int32 { 0 }
+    fileprivate static var sentinel: Int32 { Int32.min }
+    fileprivate init(patternValue v: Int) { self = Int32(v - 48) }
+    fileprivate static func combine(_ a: Int32, _ b: Int32, _ op: ReductionOperation) -> Int32 {
         switch op { case .sum: a &+ b; case .max: Swift.max(a, b); case .min: Swift.min(a, b) }
     }
 }
 extension Int64: SelfTestElement {
-    static var zero: Int64 { 0 }
-    static var sentinel: Int64 { Int64.min }
-    init(patternValue v: Int) { self = Int64(v - 48) }
-    static func combine(_ a: Int64, _ b: Int64, _ op: ReductionOperation) -> Int64 {
+    fileprivate static var zero: Int64 { 0 }
+    fileprivate static var sentinel: Int64 { Int64.min }
+    fileprivate init(patternValue v: Int) { self = Int64(v - 48) }
+    fileprivate static func combine(_ a: Int64, _ b: Int64, _ op: ReductionOperation) -> Int64 {
         switch op { case .sum: a &+ b; case .max: Swift.max(a, b); case .min: Swift.min(a, b) }
     }
 }
 extension UInt8: SelfTestElement {
-    static var zero: UInt8 { 0 }
-    static var sentinel: UInt8 { 255 }
+    fileprivate static var zero: UInt8 { 0 }
+    fileprivate static var sentinel: UInt8 { 255 }
     /// `v mod 32`: sums over up to 8 ranks stay below 256. Open MPI 4.1's AVX reductions
     /// (`op/avx`) saturate 8-bit sums that overflow instead of wrapping (open-mpi/ompi#8045,
     /// "wontfix"), so a wrapping sum is not something MPI promises here; zero-sft never sums bytes.
-    init(patternValue v: Int) { self = UInt8(v % 32) }
-    static func combine(_ a: UInt8, _ b: UInt8, _ op: ReductionOperation) -> UInt8 {
+    fileprivate init(patternValue v: Int) { self = UInt8(v % 32) }
+    fileprivate static func combine(_ a: UInt8, _ b: UInt8, _ op: ReductionOperation) -> UInt8 {
         switch op { case .sum: a &+ b; case .max: Swift.max(a, b); case .min: Swift.min(a, b) }
     }
 }
@@ -148,7 +148,7 @@ final class Stopwatch {
 }
 
 /// An owned, initialised buffer that outlives the non-blocking requests using it.
-final class TestBuffer<Element: SelfTestElement> {
+fileprivate final class TestBuffer<Element: SelfTestElement> {
     let buffer: UnsafeMutableBufferPointer<Element>
 
     init(count: Int, _ value: (Int) -> Element) {
