@@ -133,6 +133,21 @@ struct MemoryPlannerTests {
         #expect(plan.peakPhase == "backward attention")
     }
 
+    /// N = 3, stage 2, at most 2 in flight: no gathers; persistent bytes: full parameters 4·102,726 =
+    /// 410,904, gradient shards 136,968, moment shards 273,936, activations 625,920, BLAS 64,512: 1,512,240.
+    @Test func stageTwoReplayByHand() {
+        let plan = planner(.two, ranks: 3, inFlight: 2).plan()
+        #expect(plan.gatheredParameters == 0)
+        // The head releases E and F (both in flight); layer 1's release completes E, layer 0's completes F;
+        // at the end layers 1 and 0 are in flight when the embedding's second gradient buffer is taken:
+        // 2L + E = 102,660 floats, beside their shards 2l = 28,758.
+        #expect(plan.gradientBuffers == 4 * 102_660 && plan.communication == 4 * 28_758, "\(plan)")
+        // Peak there: 410,640 + 115,032 = 525,672 transient; total 2,037,912.
+        #expect(plan.peakLive == 2_037_912, "peak live \(plan.peakLive), by hand 2,037,912")
+        #expect(plan.peakPhase == "embedding backward")
+        #expect(plan.collectiveTemporaries == 0)
+    }
+
     @Test func oneRankAddsGradientsAtOnce() {
         // One rank, stage 3: no MPI, a released gradient is added to the store at once, no scratch.
         // At the head: final + embedding + prefetched layer 1 gathered would be 59,584 floats (no padding), but the
