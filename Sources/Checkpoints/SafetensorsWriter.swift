@@ -105,14 +105,14 @@ public enum SafetensorsWriter {
         if !metadata.isEmpty {
             let keys = metadata.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
             header += "\"__metadata__\":{"
-            header += keys.map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",")
+            header += keys.map { "\(JSONText.string($0)):\(JSONText.string(metadata[$0]!))" }.joined(separator: ",")
             header += "}"
         }
         var offset = 0
         for (index, tensor) in ordered.enumerated() {
             if index > 0 || !metadata.isEmpty { header += "," }
             let end = offset + counts[tensor.name]! * elementSize
-            header += "\(jsonString(tensor.name)):{\"dtype\":\"\(dtypeName)\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
+            header += "\(JSONText.string(tensor.name)):{\"dtype\":\"\(dtypeName)\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         header += "}"
@@ -162,27 +162,6 @@ public enum SafetensorsWriter {
             try output.write(UnsafeRawBufferPointer(start: scratch.baseAddress, count: count * 2))
             start += count
         }
-    }
-
-    /// Encodes a string as JSON the way serde_json (used by the safetensors package) does:
-    /// `"` `\` and control characters escaped, everything else (including non-ASCII) verbatim.
-    static func jsonString(_ string: String) -> String {
-        var result = "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case "\u{08}": result += "\\b"
-            case "\u{0C}": result += "\\f"
-            case _ where scalar.value < 0x20:
-                result += "\\u00" + String(scalar.value, radix: 16).leftPadded(to: 2)
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result + "\""
     }
 }
 

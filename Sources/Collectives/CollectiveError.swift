@@ -46,6 +46,19 @@ public struct CollectiveError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+extension CollectiveError {
+    /// The error of a failed `MPI_Waitall` / `MPI_Testall`, with the first failing request's own
+    /// code when MPI reports `MPI_ERR_IN_STATUS`.
+    init(completing operation: String, code: Int32, statuses: [MPI_Status], rank: Int, size: Int, details: String) {
+        var failing = code
+        if code == zsft_err_in_status(), let status = statuses.first(where: { $0.MPI_ERROR != zsft_success() }) {
+            failing = status.MPI_ERROR
+        }
+        self.init(operation: operation, rank: rank, size: size, errorCode: failing, errorClass: mpiErrorClass(failing),
+                  reason: mpiErrorString(failing), details: details)
+    }
+}
+
 /// MPI's text for an error code (`MPI_Error_string`), or a fallback when MPI cannot describe it.
 func mpiErrorString(_ code: Int32) -> String {
     var buffer = [CChar](repeating: 0, count: Int(zsft_max_error_string()) + 1)

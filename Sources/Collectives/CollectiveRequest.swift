@@ -81,19 +81,10 @@ public final class CollectiveRequest {
         datatypes.removeAll()
     }
 
-    /// Throws for a failed wait/test, with the first failing request's own code when MPI reports
-    /// `MPI_ERR_IN_STATUS`.
+    /// Throws for a failed wait/test.
     private func check(_ code: Int32, _ statuses: [MPI_Status]) throws(CollectiveError) {
         guard code != zsft_success() else { return }
-        var failing = code
-        if code == zsft_err_in_status(),
-            let status = statuses.first(where: { $0.MPI_ERROR != zsft_success() })
-        {
-            failing = status.MPI_ERROR
-        }
-        throw CollectiveError(
-            operation: operation, rank: rank, size: size, errorCode: failing, errorClass: mpiErrorClass(failing),
-            reason: mpiErrorString(failing), details: details)
+        throw CollectiveError(completing: operation, code: code, statuses: statuses, rank: rank, size: size, details: details)
     }
 }
 

@@ -40,8 +40,9 @@ public final class Communicator {
     }
 
     private let storedHostName: String
-    /// The tags of ring reduce-scatters, handed out in start order.
-    let ringTags = RingTags()
+    /// The tag of the next ring reduce-scatter: rings in flight at once must not match each other's
+    /// messages (MPI keeps order only per source and tag), so each ring gets the next one.
+    var nextRingTag: Int32 = 0
     /// A duplicate of `MPI_COMM_WORLD` with `MPI_ERRORS_RETURN`; `nil` in the one-rank mode.
     let handle: MPI_Comm?
 

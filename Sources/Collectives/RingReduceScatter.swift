@@ -132,14 +132,9 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
 
     private func checkCompletion(_ code: Int32, _ operation: String) throws(CollectiveError) {
         guard code != zsft_success() else { return }
-        var failing = code
-        if code == zsft_err_in_status(), let status = statuses.first(where: { $0.MPI_ERROR != zsft_success() }) {
-            failing = status.MPI_ERROR
-        }
         isComplete = true
         requests.removeAll()
-        throw CollectiveError(operation: operation, rank: rank, size: size, errorCode: failing,
-                              errorClass: mpiErrorClass(failing), reason: mpiErrorString(failing), details: details)
+        throw CollectiveError(completing: operation, code: code, statuses: statuses, rank: rank, size: size, details: details)
     }
 
     deinit {
@@ -170,7 +165,8 @@ extension Communicator {
             precondition(!(UnsafePointer(b) < UnsafePointer(s) + scratch.count && UnsafePointer(s) < UnsafePointer(b) + buffer.count),
                          "ringReduceScatter: buffer and scratch overlap")
         }
-        let tag = ringTags.next()
+        let tag = nextRingTag
+        nextRingTag = (nextRingTag + 1) % 32_767  // the least MPI_TAG_UB allows
         return try RingReduceScatter(buffer: buffer, scratch: scratch, handle: handle, rank: rank, size: size,
                                      tag: tag, pieceLimit: elementsPerCall(T.self, ranksPerCall: 1))
     }
@@ -181,16 +177,6 @@ extension Communicator {
         _ buffer: UnsafeMutableBufferPointer<T>, scratch: UnsafeMutableBufferPointer<T>
     ) throws {
         try startRingReduceScatter(buffer, scratch: scratch).wait()
-    }
-}
-
-/// Tags for rings, in the order they start: rings in flight at once must not match each other's
-/// messages (MPI keeps order only per source and tag). 32,767 is the least `MPI_TAG_UB` allows.
-final class RingTags {
-    private var counter: Int32 = 0
-    func next() -> Int32 {
-        defer { counter = (counter + 1) % 32_767 }
-        return counter
     }
 }
 

@@ -79,14 +79,14 @@ public final class ZeroEngine: UnitStore {
         }
     }
 
-    /// Collectives still in flight when the engine goes away (an error unwound a step): they and their
-    /// buffers are kept alive, never waited for. Waiting could hang this rank in a collective the others
-    /// will not join, before `Job.run` gets to abort the job; freeing the buffers could let MPI write
-    /// into freed memory.
     /// The default cap on reduce-scatters in flight: one layer's gradient travelling while the next
     /// is computed, and one more so that a rank slightly ahead does not wait at every unit.
     public static let defaultReductionsInFlight = 2
 
+    /// Collectives still in flight when the engine goes away (an error unwound a step): they and their
+    /// buffers are kept alive, never waited for. Waiting could hang this rank in a collective the others
+    /// will not join, before `Job.run` gets to abort the job; freeing the buffers could let MPI write
+    /// into freed memory.
     nonisolated(unsafe) static var abandoned: [AnyObject] = []
 
     deinit {

@@ -45,7 +45,7 @@ public enum GGUFTokenizerFiles {
         for (id, token) in tokens.enumerated() where vocabulary[token] == id {
             if !first { vocabularyJSON += "," }
             first = false
-            vocabularyJSON += jsonString(token) + ":" + String(id)
+            vocabularyJSON += JSONText.string(token) + ":" + String(id)
         }
         vocabularyJSON += "}"
         var mergesJSON = "["
@@ -53,7 +53,7 @@ public enum GGUFTokenizerFiles {
             let parts = merge.split(separator: " ", omittingEmptySubsequences: false)
             guard parts.count == 2 else { throw fail("tokenizer.ggml.merges[\(index)]", "\"left right\"", "\"\(merge)\"") }
             if index > 0 { mergesJSON += "," }
-            mergesJSON += "[" + jsonString(String(parts[0])) + "," + jsonString(String(parts[1])) + "]"
+            mergesJSON += "[" + JSONText.string(String(parts[0])) + "," + JSONText.string(String(parts[1])) + "]"
         }
         mergesJSON += "]"
         var added: [[String: Any]] = []
@@ -121,24 +121,5 @@ public enum GGUFTokenizerFiles {
         } catch {
             throw fail("tokenizer.ggml.tokens", "strings that JSON can hold", "\(error)")
         }
-    }
-
-    /// A JSON string literal: `"`, `\\` and control characters escaped, everything else as is (UTF-8).
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

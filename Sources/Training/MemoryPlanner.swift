@@ -278,14 +278,14 @@ struct Replay {
         releaseParameters(embedding)
         for unit in layers {
             parameters(unit, "forward")
-            withTransient(attention, "forward attention")
+            briefly(attention, "forward attention")
             releaseParameters(unit)
         }
         parameters(final, "head")
         if config.tieWordEmbeddings { parameters(embedding, "head") }
         gradients(final, "head")
         if config.tieWordEmbeddings { gradients(embedding, "head") }
-        withTransient(classifier, "classifier")
+        briefly(classifier, "classifier")
         if config.tieWordEmbeddings {
             releaseGradients(embedding, "head gradient reduce-scatter")
             releaseParameters(embedding)
@@ -295,7 +295,7 @@ struct Replay {
         for unit in layers.reversed() {
             parameters(unit, "backward")
             gradients(unit, "backward")
-            withTransient(attention, "backward attention")
+            briefly(attention, "backward attention")
             releaseGradients(unit, "backward reduce-scatter")
             releaseParameters(unit)
         }
@@ -304,10 +304,11 @@ struct Replay {
         while !reductions.isEmpty { complete(reductions.removeFirst()) }
     }
 
-    mutating func withTransient(_ bytes: Int, _ phase: String) {
-        live.transient += bytes
+    /// Records a moment at which `bytes` more of `category` are alive than outside it.
+    mutating func briefly(_ bytes: Int, in category: WritableKeyPath<Live, Int> = \.transient, _ phase: String) {
+        live[keyPath: category] += bytes
         record(phase)
-        live.transient -= bytes
+        live[keyPath: category] -= bytes
     }
 
     // MARK: reduceGradients and optimizerStep
@@ -319,25 +320,13 @@ struct Replay {
             // Rabenseifner (N ≥ 4, or units of 256 KiB and more): the first received half of a
             // unit-sized scratch; smaller units with N < 4 go round a ring in two 1/N-sized segments.
             for bytes in full {
-                withTemporary(ranks < 4 && bytes < 262_144 ? 2 * bytes / ranks : bytes / 2, "gradient all-reduce")
+                briefly(ranks < 4 && bytes < 262_144 ? 2 * bytes / ranks : bytes / 2, in: \.temporaries, "gradient all-reduce")
             }
         case .one:
             // The ring reduces each unit in the full gradient; one scratch of the largest shard receives.
-            withCommunication(shard.max() ?? 0, "gradient reduce-scatter")
+            briefly(shard.max() ?? 0, in: \.communication, "gradient reduce-scatter")
         case .two, .three:
             break
         }
-    }
-
-    mutating func withCommunication(_ bytes: Int, _ phase: String) {
-        live.communication += bytes
-        record(phase)
-        live.communication -= bytes
-    }
-
-    mutating func withTemporary(_ bytes: Int, _ phase: String) {
-        live.temporaries += bytes
-        record(phase)
-        live.temporaries -= bytes
     }
 }
