@@ -88,9 +88,33 @@ public enum MPIRunError: Error, CustomStringConvertible {
     }
 }
 
+/// Every process a test starts runs inside ``serially(_:)``: one child at a time in the whole test
+/// process, across every suite.
+///
+/// Swift Testing runs suites in parallel, and `.serialized` orders tests only within one suite: two
+/// `mpirun` jobs whose ranks spin in MPI waits would share 2 cores and starve each other (a CI flake
+/// was seen). ``MPIRun`` holds the lock for the child's lifetime (its timeout starts once the lock is
+/// held); a test that starts a `Process` itself wraps its whole life in ``serially(_:)``.
+public enum TestProcesses {
+    private static let lock = NSLock()
+
+    /// Runs `body` while no other test process is running (not reentrant).
+    public static func serially<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+}
+
 /// `posix_spawn` in a new process group, stdout/stderr collected with `poll`, killed on timeout.
 enum ChildProcess {
     static func run(
+        _ command: [String], environment: [String: String], timeout: Double
+    ) throws -> (status: Int32, stdout: String, stderr: String) {
+        try TestProcesses.serially { try runHoldingLock(command, environment: environment, timeout: timeout) }
+    }
+
+    private static func runHoldingLock(
         _ command: [String], environment: [String: String], timeout: Double
     ) throws -> (status: Int32, stdout: String, stderr: String) {
         let commandLine = command.joined(separator: " ")

@@ -7,6 +7,10 @@ import Training
 @Suite(.serialized) struct CommandTests {
     /// Runs zero-sft with `input` on stdin.
     static func run(_ arguments: [String], input: String = "") throws -> (status: Int32, stdout: String, stderr: String) {
+        try TestProcesses.serially { try runAlone(arguments, input: input) }
+    }
+
+    private static func runAlone(_ arguments: [String], input: String) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
         process.executableURL = try ZeroSFTBinary.locate()
         process.arguments = arguments

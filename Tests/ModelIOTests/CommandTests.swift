@@ -133,16 +133,18 @@ import Testing
         let input = scratch.url.appendingPathComponent("turns.txt")
         try Data("What is the capital of France?\n/reset\nWhat is the capital of Germany?\n".utf8).write(to: input)
         let binary = try ZeroSFTBinary.locate()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", "\"\(binary.path)\" chat --model \"\(path)\" --max-new-tokens 24 < \"\(input.path)\""]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = Pipe()
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        let (status, text) = try TestProcesses.serially { () throws -> (Int32, String) in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "\"\(binary.path)\" chat --model \"\(path)\" --max-new-tokens 24 < \"\(input.path)\" 2>/dev/null"]
+            let output = Pipe()
+            process.standardOutput = output
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+        #expect(status == 0)
         let replies = text.split(separator: "\n").map(String.init)
         #expect(replies.count == 2, "replies: \(replies)")
         #expect(replies.first?.contains("Paris") == true, "first reply: \(replies.first ?? "")")
