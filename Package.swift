@@ -8,6 +8,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
         // C edges: only Collectives and Kernels import these.
@@ -18,7 +20,11 @@ let package = Package(
             name: "COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "Collectives", dependencies: ["CMPI"]),
+        .target(name: "Collectives", dependencies: [
+            "CMPI",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .target(name: "Kernels", dependencies: ["COpenBLAS"]),
         .target(name: "Checkpoints"),
         .target(name: "Tokenizers", dependencies: ["Checkpoints"]),

@@ -1,4 +1,5 @@
 internal import CMPI
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -71,15 +72,10 @@ enum ProcessRuntime {
         fflush(nil)
     }
 
-    /// Writes `text` to stderr (file descriptor 2, unbuffered) in one `write` where possible.
+    /// Writes `text` to stderr (file descriptor 2, unbuffered) whole: swift-system's `writeAll`
+    /// retries short writes and `EINTR`. A failing stderr is ignored (there is nowhere left to say so).
     static func writeToStandardError(_ text: String) {
-        var bytes = Array(text.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
-            if written <= 0 { return }
-            offset += written
-        }
+        _ = try? FileDescriptor.standardError.writeAll(text.utf8)
     }
 
     /// The host name from `gethostname`, for the single-process mode.
