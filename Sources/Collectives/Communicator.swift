@@ -154,7 +154,8 @@ public final class Communicator {
 
     // MARK: Collectives
 
-    /// Waits until every rank has entered the barrier. The corresponding C function is `MPI_Barrier`.
+    /// Waits until every rank has entered the barrier, through ``poll(_:until:)`` (deadline and
+    /// backoff). The corresponding C function is `MPI_Ibarrier`.
     public func barrier() throws {
         guard let handle else { return }
         try checkConsistency("barrier", bytes: 0)
@@ -165,7 +166,8 @@ public final class Communicator {
 
     /// Copies `buffer` on rank `root` into `buffer` on every other rank.
     ///
-    /// Every rank passes a buffer of the same count. The corresponding C function is `MPI_Bcast`.
+    /// Every rank passes a buffer of the same count. The corresponding C function is `MPI_Ibcast`
+    /// (one per piece, see ``maximumBytesPerCall``), waited for through ``poll(_:until:)``.
     public func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
         precondition((0..<size).contains(root), "broadcast: root \(root) is not a rank of a \(size)-rank communicator")
         let type = T.checkedMPIDatatype
@@ -186,7 +188,9 @@ public final class Communicator {
     /// Replaces every element of `buffer` by its reduction over all ranks, in place.
     ///
     /// `buffer[i] ← op over ranks r of buffer_r[i]`. Every rank passes the same count. The
-    /// corresponding C function is `MPI_Allreduce` with `MPI_IN_PLACE`.
+    /// corresponding C function is `MPI_Iallreduce` with `MPI_IN_PLACE`, waited for through
+    /// ``poll(_:until:)``; above 256 KiB it is the blocking `MPI_Allreduce` under a watchdog thread
+    /// that ends the process after ``collectiveTimeout`` (see ``largestPolledAllReduceBytes``).
     public func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation) throws {
         let type = T.checkedMPIDatatype
         guard let handle, buffer.count > 0, let base = buffer.baseAddress else { return }
@@ -194,10 +198,14 @@ public final class Communicator {
         try checkConsistency("allReduce \(op)", bytes: bytes)
         let details = "\(count) × \(T.collectiveElementKind), \(op)"
         if bytes <= Self.largestPolledAllReduceBytes {
-            var requests: [MPI_Request?] = [nil]
-            try check(
-                MPI_Iallreduce(zsft_in_place(), base, Int32(count), type, op.mpiOperation, handle, &requests[0]),
-                "MPI_Iallreduce", details)
+            var requests: [MPI_Request?] = []
+            for piece in Pieces(count: count, limit: elementsPerCall(T.self, ranksPerCall: 1)) {
+                var request: MPI_Request? = nil
+                try check(
+                    MPI_Iallreduce(zsft_in_place(), base + piece.offset, Int32(piece.count), type, op.mpiOperation, handle, &request),
+                    "MPI_Iallreduce", details + piece.describe(total: count))
+                requests.append(request)
+            }
             try waitForRequests(&requests, "MPI_Iallreduce", details)
             return
         }

@@ -11,7 +11,8 @@ extension Communicator {
     /// `output.count == shard.count * size` on every rank, with the same `shard.count` everywhere.
     /// **In place:** when `shard` is exactly this rank's slice of `output` (same address, same
     /// count), the shard is read from `output` (`MPI_IN_PLACE`); any other overlap is a
-    /// programmer error. The corresponding C function is `MPI_Allgather`.
+    /// programmer error. The corresponding C function is `MPI_Iallgather`, waited for through
+    /// ``poll(_:until:)``.
     public func allGather<T: CollectiveElement>(_ shard: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>) throws {
         try startAllGather(shard, into: output).wait()
     }
