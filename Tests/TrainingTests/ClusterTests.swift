@@ -18,7 +18,9 @@ struct ClusterTrainingTests {
         let scratch = try ScratchDirectory()
         let data = scratch.url.appendingPathComponent("data.jsonl")
         try writeJSONL(syntheticExamples(count: 160, seed: 9), to: data)
-        let common = EquivalenceTests.common.map { $0 == "10" ? "6" : $0 } + ["--data", data.path, "--micro-batch-size", "1", "--grad-accum", "2"]
+        let common = ["--model", "tiny", "--seq-len", "64", "--max-steps", "6", "--lr", "1e-3", "--warmup-steps", "2",
+                      "--weight-decay", "0.1", "--clip-grad-norm", "1.0", "--seed", "5",
+                      "--data", data.path, "--micro-batch-size", "1", "--grad-accum", "2"]
         try LocalCluster.withCluster(hosts: 2, name: "zctt", subnet: "10.213.252") { cluster in
             for stage in [0, 3] {
                 let arguments = common + ["--zero-stage", "\(stage)"]
