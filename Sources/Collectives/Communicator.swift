@@ -189,7 +189,7 @@ public final class Communicator {
     ///
     /// `buffer[i] ← op over ranks r of buffer_r[i]`. Every rank passes the same count. The
     /// corresponding C function is `MPI_Iallreduce` with `MPI_IN_PLACE`, waited for through
-    /// ``poll(_:until:)``; above 256 KiB it is the blocking `MPI_Allreduce` under a watchdog thread
+    /// ``poll(_:until:)``; above 4 KiB it is the blocking `MPI_Allreduce` under a watchdog thread
     /// that ends the process after ``collectiveTimeout`` (see ``largestPolledAllReduceBytes``).
     public func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation) throws {
         let type = T.checkedMPIDatatype
@@ -225,10 +225,10 @@ public final class Communicator {
 
     /// All-reduces up to this size go through `MPI_Iallreduce` and ``poll(_:until:)`` (deadline and
     /// backoff); larger ones call the blocking `MPI_Allreduce` under a watchdog thread, because
-    /// libnbc's `MPI_Iallreduce` allocates a temporary as large as the buffer (coll/tuned's
-    /// blocking algorithms need half or less). Stage 0's gradient all-reduce of large units is the
-    /// only such call in training.
-    static let largestPolledAllReduceBytes = 262_144
+    /// libnbc's `MPI_Iallreduce` allocates a temporary as large as the buffer, where coll/tuned's
+    /// blocking algorithms need half or 2/N of it (the memory planner's model). In training, the
+    /// small ones are the loss, token counts and norms; the large ones stage 0's gradient all-reduce.
+    static let largestPolledAllReduceBytes = 4096
 
     /// The reduction of `value` over all ranks.
     public func allReduce<T: CollectiveElement>(_ value: T, _ op: ReductionOperation) throws -> T {
