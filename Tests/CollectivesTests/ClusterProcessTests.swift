@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import TestSupport
+@testable import TestSupport
 
 extension ProcessTests {
     /// `zero-sft self-test` across two hosts of a `launch/cluster` cluster (network namespaces on
@@ -27,6 +27,29 @@ extension ProcessTests {
                 // The large all-gather alone moves 2 × 65536 floats from host 1's ranks to host 2's.
                 #expect(sent > 2 * 65536 * 4, "only \(sent) bytes left zctc-h1: MPI did not use the network")
             }
+        }
+
+        @Test("a failed `up` removes what it made, and `down` is idempotent")
+        func failedUpCleansUp() throws {
+            let script = ZeroSFTBinary.packageRoot.appendingPathComponent("launch/cluster").path
+            func shell(_ command: String) throws -> (status: Int32, stdout: String, stderr: String) {
+                try ChildProcess.run(["/bin/sh", "-c", command], environment: ProcessInfo.processInfo.environment, timeout: 60)
+            }
+            try LocalCluster.withCluster(hosts: 1, name: "zctd", subnet: "10.213.253") { _ in
+                // A second cluster on the same subnet fails after its trap is set: nothing of it may stay.
+                let clash = try shell("\(script) up 2 --name zcte --subnet 10.213.253")
+                #expect(clash.status != 0 && clash.stderr.contains("10.213.253.0/24 is already routed"), "stderr:\n\(clash.stderr)")
+                let namespaces = try shell("ip netns list").stdout
+                let links = try shell("ip -o link show").stdout
+                #expect(!namespaces.contains("zcte-"), "namespaces left behind:\n\(namespaces)")
+                #expect(!links.contains("zcte-"), "links left behind:\n\(links)")
+                #expect(!FileManager.default.fileExists(atPath: "/run/zero-sft-cluster/zcte"), "state directory left behind")
+                #expect(try shell("\(script) down --name zcte").status == 0)
+                #expect(try shell("\(script) down --name zcte").status == 0)
+                // The first cluster is untouched.
+                #expect(namespaces.contains("zctd-h1"), "namespaces:\n\(namespaces)")
+            }
+            #expect(!(try shell("ip netns list").stdout.contains("zctd-")), "withCluster did not take zctd down")
         }
     }
 
