@@ -20,14 +20,17 @@ public final class CollectiveRequest {
     private let details: String
     private let rank: Int
     private let size: Int
+    /// The communicator whose deadline, backoff and context ``wait()`` uses.
+    private let communicator: Communicator
     /// Whether the operation has completed (successfully or not).
     public private(set) var isComplete: Bool
 
-    init(operation: String, details: String, rank: Int, size: Int, pending: PendingCalls) {
+    init(operation: String, details: String, communicator: Communicator, pending: PendingCalls) {
         self.operation = operation
         self.details = details
-        self.rank = rank
-        self.size = size
+        self.communicator = communicator
+        self.rank = communicator.rank
+        self.size = communicator.size
         self.requests = pending.requests
         self.datatypes = pending.datatypes
         self.isComplete = pending.requests.isEmpty
@@ -36,19 +39,19 @@ public final class CollectiveRequest {
 
     /// Blocks until the operation has completed on this rank. Calling it again returns at once.
     ///
-    /// The corresponding C function is `MPI_Waitall`.
+    /// Polls ``test()`` through the communicator's ``Communicator/poll(_:until:)``: spinning
+    /// briefly, then backing off to sleeps of up to 1 ms, and throwing a ``CollectiveError`` that
+    /// names the operation, the communicator's context and this rank after
+    /// ``Communicator/collectiveTimeout`` seconds. The corresponding C function is `MPI_Testall`.
     public func wait() throws {
         guard !isComplete else { return }
-        var statuses = [MPI_Status](repeating: MPI_Status(), count: requests.count)
-        let code = MPI_Waitall(Int32(requests.count), &requests, &statuses)
-        complete()
-        try check(code, statuses)
+        try communicator.wait(operation, details) { () throws(CollectiveError) -> Bool in try test() }
     }
 
     /// Whether the operation has completed, without blocking (and drives its progress).
     ///
     /// Returns `true` on every call after completion. The corresponding C function is `MPI_Testall`.
-    public func test() throws -> Bool {
+    public func test() throws(CollectiveError) -> Bool {
         guard !isComplete else { return true }
         var statuses = [MPI_Status](repeating: MPI_Status(), count: requests.count)
         var flag: Int32 = 0
@@ -62,7 +65,8 @@ public final class CollectiveRequest {
     }
 
     deinit {
-        guard !isComplete else { return }
+        // After a collective timeout the job is being aborted: waiting again would only delay it.
+        guard !isComplete, !communicator.hasGivenUp else { return }
         ProcessRuntime.writeToStandardError(
             "zero-sft: warning: rank \(rank): \(operation) (\(details)) was released without wait(); waiting for it now\n")
         do { try wait() } catch {

@@ -39,7 +39,30 @@ public final class Communicator {
         }
     }
 
+    /// Seconds a rank waits for a collective before it gives up and the job is aborted (default
+    /// 600; `.infinity` waits forever). The message names the collective, ``context`` and the rank.
+    /// See ``poll(_:until:)``.
+    public var collectiveTimeout: Double = 600 {
+        didSet {
+            precondition(collectiveTimeout > 0, "collectiveTimeout must be positive, got \(collectiveTimeout)")
+        }
+    }
+    /// What the rank is doing, set by callers and named in timeout and consistency errors, e.g.
+    /// `"step 12"` or `"evaluation"`. Must be the same on every rank at each collective when
+    /// ``checksConsistency`` is on (it is part of the compared hash).
+    public var context: String = ""
+    /// Whether every collective is preceded by a check that all ranks run the same one (`--debug`):
+    /// see ``checkConsistency(_:bytes:)``. Must be the same on every rank.
+    public var checksConsistency = false
+    /// Whether a wait on this rank has passed ``collectiveTimeout``: the job is being aborted, and
+    /// requests released on the way out no longer wait for their collectives.
+    public internal(set) var hasGivenUp = false
+
     private let storedHostName: String
+    /// The collectives this rank started (counted only while ``checksConsistency`` is on).
+    var collectiveSequence = 0
+    /// Ring reduce-scatters in flight, advanced by every wait (``poll(_:until:)``).
+    var ringsInFlight: [WeakOperation] = []
     /// The tag of the next ring reduce-scatter: rings in flight at once must not match each other's
     /// messages (MPI keeps order only per source and tag), so each ring gets the next one.
     var nextRingTag: Int32 = 0
@@ -131,41 +154,81 @@ public final class Communicator {
 
     // MARK: Collectives
 
-    /// Waits until every rank has entered the barrier. The corresponding C function is `MPI_Barrier`.
+    /// Waits until every rank has entered the barrier, through ``poll(_:until:)`` (deadline and
+    /// backoff). The corresponding C function is `MPI_Ibarrier`.
     public func barrier() throws {
         guard let handle else { return }
-        try check(MPI_Barrier(handle), "MPI_Barrier", "")
+        try checkConsistency("barrier", bytes: 0)
+        var requests: [MPI_Request?] = [nil]
+        try check(MPI_Ibarrier(handle, &requests[0]), "MPI_Ibarrier", "")
+        try waitForRequests(&requests, "MPI_Ibarrier", "")
     }
 
     /// Copies `buffer` on rank `root` into `buffer` on every other rank.
     ///
-    /// Every rank passes a buffer of the same count. The corresponding C function is `MPI_Bcast`.
+    /// Every rank passes a buffer of the same count. The corresponding C function is `MPI_Ibcast`
+    /// (one per piece, see ``maximumBytesPerCall``), waited for through ``poll(_:until:)``.
     public func broadcast<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
         precondition((0..<size).contains(root), "broadcast: root \(root) is not a rank of a \(size)-rank communicator")
         let type = T.checkedMPIDatatype
         guard let handle, buffer.count > 0, let base = buffer.baseAddress else { return }
         let count = buffer.count
+        try checkConsistency("broadcast from rank \(root)", bytes: count * MemoryLayout<T>.stride)
+        var requests: [MPI_Request?] = []  // a failure to start a piece aborts the job: nothing to clean up
         for piece in Pieces(count: count, limit: elementsPerCall(T.self, ranksPerCall: 1)) {
+            var request: MPI_Request? = nil
             try check(
-                MPI_Bcast(base + piece.offset, Int32(piece.count), type, Int32(root), handle), "MPI_Bcast",
+                MPI_Ibcast(base + piece.offset, Int32(piece.count), type, Int32(root), handle, &request), "MPI_Ibcast",
                 "\(count) × \(T.collectiveElementKind), root \(root)\(piece.describe(total: count))")
+            requests.append(request)
         }
+        try waitForRequests(&requests, "MPI_Ibcast", "\(count) × \(T.collectiveElementKind), root \(root)")
     }
 
     /// Replaces every element of `buffer` by its reduction over all ranks, in place.
     ///
     /// `buffer[i] ← op over ranks r of buffer_r[i]`. Every rank passes the same count. The
-    /// corresponding C function is `MPI_Allreduce` with `MPI_IN_PLACE`.
+    /// corresponding C function is `MPI_Iallreduce` with `MPI_IN_PLACE`, waited for through
+    /// ``poll(_:until:)``; above 4 KiB it is the blocking `MPI_Allreduce` under a watchdog thread
+    /// that ends the process after ``collectiveTimeout`` (see ``largestPolledAllReduceBytes``).
     public func allReduce<T: CollectiveElement>(_ buffer: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation) throws {
         let type = T.checkedMPIDatatype
         guard let handle, buffer.count > 0, let base = buffer.baseAddress else { return }
-        let count = buffer.count
+        let count = buffer.count, bytes = count * MemoryLayout<T>.stride
+        try checkConsistency("allReduce \(op)", bytes: bytes)
+        let details = "\(count) × \(T.collectiveElementKind), \(op)"
+        if bytes <= Self.largestPolledAllReduceBytes {
+            var requests: [MPI_Request?] = []
+            for piece in Pieces(count: count, limit: elementsPerCall(T.self, ranksPerCall: 1)) {
+                var request: MPI_Request? = nil
+                try check(
+                    MPI_Iallreduce(zsft_in_place(), base + piece.offset, Int32(piece.count), type, op.mpiOperation, handle, &request),
+                    "MPI_Iallreduce", details + piece.describe(total: count))
+                requests.append(request)
+            }
+            try waitForRequests(&requests, "MPI_Iallreduce", details)
+            return
+        }
         for piece in Pieces(count: count, limit: elementsPerCall(T.self, ranksPerCall: 1)) {
-            try check(
-                MPI_Allreduce(zsft_in_place(), base + piece.offset, Int32(piece.count), type, op.mpiOperation, handle),
-                "MPI_Allreduce", "\(count) × \(T.collectiveElementKind), \(op)\(piece.describe(total: count))")
+            let pieceDetails = details + piece.describe(total: count)
+            try BlockingCallGuard.run(
+                timeout: collectiveTimeout,
+                message: "zero-sft: rank \(rank)/\(size) (\(hostName)): "
+                    + timeoutError("MPI_Allreduce", details: pieceDetails, waited: collectiveTimeout).description
+            ) { () throws(CollectiveError) in
+                try check(
+                    MPI_Allreduce(zsft_in_place(), base + piece.offset, Int32(piece.count), type, op.mpiOperation, handle),
+                    "MPI_Allreduce", pieceDetails)
+            }
         }
     }
+
+    /// All-reduces up to this size go through `MPI_Iallreduce` and ``poll(_:until:)`` (deadline and
+    /// backoff); larger ones call the blocking `MPI_Allreduce` under a watchdog thread, because
+    /// libnbc's `MPI_Iallreduce` allocates a temporary as large as the buffer, where coll/tuned's
+    /// blocking algorithms need half or 2/N of it (the memory planner's model). In training, the
+    /// small ones are the loss, token counts and norms; the large ones stage 0's gradient all-reduce.
+    static let largestPolledAllReduceBytes = 4096
 
     /// The reduction of `value` over all ranks.
     public func allReduce<T: CollectiveElement>(_ value: T, _ op: ReductionOperation) throws -> T {

@@ -23,13 +23,15 @@ import Musl
 /// A rank that blocks in ``wait()`` while other rings or collectives are in flight must make sure
 /// the other ranks can finish without it (see `ZeroEngine`, which instead tests every operation in
 /// flight in one loop): the ring advances only when its owner calls it.
-public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint> {
+public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>: ProgressingOperation {
     private let buffer: UnsafeMutableBufferPointer<T>
     private let scratch: UnsafeMutableBufferPointer<T>
     private let handle: MPI_Comm?
     private let rank: Int, size: Int
     private let tag: Int32
     private let pieceLimit: Int
+    /// The communicator whose deadline and backoff ``wait()`` uses.
+    private unowned let communicator: Communicator
     /// The step whose messages are in flight; `size − 1` once complete.
     public private(set) var step = 0
     private var requests: [MPI_Request?] = []
@@ -37,13 +39,14 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
     /// Whether block `rank` of the buffer holds the reduced sum.
     public private(set) var isComplete = false
 
-    init(buffer: UnsafeMutableBufferPointer<T>, scratch: UnsafeMutableBufferPointer<T>, handle: MPI_Comm?,
-         rank: Int, size: Int, tag: Int32, pieceLimit: Int) throws(CollectiveError) {
+    init(buffer: UnsafeMutableBufferPointer<T>, scratch: UnsafeMutableBufferPointer<T>, communicator: Communicator,
+         tag: Int32, pieceLimit: Int) throws(CollectiveError) {
         self.buffer = buffer
         self.scratch = scratch
-        self.handle = handle
-        self.rank = rank
-        self.size = size
+        self.communicator = communicator
+        self.handle = communicator.handle
+        self.rank = communicator.rank
+        self.size = communicator.size
         self.tag = tag
         self.pieceLimit = pieceLimit
         if size == 1 || scratch.isEmpty || handle == nil {
@@ -109,14 +112,16 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
         return true
     }
 
-    /// Blocks until this rank's part is complete, step by step (`MPI_Waitall`).
+    /// Blocks until this rank's part is complete, polling ``test()`` through the communicator's
+    /// ``Communicator/poll(_:until:)`` (backoff, and a ``CollectiveError`` after
+    /// ``Communicator/collectiveTimeout`` seconds).
     public func wait() throws(CollectiveError) {
-        while !isComplete {
-            let code = MPI_Waitall(Int32(requests.count), &requests, &statuses)
-            try checkCompletion(code, "MPI_Waitall")
-            try advance()
-        }
+        guard !isComplete else { return }
+        try communicator.wait("ring reduce-scatter", details) { () throws(CollectiveError) -> Bool in try test() }
     }
+
+    /// ``test()``, for the communicator's waits, which advance every ring in flight.
+    func progress() throws(CollectiveError) -> Bool { try test() }
 
     private var details: String {
         "ring reduce-scatter, \(blockCount) × \(T.collectiveElementKind) per rank, step \(step + 1) of \(size - 1), tag \(tag)"
@@ -138,7 +143,8 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
     }
 
     deinit {
-        guard !isComplete else { return }
+        // After a collective timeout the job is being aborted: waiting again would only delay it.
+        guard !isComplete, !communicator.hasGivenUp else { return }
         ProcessRuntime.writeToStandardError(
             "zero-sft: warning: rank \(rank): \(details) was released without wait(); waiting for it now\n")
         do { try wait() } catch {
@@ -165,10 +171,13 @@ extension Communicator {
             precondition(!(UnsafePointer(b) < UnsafePointer(s) + scratch.count && UnsafePointer(s) < UnsafePointer(b) + buffer.count),
                          "ringReduceScatter: buffer and scratch overlap")
         }
+        try checkConsistency("ringReduceScatter", bytes: buffer.count * MemoryLayout<T>.stride)
         let tag = nextRingTag
         nextRingTag = (nextRingTag + 1) % 32_767  // the least MPI_TAG_UB allows
-        return try RingReduceScatter(buffer: buffer, scratch: scratch, handle: handle, rank: rank, size: size,
-                                     tag: tag, pieceLimit: elementsPerCall(T.self, ranksPerCall: 1))
+        let ring = try RingReduceScatter(buffer: buffer, scratch: scratch, communicator: self,
+                                         tag: tag, pieceLimit: elementsPerCall(T.self, ranksPerCall: 1))
+        if !ring.isComplete { ringsInFlight.append(WeakOperation(operation: ring)) }
+        return ring
     }
 
     /// ``startRingReduceScatter(_:scratch:)`` and ``RingReduceScatter/wait()``: the blocking form,
@@ -181,4 +190,6 @@ extension Communicator {
 }
 
 /// Yields the processor: for loops that poll requests while other ranks share the cores.
+///
+/// Prefer ``Communicator/poll(_:until:)``, which also backs off and times out.
 public func yieldProcessor() { sched_yield() }

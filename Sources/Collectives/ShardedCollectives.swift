@@ -11,11 +11,10 @@ extension Communicator {
     /// `output.count == shard.count * size` on every rank, with the same `shard.count` everywhere.
     /// **In place:** when `shard` is exactly this rank's slice of `output` (same address, same
     /// count), the shard is read from `output` (`MPI_IN_PLACE`); any other overlap is a
-    /// programmer error. The corresponding C function is `MPI_Allgather`.
+    /// programmer error. The corresponding C function is `MPI_Iallgather`, waited for through
+    /// ``poll(_:until:)``.
     public func allGather<T: CollectiveElement>(_ shard: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>) throws {
-        var pending = PendingCalls()
-        defer { pending.freeDatatypes() }
-        try allGatherCalls(shard, into: output, nonBlocking: false, &pending)
+        try startAllGather(shard, into: output).wait()
     }
 
     /// Gathers every rank's `values` into one array in rank order (equal counts on every rank).
@@ -40,13 +39,13 @@ extension Communicator {
     /// input_q[rank * c + i]` with `c = shard.count`.
     ///
     /// `input.count == shard.count * size` on every rank; `input` and `shard` must not overlap.
-    /// The corresponding C function is `MPI_Reduce_scatter_block` (one `MPI_Reduce` per rank
-    /// block and piece when the call exceeds ``maximumBytesPerCall``).
+    /// The corresponding C function is `MPI_Ireduce_scatter_block` (one `MPI_Ireduce` per rank
+    /// block and piece when the call exceeds ``maximumBytesPerCall``), waited for through
+    /// ``poll(_:until:)``.
     public func reduceScatter<T: CollectiveElement>(
         _ input: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation
     ) throws {
-        var pending = PendingCalls()
-        try reduceScatterCalls(input, into: shard, op, nonBlocking: false, &pending)
+        try startReduceScatter(input, into: shard, op).wait()
     }
 
     /// Starts ``allGather(_:into:)`` without waiting for it (`MPI_Iallgather`).
@@ -56,6 +55,7 @@ extension Communicator {
     public func startAllGather<T: CollectiveElement>(
         _ shard: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>
     ) throws -> CollectiveRequest {
+        try checkConsistency("allGather", bytes: output.count * MemoryLayout<T>.stride)
         var pending = PendingCalls()
         do {
             try allGatherCalls(shard, into: output, nonBlocking: true, &pending)
@@ -65,7 +65,7 @@ extension Communicator {
         }
         return CollectiveRequest(
             operation: "MPI_Iallgather", details: "\(shard.count) × \(T.collectiveElementKind) per rank",
-            rank: rank, size: size, pending: pending)
+            communicator: self, pending: pending)
     }
 
     /// Starts ``reduceScatter(_:into:_:)`` without waiting for it (`MPI_Ireduce_scatter_block`).
@@ -75,11 +75,12 @@ extension Communicator {
     public func startReduceScatter<T: CollectiveElement>(
         _ input: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation
     ) throws -> CollectiveRequest {
+        try checkConsistency("reduceScatter \(op)", bytes: input.count * MemoryLayout<T>.stride)
         var pending = PendingCalls()
         try reduceScatterCalls(input, into: shard, op, nonBlocking: true, &pending)
         return CollectiveRequest(
             operation: "MPI_Ireduce_scatter_block", details: "\(shard.count) × \(T.collectiveElementKind) per rank, \(op)",
-            rank: rank, size: size, pending: pending)
+            communicator: self, pending: pending)
     }
 
     // MARK: Implementation

@@ -123,8 +123,8 @@ public final class ZeroEngine: UnitStore {
         cursor += 1
         try progressReductions()
         guard stage.shardsParameters else { return UnsafeBufferPointer(parameterStore[unit].pointer) }
-        if let request = gathering.removeValue(forKey: unit) { try wait(for: request) }
-        if gathered[unit] == nil { try wait(for: startGather(unit)) }
+        if let request = gathering.removeValue(forKey: unit) { try wait(for: request, unit: unit) }
+        if gathered[unit] == nil { try wait(for: startGather(unit), unit: unit) }
         // Prefetch the next unit while this one computes.
         if cursor < schedule.count {
             let next = schedule[cursor]
@@ -157,7 +157,7 @@ public final class ZeroEngine: UnitStore {
             gradientBufferBytes -= full.bytes
             return
         }
-        try waitUntil { reductions.count < reductionsInFlight }
+        try waitUntil("a gradient reduce-scatter to finish before unit \(unit) (\(plan.units[unit].name))") { reductions.count < reductionsInFlight }
         let scratch = FloatBuffer(count: plan.units[unit].shardCount)
         communicationBytes += scratch.bytes
         peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
@@ -196,17 +196,17 @@ public final class ZeroEngine: UnitStore {
     /// Polls until `done()`, advancing every ring in flight meanwhile. A ring moves only when its
     /// rank tests it, so a rank must never block in MPI on one operation while its rings wait: the
     /// other ranks could be waiting, in turn, for those rings.
-    private func waitUntil(_ done: () throws -> Bool) throws {
-        while true {
+    /// The communicator's `poll` backs off and gives up after `--collective-timeout`, naming `what`.
+    private func waitUntil(_ what: @autoclosure () -> String = "gradient reduce-scatters", _ done: () throws -> Bool) throws {
+        try communicator.poll(what()) {
             try progressReductions()
-            if try done() { return }
-            yieldProcessor()
+            return try done()
         }
     }
 
     /// Waits for an all-gather (blocking in MPI when no ring is in flight).
-    private func wait(for request: CollectiveRequest) throws {
-        if reductions.isEmpty { try request.wait() } else { try waitUntil { try request.test() } }
+    private func wait(for request: CollectiveRequest, unit: Int) throws {
+        try waitUntil("all-gather of unit \(unit) (\(plan.units[unit].name))") { try request.test() }
     }
 
     // MARK: The optimizer step

@@ -19,12 +19,14 @@ public struct MPIRun {
     /// Runs `zero-sft arguments…` on `ranks` ranks and returns its exit status and output.
     ///
     /// Under `mpirun` the command is `mpirun --allow-run-as-root --oversubscribe --bind-to none
-    /// -x OPENBLAS_NUM_THREADS=1 [-x KEY=VALUE for each environment entry] -n ranks zero-sft
-    /// arguments…`. With `ranks == 0` the executable runs directly, with launcher variables
-    /// (`OMPI_*`, `PMIX_*`, `PMI_*`) removed from its environment. The status is the exit code,
-    /// or 128 + the signal number when the process was killed by a signal.
+    /// -x OPENBLAS_NUM_THREADS=1 [-x KEY=VALUE for each environment entry] [launcherArguments…]
+    /// -n ranks zero-sft arguments…`; `launcherArguments` adds mpirun options such as a hostfile
+    /// (``LocalCluster/mpirunArguments``). With `ranks == 0` the executable runs directly, with
+    /// launcher variables (`OMPI_*`, `PMIX_*`, `PMI_*`) removed from its environment. The status is
+    /// the exit code, or 128 + the signal number when the process was killed by a signal.
     public static func run(
-        ranks: Int, arguments: [String], environment: [String: String] = [:], timeout: Double
+        ranks: Int, arguments: [String], environment: [String: String] = [:], launcherArguments: [String] = [],
+        timeout: Double
     ) throws -> (status: Int32, stdout: String, stderr: String) {
         precondition(ranks >= 0, "ranks must be 0 (no mpirun) or positive, got \(ranks)")
         precondition(timeout > 0, "timeout must be positive, got \(timeout)")
@@ -47,7 +49,7 @@ public struct MPIRun {
             }
             var launch = [mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
             for key in extra.keys.sorted() { launch += ["-x", "\(key)=\(extra[key]!)"] }
-            command = launch + ["-n", String(ranks), binary.path] + arguments
+            command = launch + launcherArguments + ["-n", String(ranks), binary.path] + arguments
         }
         return try ChildProcess.run(command, environment: childEnvironment, timeout: timeout)
     }

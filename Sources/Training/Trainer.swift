@@ -156,6 +156,7 @@ public final class Trainer {
     /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW.
     public func trainStep(_ step: Int) throws -> StepMetrics {
         let started = Date()
+        communicator.context = "step \(step + 1)"  // named by a collective timeout or --debug mismatch
         let batches = plan.microBatches(step: step, rank: communicator.rank)
         // The loss is normalised by the supervised tokens of the whole step, on all ranks.
         let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count })]

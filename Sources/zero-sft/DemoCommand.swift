@@ -17,6 +17,7 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, help: "Peak learning rate.") var lr: Double = 3e-3
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 7
     @Option(name: .long, help: "Write one JSON object per step to this file (rank 0).") var metricsFile: String?
+    @OptionGroup var collectives: CollectiveOptions
 
     func run() throws {
         guard let config = ModelPreset.config(named: model) else {
@@ -36,7 +37,9 @@ struct DemoCommand: ParsableCommand {
         options.seed = seed
         options.logEvery = max(1, maxSteps / 12)
         options.metricsFile = metricsFile
+        let collectives = collectives
         Job.run { (communicator: Communicator) throws -> Void in
+            collectives.apply(to: communicator, checkingConsistency: false)
             // Every step sees the whole question set (8 rows of 128 tokens), however many ranks share it.
             options.gradientAccumulation = max(1, 4 / communicator.size)
             let log = Session.leaderLog(communicator)

@@ -27,6 +27,7 @@ struct EvalCommand: ParsableCommand {
     var zeroStage: Int = 0
     @Option(name: .long, help: "Seed of the random initialisation (presets only).")
     var seed: UInt64 = 42
+    @OptionGroup var collectives: CollectiveOptions
 
     func validate() throws {
         guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
@@ -38,7 +39,10 @@ struct EvalCommand: ParsableCommand {
         let config = try modelOptions.loadConfig()
         let examples = try text.load(data: data, model: modelOptions.model, vocabularySize: config.vocabSize).examples
         let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
+        let collectives = collectives
         Job.run { (communicator: Communicator) throws -> Void in
+            collectives.apply(to: communicator, checkingConsistency: false)
+            communicator.context = "evaluation"
             let log = Session.leaderLog(communicator)
             let source = try ModelSource.open(model)
             let store: UnitStore

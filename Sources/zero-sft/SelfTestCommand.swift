@@ -28,16 +28,28 @@ struct SelfTestCommand: ParsableCommand {
     @Flag(help: "Also all-reduce a UInt8 buffer of Int32.max + 1001 elements (2 GiB per rank) through the real chunking path.")
     var beyondInt32 = false
 
+    @OptionGroup var collectives: CollectiveOptions
+
+    @Flag(help: "Check before every collective that all ranks run the same one (operation, sequence number, bytes).")
+    var debug = false
+
+    @Option(help: .hidden)  // makes rank R call a different collective: the consistency check's test
+    var mismatchOnRank: Int?
+
     func validate() throws {
         guard largeCount >= 1 else { throw ValidationError("--large-count must be at least 1, got \(largeCount)") }
         if let failOnRank, failOnRank < 0 {
             throw ValidationError("--fail-on-rank must be a rank (0 or more), got \(failOnRank)")
+        }
+        if let mismatchOnRank, mismatchOnRank < 0 {
+            throw ValidationError("--mismatch-on-rank must be a rank (0 or more), got \(mismatchOnRank)")
         }
     }
 
     func run() throws {
         let options = self
         Job.runReturningExitCode { communicator in
+            options.collectives.apply(to: communicator, checkingConsistency: options.debug)
             var selfTest = SelfTest(communicator: communicator, options: options)
             return try selfTest.run()
         }
@@ -54,7 +66,8 @@ struct InjectedFailure: Error, CustomStringConvertible {
 struct NoSuchRank: Error, CustomStringConvertible {
     var rank: Int
     var size: Int
-    var description: String { "--fail-on-rank \(rank) is not a rank of this \(size)-rank job" }
+    var option = "--fail-on-rank"
+    var description: String { "\(option) \(rank) is not a rank of this \(size)-rank job" }
 }
 
 // MARK: - Element types with a test pattern
@@ -204,6 +217,16 @@ struct SelfTest {
             guard failOnRank < size else { throw NoSuchRank(rank: failOnRank, size: size) }
             if rank == failOnRank { throw InjectedFailure(rank: rank) }
         }
+        if let mismatchOnRank = options.mismatchOnRank {
+            guard mismatchOnRank < size else { throw NoSuchRank(rank: mismatchOnRank, size: size, option: "--mismatch-on-rank") }
+            // A programming error between ranks: this rank all-reduces two values, the others one.
+            // Caught at once with --debug; without it MPI may fail, truncate or hang.
+            if rank == mismatchOnRank {
+                _ = try communicator.allReduce([Int64(1), 2], .sum)
+            } else {
+                _ = try communicator.allReduce(Int64(1), .sum)
+            }
+        }
         try checkAll(Float.self, salt: 0)
         try checkAll(Double.self, salt: 1)
         try checkAll(Int32.self, salt: 2)
@@ -222,23 +245,10 @@ struct SelfTest {
 
     private func printHeader() throws {
         // Every rank's host name, gathered in fixed 64-byte slots: also the first all-gather.
-        let width = 64
-        var name = Array(communicator.hostName.utf8.prefix(width))
-        name += [UInt8](repeating: 0, count: width - name.count)
-        let names = try communicator.allGather(name)
+        let names = try communicator.hostNames()
         guard rank == 0 else { return }
-        var ranksByHost: [(host: String, ranks: [Int])] = []
-        for r in 0..<size {
-            let host = String(decoding: names[r * width..<(r + 1) * width].prefix { $0 != 0 }, as: UTF8.self)
-            if let index = ranksByHost.firstIndex(where: { $0.host == host }) {
-                ranksByHost[index].ranks.append(r)
-            } else {
-                ranksByHost.append((host, [r]))
-            }
-        }
         let mode = communicator.isUsingMPI ? "MPI" : "no MPI (started without a launcher)"
-        let hosts = ranksByHost.map { "\($0.host) [ranks \($0.ranks.map(String.init).joined(separator: ","))]" }
-        print("self-test: \(size) rank\(size == 1 ? "" : "s"), \(mode), on \(hosts.joined(separator: "; "))")
+        print("self-test: \(size) rank\(size == 1 ? "" : "s"), \(mode), on \(Communicator.describePlacement(names))")
     }
 
     /// Runs `body` on every rank; `body` returns a description of the first wrong element, or `nil`.

@@ -26,9 +26,12 @@ enum Session {
         log("plan: \(trainer.totalSteps) steps × \(trainer.plan.rowsPerStep) rows of \(options.sequenceLength) "
             + "(\(options.microBatchSize) per micro-batch × \(options.gradientAccumulation) accumulation × \(communicator.size) ranks)")
         if options.debug { log(trainer.engine.plan.describe()) }
+        let hosts = try communicator.hostNames()
+        log("ranks: \(Communicator.describePlacement(hosts))")
         let ledgers = try trainer.ledgers()
         for ledger in ledgers {
-            log("memory rank \(ledger.rank): \(ledger.brief) (model states \(MemoryLedger.format(ledger.modelStates)))")
+            let host = hosts.indices.contains(ledger.rank) ? " (\(hosts[ledger.rank]))" : ""
+            log("memory rank \(ledger.rank)\(host): \(ledger.brief) (model states \(MemoryLedger.format(ledger.modelStates)))")
         }
         return trainer
     }

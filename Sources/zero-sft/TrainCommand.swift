@@ -96,6 +96,7 @@ struct TrainCommand: ParsableCommand {
     var data: String
     @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
+    @OptionGroup var collectives: CollectiveOptions
     @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files); refuses an existing non-empty directory.")
     var outputDir: String?
 
@@ -106,6 +107,7 @@ struct TrainCommand: ParsableCommand {
         let examples = loaded.examples
         try ModelCheckpoint.checkFreshDirectory(outputDir)
         Job.run { (communicator: Communicator) throws -> Void in
+            collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.leaderLog(communicator)("data file: \(loaded.report.summary)")
             let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
                                                   examples: examples, modelName: modelOptions.model)

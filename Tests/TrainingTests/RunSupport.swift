@@ -15,12 +15,13 @@ struct TrainingRun {
         (metrics[step]["memory"] as! [[String: Any]]).map { $0.mapValues { ($0 as! NSNumber).intValue } }
     }
 
-    static func run(ranks: Int, arguments: [String], in directory: URL, label: String) throws -> TrainingRun {
+    static func run(ranks: Int, arguments: [String], in directory: URL, label: String,
+                    launcherArguments: [String] = []) throws -> TrainingRun {
         let metricsURL = directory.appendingPathComponent("\(label).jsonl")
         let outputURL = directory.appendingPathComponent("\(label)-model")
         let result = try MPIRun.run(ranks: ranks,
                                     arguments: ["train"] + arguments + ["--metrics-file", metricsURL.path, "--output-dir", outputURL.path],
-                                    timeout: 300)
+                                    launcherArguments: launcherArguments, timeout: 300)
         guard result.status == 0 else {
             throw TestFailure("\(label): zero-sft exited \(result.status)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
         }
