@@ -208,7 +208,8 @@ extension ModelConfig {
                                   found: "no such key")
         }
         let theta = try number("rope.freq_base") ?? 10000
-        let context = value("context_length") == nil ? 2048 : try integer("context_length")
+        // Absent: the config class default, as transformers' GGUF loader leaves it (LlamaConfig 2048, Qwen2Config 32768).
+        let context = value("context_length") == nil ? (arch == "qwen2" ? 32768 : 2048) : try integer("context_length")
         let keyLength = value("attention.key_length") == nil ? nil : try integer("attention.key_length")
         let valueLength = value("attention.value_length") == nil ? nil : try integer("attention.value_length")
         let headDimension = keyLength ?? hidden / heads
