@@ -85,5 +85,9 @@ import Testing
         try Data(#"{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}"#.utf8).write(to: data)
         try Self.expectRefused(["train", "--model", "tiny", "--data", data.path, "--seq-len", "100000000", "--max-steps", "1"],
                                mentions: ["planned memory", "exceeds MemAvailable", "lower --seq-len", "--force"])
+        // Under mpirun every rank refuses before Job.run, counting the ranks on this host from the launcher.
+        let result = try MPIRun.run(ranks: 2, arguments: ["train", "--model", "tiny", "--data", data.path, "--seq-len", "100000000",
+                                                          "--max-steps", "1"], timeout: 60)
+        #expect(result.status != 0 && result.stderr.contains("for the 2 rank(s) on this host"), "\(result.status): \(result.stderr)")
     }
 }
