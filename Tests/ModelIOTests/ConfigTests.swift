@@ -146,6 +146,22 @@ import Training
         print("\(name): logits max |diff| / scale \(logitError / scale), loss |diff| \(abs(loss - goldens.loss)), gradients max |diff| / scale \(worst)")
     }
 
+    /// Dynamic RoPE in a packed batch scales for the longest example (`max(position_ids) + 1` of the row,
+    /// positions restarting per example): packed after a shorter example, the 40-token example's logits
+    /// are still transformers' for it alone.
+    @Test func dynamicScalesForTheLongestPackedExample() throws {
+        let goldens = try Fixtures.json(ScaledGoldens.self, "rope-dynamic/goldens.json")
+        let expected = try SafetensorsFile(url: Fixtures.url("rope-dynamic/reference.safetensors")).read("logits")
+        let directory = try Self.scaledModel("rope-dynamic")
+        let (source, store) = try loadDense(directory.url.path, withGradients: false)
+        let v = source.config.vocabSize, ids = goldens.input_ids.map { Int32($0) }
+        let short = Array(ids[0..<10])
+        let batch = TokenBatch(examples: [(short, [Int32](repeating: -100, count: 10)), (ids, [Int32](repeating: -100, count: ids.count))])
+        let logits = try DecoderModel(config: source.config, maxTokens: batch.count).logits(batch, store: store)
+        let (difference, index) = maxDifference(Array(logits[(10 * v)...]), expected)
+        #expect(difference <= 1e-4 * maxAbs(expected), "packed: the 40-token example's logits differ by \(difference) at \(index)")
+    }
+
     /// Cached decoding one token at a time after a 20-token prompt gives transformers' logits at each step:
     /// with dynamic RoPE the frequencies grow with the cache (each step's keys keep the rotation they were
     /// cached with, as in transformers), and the sliding window slides over the cache.
