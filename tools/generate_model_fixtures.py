@@ -14,6 +14,15 @@ Outputs (≈1 MB in total):
   tiny-llama-bf16/  the tiny Llama saved in BF16 by transformers, with logits of the BF16 weights (in F32).
   tiny-qwen2/   the same for a random Qwen2ForCausalLM (q/k/v biases, untied lm_head); its GGUF is not
                 permuted (llama.cpp's Qwen2Model does not derive from LlamaModel).
+  config-variants.json: ~40 config.json variants (RoPE key precedence, per-model-type defaults, biases,
+                sliding window, RoPE scaling types) and what transformers builds from each: head_dim, kv heads,
+                eps, tying, biases, per-layer sliding window, rotary inv_freq and attention scaling (after a
+                forward of each listed length, for dynamic); `ours_error` names the key zero-sft refuses.
+  rope-llama3/, rope-linear/, rope-dynamic/, rope-yarn/, mistral-window/: config.json (tiny-llama's shapes with
+                a scaled RoPE, or mistral with sliding_window 8), goldens.json (40 ids, labels, loss) and
+                reference.safetensors (logits, every gradient; rope-dynamic and mistral-window also the
+                logits of cached one-token-at-a-time decoding after a 20-token prompt). The weights are
+                tiny-llama/model.safetensors (the tests link it in). `--only-config` writes just these.
   smollm2/goldens.json (needs models/SmolLM2-135M-Instruct.Q4_1.gguf; run launch/fetch-smollm2):
                 transformers loads the GGUF (dequantised to F32, permutation reversed); for a ChatML
                 prompt: logits at every position for 256 fixed vocabulary ids, each position's top-5 and
@@ -228,6 +237,202 @@ def bf16_fixture(model, ids) -> None:
     (out / "goldens.json").write_text(json.dumps({"input_ids": ids[0].tolist(), "logits": logits.reshape(-1).tolist()}))
 
 
+
+# ---- Config keys and RoPE / sliding-window variants (issue 12 kinds 2 and 8) ----
+
+TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2)
+
+
+def config_variants() -> list[dict]:
+    """config.json variants, each read by transformers; `ours_error` names the key zero-sft refuses."""
+    v = []
+
+    def add(name, config, ours_error=None, lengths=(None,)):
+        v.append(dict(name=name, config=config, ours_error=ours_error, lengths=list(lengths)))
+
+    llama = dict(model_type="llama", **TINY)
+    add("llama-defaults", dict(llama))
+    add("llama-nested-theta-wins", dict(llama, rope_theta=10000.0, rope_parameters={"rope_type": "default", "rope_theta": 500000.0}))
+    add("llama-top-theta-only", dict(llama, rope_theta=123456.0))
+    add("llama-rope-scaling-over-parameters", dict(llama, rope_theta=20000.0, rope_scaling={"type": "linear", "factor": 2.0},
+                                                   rope_parameters={"rope_type": "default", "rope_theta": 100000.0}))
+    add("llama-empty-rope-scaling", dict(llama, rope_scaling={}, rope_parameters={"rope_type": "default", "rope_theta": 30000.0}))
+    add("llama-legacy-type", dict(llama, rope_theta=500000.0, rope_scaling={"type": "linear", "factor": 4.0}))
+    add("llama-rope-type-over-type", dict(llama, max_position_embeddings=16, rope_scaling={"type": "linear", "rope_type": "dynamic", "factor": 2.0}),
+        lengths=(None, 16, 40))
+    add("llama3-1b-shape", dict(llama, hidden_size=128, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=131072,
+                                rope_scaling={"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                              "original_max_position_embeddings": 8192, "rope_type": "llama3"}, rope_theta=500000.0))
+    add("llama3-original-default", dict(llama, hidden_size=128, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                                        rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                         "high_freq_factor": 4.0, "rope_theta": 10000.0}))
+    add("llama3-original-top-level", dict(llama, hidden_size=128, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                                          original_max_position_embeddings=1024,
+                                          rope_parameters={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                           "high_freq_factor": 4.0, "rope_theta": 10000.0,
+                                                           "original_max_position_embeddings": 2048}))
+    yarn = dict(llama, hidden_size=128, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192)
+    add("yarn", dict(yarn, rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048, "rope_theta": 10000.0}))
+    add("yarn-betas-no-truncate", dict(yarn, rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048,
+                                                              "beta_fast": 16.0, "beta_slow": 2.0, "truncate": False, "rope_theta": 10000.0}))
+    add("yarn-attention-factor", dict(yarn, rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048,
+                                                             "attention_factor": 0.8, "rope_theta": 10000.0}))
+    add("yarn-mscale", dict(yarn, rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048,
+                                                   "mscale": 0.707, "mscale_all_dim": 1.0, "rope_theta": 10000.0}))
+    add("yarn-no-factor", dict(yarn, rope_parameters={"rope_type": "yarn", "original_max_position_embeddings": 2048, "rope_theta": 10000.0}),
+        ours_error="factor")
+    add("linear", dict(llama, rope_parameters={"rope_type": "linear", "factor": 3.0, "rope_theta": 10000.0}))
+    add("dynamic", dict(llama, hidden_size=128, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                        rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}), lengths=(None, 64, 65, 100, 1000))
+    add("llama-head-dim", dict(llama, head_dim=16))
+    add("llama-head-dim-null", dict(llama, head_dim=None))
+    add("llama-kv-null", dict(llama, num_key_value_heads=None))
+    add("llama-no-kv", {k: x for k, x in llama.items() if k != "num_key_value_heads"})
+    add("llama-eps-tie", dict(llama, rms_norm_eps=1e-5, tie_word_embeddings=True, max_position_embeddings=777))
+    add("llama-ignores-sliding", dict(llama, use_sliding_window=True, sliding_window=4))
+    add("llama-attention-bias", dict(llama, attention_bias=True), ours_error="attention_bias")
+    add("llama-mlp-bias", dict(llama, mlp_bias=True), ours_error="mlp_bias")
+    add("longrope", dict(llama, rope_parameters={"rope_type": "longrope", "factor": 2.0, "short_factor": [1.0] * 4,
+                                                 "long_factor": [2.0] * 4, "original_max_position_embeddings": 128}), ours_error="rope_type")
+    add("partial-rotary", dict(llama, partial_rotary_factor=0.5), ours_error="partial_rotary_factor")
+    qwen2 = dict(model_type="qwen2", **TINY)
+    add("qwen2-defaults", {k: x for k, x in dict(qwen2, num_attention_heads=32, hidden_size=64).items() if k != "num_key_value_heads"})
+    add("qwen2-bias-keys-ignored", dict(qwen2, attention_bias=False, mlp_bias=True, tie_word_embeddings=True))
+    add("qwen2-window-off", dict(qwen2, use_sliding_window=False, sliding_window=8, max_window_layers=0))
+    add("qwen2-window-all", dict(qwen2, use_sliding_window=True, sliding_window=8, max_window_layers=0))
+    add("qwen2-window-default-size", dict(qwen2, use_sliding_window=True, max_window_layers=0))
+    add("qwen2-window-none-above", dict(qwen2, use_sliding_window=True, sliding_window=8, max_window_layers=2))
+    add("qwen2-window-mixed", dict(qwen2, use_sliding_window=True, sliding_window=8, max_window_layers=1), ours_error="max_window_layers")
+    add("qwen2-layer-types", dict(qwen2, use_sliding_window=True, sliding_window=8, layer_types=["sliding_attention"] * 2))
+    mistral = dict(model_type="mistral", **TINY)
+    add("mistral-defaults", {k: x for k, x in dict(mistral, num_attention_heads=8).items() if k != "num_key_value_heads"})
+    add("mistral-window-null", dict(mistral, sliding_window=None))
+    add("mistral-window", dict(mistral, sliding_window=8, attention_bias=True, head_dim=16))
+    return v
+
+
+def resolve_with_transformers(config: dict, lengths: list) -> dict:
+    """What transformers builds from `config` (a config.json): sizes, biases, tying, RoPE inv_freq and the window."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / "config.json").write_text(json.dumps(config))
+        try:
+            hf = AutoConfig.from_pretrained(directory)
+            model = AutoModelForCausalLM.from_config(hf).float().eval()
+        except Exception as error:  # noqa: BLE001
+            return {"error": f"{type(error).__name__}: {error}"}
+    attention = model.model.layers[0].self_attn
+    rotary = model.model.rotary_emb
+    windows = []
+    for i, layer in enumerate(model.model.layers):
+        w = getattr(layer.self_attn, "sliding_window", None)
+        if config["model_type"] == "mistral":
+            w = getattr(hf, "sliding_window", None)
+        windows.append(w)
+    frequencies = []
+    for length in lengths:
+        if length is not None:
+            x = torch.zeros(1, length, attention.head_dim)
+            with torch.no_grad():
+                rotary(x, torch.arange(length)[None])
+        frequencies.append({"length": length, "inv_freq": rotary.inv_freq.tolist(), "attention_scaling": float(rotary.attention_scaling)})
+    return {
+        "head_dim": attention.head_dim, "num_key_value_heads": hf.num_key_value_heads,
+        "rms_norm_eps": model.model.norm.variance_epsilon, "max_position_embeddings": hf.max_position_embeddings,
+        "tie_word_embeddings": model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(),
+        "qkv_bias": attention.q_proj.bias is not None, "o_bias": attention.o_proj.bias is not None,
+        "mlp_bias": model.model.layers[0].mlp.gate_proj.bias is not None,
+        "sliding_windows": windows, "frequencies": frequencies,
+    }
+
+
+def config_fixture() -> None:
+    out = FIXTURES / "config-variants.json"
+    variants = config_variants()
+    for variant in variants:
+        variant["transformers"] = resolve_with_transformers(variant["config"], variant["lengths"])
+        t = variant["transformers"]
+        print(f"  {variant['name']}: " + (t["error"][:80] if "error" in t else
+              f"head_dim {t['head_dim']}, kv {t['num_key_value_heads']}, windows {t['sliding_windows']}, "
+              f"inv_freq[-1] {t['frequencies'][0]['inv_freq'][-1]:.4g}, m {t['frequencies'][0]['attention_scaling']:.4g}"))
+    out.write_text(json.dumps(variants, indent=1))
+    print(f"config-variants.json: {len(variants)} variants")
+
+
+SCALED = {
+    # name: (model_type, config overrides, sequence length)
+    "rope-llama3": ("llama", {"max_position_embeddings": 256, "rope_parameters": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 128, "rope_theta": 10000.0}}, 40),
+    "rope-linear": ("llama", {"rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}}, 40),
+    "rope-dynamic": ("llama", {"max_position_embeddings": 16, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0,
+                                                                                   "rope_theta": 10000.0}}, 40),
+    "rope-yarn": ("llama", {"max_position_embeddings": 64, "rope_parameters": {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": 8.0, "beta_slow": 0.5,
+        "rope_theta": 10000.0}}, 40),
+    "mistral-window": ("mistral", {"sliding_window": 8, "max_position_embeddings": 256, "rope_theta": 10000.0}, 40),
+}
+
+
+def scaled_fixture(name: str) -> None:
+    """A tiny model with the weights of tiny-llama/model.safetensors and a scaled RoPE or a sliding window:
+    config.json, goldens.json (ids, labels, loss) and reference.safetensors (logits, every gradient).
+    For rope-dynamic also the logits transformers' generate-style cached decoding gives for each token
+    after a 20-token prompt (the frequencies grow with the cache)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from safetensors.torch import load_file
+    kind, overrides, length = SCALED[name]
+    base = json.loads((FIXTURES / "tiny-llama" / "config.json").read_text())
+    config = {k: x for k, x in base.items() if k not in ("architectures", "transformers_version", "dtype")}
+    config.pop("rope_parameters", None)
+    config.update(overrides)
+    config["model_type"] = kind
+    if kind == "mistral":
+        for key in ("attention_bias", "mlp_bias", "pretraining_tp"):
+            config.pop(key, None)
+    out = FIXTURES / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out)).float()
+    state = load_file(str(FIXTURES / "tiny-llama" / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    model.tie_weights()
+    model.eval()
+    generator = torch.Generator().manual_seed(11)
+    ids = torch.randint(3, 128, (1, length), generator=generator)
+    labels = ids.clone()
+    labels[0, :5] = -100
+    labels[0, 20:23] = -100
+    model.zero_grad()
+    output = model(input_ids=ids, labels=labels)
+    output.loss.backward()
+    tensors = {k: p.grad.detach().contiguous() for k, p in model.named_parameters() if k != "lm_head.weight"}
+    tensors["logits"] = output.logits[0].detach().contiguous()
+    goldens = {"input_ids": ids[0].tolist(), "labels": labels[0].tolist(), "loss": output.loss.item(),
+               "supervised": int((labels[0, 1:] != -100).sum())}
+    if name in ("rope-dynamic", "mistral-window"):
+        fresh = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out)).float()
+        fresh.load_state_dict(state, strict=False)
+        fresh.tie_weights()
+        fresh.eval()
+        prompt = 20
+        with torch.no_grad():
+            step = fresh(input_ids=ids[:, :prompt], use_cache=True)
+            cache, rows = step.past_key_values, [step.logits[0, -1]]
+            for t in range(prompt, length):
+                step = fresh(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True,
+                             position_ids=torch.tensor([[t]]))
+                cache = step.past_key_values
+                rows.append(step.logits[0, -1])
+        tensors["incremental_logits"] = torch.stack(rows).contiguous()
+        goldens["incremental_prompt"] = prompt
+    save_file(tensors, str(out / "reference.safetensors"), metadata={"format": "pt"})
+    (out / "goldens.json").write_text(json.dumps(goldens))
+    print(f"{name}: loss {output.loss.item():.6f}, max |logit| {output.logits.abs().max().item():.3f}")
+
+
 def assistant_labels(tokenizer, messages) -> tuple[list[int], list[int]]:
     """ids of the conversation; labels on each assistant turn's content and its <|im_end|>, -100 elsewhere."""
     ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
@@ -347,9 +552,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check-export", type=Path, help="check an exported directory instead of writing fixtures")
     parser.add_argument("--reference-gguf", type=Path, help="with --check-export: the GGUF it was exported from")
+    parser.add_argument("--only-config", action="store_true",
+                        help="write only config-variants.json and the rope-*/mistral-window fixtures (leave the others as they are)")
     args = parser.parse_args()
     if args.check_export:
         return 0 if check_export(args.check_export, args.reference_gguf) else 1
+    config_fixture()
+    for name in SCALED:
+        scaled_fixture(name)
+    if args.only_config:
+        return 0
     tiny_fixture("llama")
     tiny_fixture("qwen2")
     smollm2_fixture()

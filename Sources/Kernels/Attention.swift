@@ -8,6 +8,10 @@ import Glibc
 /// each segment is processed alone, in blocks of ``blockRows`` query rows that touch only the keys at
 /// or before the block's last row.
 ///
+/// With a sliding window `W` (Mistral's `sliding_window`, transformers' `sliding_window_overlay`), the
+/// token at index `p` of its segment sees only keys `j` with `p − W < j ≤ p` (itself and the `W − 1`
+/// before it), and each block's products touch only the keys some row of the block sees.
+///
 /// Shapes: `q (N, Hq, d)`, `k, v (N, Hkv, d)`, `out (N, Hq, d)`, `lse (N, Hq)`; query head `h` reads
 /// key/value head `h / (Hq / Hkv)`. Forward caches `lse` (the log-sum-exp of each softmax row), so the
 /// backward recomputes the probabilities instead of storing `(T, T)` per head.
@@ -22,12 +26,18 @@ public enum Attention {
         public var queryHeads: Int
         public var keyValueHeads: Int
         public var headDimension: Int
-        public init(queryHeads: Int, keyValueHeads: Int, headDimension: Int) {
+        /// Keys each query sees, itself included (nil: every earlier key of its segment).
+        public var window: Int?
+        public init(queryHeads: Int, keyValueHeads: Int, headDimension: Int, window: Int? = nil) {
             precondition(queryHeads % keyValueHeads == 0, "Attention: \(queryHeads) query heads are not a multiple of \(keyValueHeads) key/value heads")
+            precondition(window.map { $0 >= 1 } ?? true, "Attention: window \(window ?? 0) must be at least 1")
             self.queryHeads = queryHeads
             self.keyValueHeads = keyValueHeads
             self.headDimension = headDimension
+            self.window = window
         }
+        /// The first key index (within the segment) that the query at index `p` sees.
+        @inline(__always) func firstKey(_ p: Int) -> Int { window.map { max(0, p - $0 + 1) } ?? 0 }
         var queryWidth: Int { queryHeads * headDimension }
         var keyValueWidth: Int { keyValueHeads * headDimension }
         var scale: Float { 1 / Float(headDimension).squareRoot() }
@@ -57,19 +67,23 @@ public enum Attention {
                 let kSeg = kb + start * kw + g * d, vSeg = vb + start * kw + g * d
                 var r0 = 0
                 while r0 < length {
+                    // Keys lo ..< r1 are the ones some row of the block sees; row p sees firstKey(p) ... p.
                     let r1 = min(r0 + blockRows, length), rows = r1 - r0
-                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: r1, k: d, alpha: scale,
-                              a: qb + (start + r0) * qw + h * d, lda: qw, b: kSeg, ldb: kw, c: s, ldc: r1)
+                    let lo = shape.firstKey(r0), width = r1 - lo
+                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: width, k: d, alpha: scale,
+                              a: qb + (start + r0) * qw + h * d, lda: qw, b: kSeg + lo * kw, ldb: kw, c: s, ldc: width)
                     for i in 0..<rows {
-                        let p = r0 + i, row = s + i * r1
-                        let maximum = VectorMath.maximum(row, count: p + 1)
-                        let sum = VectorMath.exponentiate(row, count: p + 1, shift: maximum)
-                        VectorMath.scale(row, count: p + 1, by: 1 / sum)
-                        for j in (p + 1)..<r1 { row[j] = 0 }
+                        let p = r0 + i, row = s + i * width
+                        let first = shape.firstKey(p) - lo, count = p - lo + 1 - first
+                        for j in 0..<first { row[j] = 0 }
+                        let maximum = VectorMath.maximum(row + first, count: count)
+                        let sum = VectorMath.exponentiate(row + first, count: count, shift: maximum)
+                        VectorMath.scale(row + first, count: count, by: 1 / sum)
+                        for j in (p - lo + 1)..<width { row[j] = 0 }
                         lb[(start + p) * hq + h] = maximum + logf(sum)
                     }
-                    BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: r1,
-                              a: s, lda: r1, b: vSeg, ldb: kw, c: ob + (start + r0) * qw + h * d, ldc: qw)
+                    BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: width,
+                              a: s, lda: width, b: vSeg + lo * kw, ldb: kw, c: ob + (start + r0) * qw + h * d, ldc: qw)
                     r0 = r1
                 }
             }
@@ -107,37 +121,43 @@ public enum Attention {
                 var r0 = 0
                 while r0 < length {
                     let r1 = min(r0 + blockRows, length), rows = r1 - r0
+                    let lo = shape.firstKey(r0), width = r1 - lo
                     let qRows = qb + (start + r0) * qw + h * d
                     let doRows = dob + (start + r0) * qw + h * d
                     let oRows = ob + (start + r0) * qw + h * d
-                    // P = exp(S − lse), causal.
-                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: r1, k: d, alpha: scale,
-                              a: qRows, lda: qw, b: kSeg, ldb: kw, c: p, ldc: r1)
+                    // P = exp(S − lse), causal (and windowed), over keys lo ..< r1.
+                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: width, k: d, alpha: scale,
+                              a: qRows, lda: qw, b: kSeg + lo * kw, ldb: kw, c: p, ldc: width)
                     // dP = dO Vᵀ.
-                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: r1, k: d,
-                              a: doRows, lda: qw, b: vSeg, ldb: kw, c: dp, ldc: r1)
+                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: width, k: d,
+                              a: doRows, lda: qw, b: vSeg + lo * kw, ldb: kw, c: dp, ldc: width)
                     for i in 0..<rows {
-                        let pos = r0 + i, prow = p + i * r1, dprow = dp + i * r1
+                        let pos = r0 + i, prow = p + i * width, dprow = dp + i * width
+                        let first = shape.firstKey(pos) - lo, last = pos - lo
                         let m = lb[(start + pos) * hq + h]
                         var rowDot: Float = 0
                         let o = oRows + i * qw, g = doRows + i * qw
                         for c in 0..<d { rowDot += o[c] * g[c] }
-                        _ = VectorMath.exponentiate(prow, count: pos + 1, shift: m)
-                        for j in 0...pos { dprow[j] = prow[j] * (dprow[j] - rowDot) }
-                        for j in (pos + 1)..<r1 {
+                        for j in 0..<first {
+                            prow[j] = 0
+                            dprow[j] = 0
+                        }
+                        _ = VectorMath.exponentiate(prow + first, count: last - first + 1, shift: m)
+                        for j in first...last { dprow[j] = prow[j] * (dprow[j] - rowDot) }
+                        for j in (last + 1)..<width {
                             prow[j] = 0
                             dprow[j] = 0
                         }
                     }
                     // dV += Pᵀ dO.
-                    BLAS.gemm(transposeA: true, transposeB: false, m: r1, n: d, k: rows,
-                              a: p, lda: r1, b: doRows, ldb: qw, beta: 1, c: dvSeg, ldc: kw)
+                    BLAS.gemm(transposeA: true, transposeB: false, m: width, n: d, k: rows,
+                              a: p, lda: width, b: doRows, ldb: qw, beta: 1, c: dvSeg + lo * kw, ldc: kw)
                     // dQ += s · dS K.
-                    BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: r1, alpha: scale,
-                              a: dp, lda: r1, b: kSeg, ldb: kw, beta: 1, c: dqb + (start + r0) * qw + h * d, ldc: qw)
+                    BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: width, alpha: scale,
+                              a: dp, lda: width, b: kSeg + lo * kw, ldb: kw, beta: 1, c: dqb + (start + r0) * qw + h * d, ldc: qw)
                     // dK += s · dSᵀ Q.
-                    BLAS.gemm(transposeA: true, transposeB: false, m: r1, n: d, k: rows, alpha: scale,
-                              a: dp, lda: r1, b: qRows, ldb: qw, beta: 1, c: dkSeg, ldc: kw)
+                    BLAS.gemm(transposeA: true, transposeB: false, m: width, n: d, k: rows, alpha: scale,
+                              a: dp, lda: width, b: qRows, ldb: qw, beta: 1, c: dkSeg + lo * kw, ldc: kw)
                     r0 = r1
                 }
             }

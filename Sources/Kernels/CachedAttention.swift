@@ -4,7 +4,7 @@ import Glibc
 ///
 /// The cache holds keys and values of positions `0 ..< past + n`: the `past` tokens seen before and
 /// the `n` new ones (their rows already written). New token `i` (position `past + i`) attends to cache
-/// positions `0 ... past + i`.
+/// positions `0 ... past + i` (with a sliding window `W` in `shape`, only `past + i − W < j ≤ past + i`).
 ///
 /// Shapes: `q (n, Hq, d)`, `keys, values (capacity, Hkv, d)` (rows past `past + n` are ignored),
 /// `out (n, Hq, d)`; query head `h` reads key/value head `h / (Hq / Hkv)`.
@@ -40,25 +40,28 @@ public enum CachedAttention {
             var r0 = 0
             while r0 < n {
                 let r1 = min(r0 + blockRows, n), rows = r1 - r0
-                let width = past + r1   // keys visible to the block's last row
+                // Cache rows lo ..< past + r1 are the keys some row of the block sees.
+                let lo = shape.firstKey(past + r0), width = past + r1 - lo
                 BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: width, k: d, alpha: scale,
-                          a: qb + r0 * qw + h * d, lda: qw, b: kb + g * d, ldb: kw, c: s, ldc: width)
+                          a: qb + r0 * qw + h * d, lda: qw, b: kb + lo * kw + g * d, ldb: kw, c: s, ldc: width)
                 for i in 0..<rows {
-                    let last = past + r0 + i, row = s + i * width
+                    let position = past + r0 + i, row = s + i * width
+                    let first = shape.firstKey(position) - lo, last = position - lo
+                    for j in 0..<first { row[j] = 0 }
                     var maximum = -Float.infinity
-                    for j in 0...last where row[j] > maximum { maximum = row[j] }
+                    for j in first...last where row[j] > maximum { maximum = row[j] }
                     var sum: Float = 0
-                    for j in 0...last {
+                    for j in first...last {
                         let e = expf(row[j] - maximum)
                         row[j] = e
                         sum += e
                     }
                     let inverse = 1 / sum
-                    for j in 0...last { row[j] *= inverse }
+                    for j in first...last { row[j] *= inverse }
                     for j in (last + 1)..<width { row[j] = 0 }
                 }
                 BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: width,
-                          a: s, lda: width, b: vb + g * d, ldb: kw, c: ob + r0 * qw + h * d, ldc: qw)
+                          a: s, lda: width, b: vb + lo * kw + g * d, ldb: kw, c: ob + r0 * qw + h * d, ldc: qw)
                 r0 = r1
             }
         }

@@ -2,40 +2,60 @@ import Glibc
 
 /// Rotary position embedding in HF's rotate-half convention.
 ///
-/// For head dimension `d` and `i < d/2`, with `θᵢ = base^(−2i/d)` and angle `a = pos · θᵢ`:
-/// `y[i] = x[i]·cos a − x[i + d/2]·sin a`, `y[i + d/2] = x[i + d/2]·cos a + x[i]·sin a`.
-/// The inverse frequencies and angles are computed in Float as transformers does, then cos/sin of
-/// each angle is rounded from Double.
+/// For head dimension `d`, `i < d/2`, inverse frequency `θᵢ` and angle `a = pos · θᵢ`:
+/// `y[i] = m·(x[i]·cos a − x[i + d/2]·sin a)`, `y[i + d/2] = m·(x[i + d/2]·cos a + x[i]·sin a)`,
+/// with `m` the attention factor (1 except for YaRN, where transformers multiplies cos and sin by it).
+/// Unscaled RoPE has `θᵢ = base^(−2i/d)`; the scaled variants (linear, dynamic NTK, YaRN, Llama 3)
+/// only change `θ` and `m` and are computed by the model (`ModelConfig.rotaryFrequencies`).
+/// The angles are computed in Float as transformers does (`inv_freq @ position_ids` in float32), then
+/// cos/sin of each angle is rounded from Double and multiplied by `m` in Float (`emb.cos() * attention_scaling`).
 public struct RotaryTable: Sendable {
     public let headDimension: Int
     public let maxPositions: Int
+    /// `θᵢ`, `d/2` of them.
+    public let inverseFrequencies: [Float]
+    /// `m`, which multiplies every cos and sin.
+    public let attentionFactor: Float
     /// `(maxPositions, d/2)` row-major.
     public let cosines: [Float]
     public let sines: [Float]
 
-    public init(headDimension d: Int, maxPositions: Int, base: Double) {
-        precondition(d % 2 == 0, "RotaryTable: head dimension \(d) must be even")
-        headDimension = d
+    /// A table for positions `0 ..< maxPositions` from `d/2` inverse frequencies (`d = 2 · inverseFrequencies.count`).
+    public init(inverseFrequencies: [Float], attentionFactor: Float = 1, maxPositions: Int) {
+        precondition(!inverseFrequencies.isEmpty && maxPositions >= 0, "RotaryTable: no frequencies or negative length")
+        let half = inverseFrequencies.count
+        headDimension = 2 * half
         self.maxPositions = maxPositions
-        let half = d / 2
-        var inverse = [Float](repeating: 0, count: half)
-        for i in 0..<half { inverse[i] = 1 / powf(Float(base), Float(2 * i) / Float(d)) }
+        self.inverseFrequencies = inverseFrequencies
+        self.attentionFactor = attentionFactor
         var cosines = [Float](repeating: 0, count: maxPositions * half)
         var sines = cosines
         for p in 0..<maxPositions {
             for i in 0..<half {
-                let angle = Float(p) * inverse[i]
-                cosines[p * half + i] = Float(cos(Double(angle)))
-                sines[p * half + i] = Float(sin(Double(angle)))
+                let angle = Float(p) * inverseFrequencies[i]
+                cosines[p * half + i] = Float(cos(Double(angle))) * attentionFactor
+                sines[p * half + i] = Float(sin(Double(angle))) * attentionFactor
             }
         }
         self.cosines = cosines
         self.sines = sines
     }
+
+    /// Unscaled RoPE: `θᵢ = 1 / base^(2i/d)` in Float, as transformers' default `inv_freq`.
+    public init(headDimension d: Int, maxPositions: Int, base: Double) {
+        precondition(d % 2 == 0 && d > 0, "RotaryTable: head dimension \(d) must be even and positive")
+        self.init(inverseFrequencies: Self.defaultInverseFrequencies(headDimension: d, base: base), maxPositions: maxPositions)
+    }
+
+    /// `1 / base^(2i/d)` for `i < d/2`, in Float (transformers: `1.0 / (base ** (arange(0, d, 2).float() / d))`).
+    public static func defaultInverseFrequencies(headDimension d: Int, base: Double) -> [Float] {
+        (0..<(d / 2)).map { 1 / powf(Float(base), Float(2 * $0) / Float(d)) }
+    }
 }
 
 public enum RoPE {
-    /// Rotates `x (N, H, d)` in place by each token's position; `inverse` rotates by `−a` (the backward).
+    /// Rotates `x (N, H, d)` in place by each token's position (and scales by the attention factor);
+    /// `inverse` applies the transpose, `m·R(−a)` (the backward).
     public static func apply(
         _ x: UnsafeMutableBufferPointer<Float>,
         positions: UnsafeBufferPointer<Int32>,

@@ -29,7 +29,7 @@ public struct NonFiniteValueError: Error, CustomStringConvertible {
 public final class DecoderModel {
     public let config: ModelConfig
     public let layout: ParameterLayout
-    public let rotary: RotaryTable
+    public private(set) var rotary: RotaryTable
     /// Tokens one micro-batch may hold: activations are allocated for this many.
     public let maxTokens: Int
     /// Check every layer's output for NaN/Inf and throw, naming the layer.
@@ -43,10 +43,9 @@ public final class DecoderModel {
         self.config = config
         self.layout = ParameterLayout(config: config)
         self.maxTokens = maxTokens
-        self.rotary = RotaryTable(headDimension: config.headDimension,
-                                  maxPositions: max(maxTokens, 1), base: config.ropeTheta)
+        self.rotary = config.rotaryTable(positions: max(maxTokens, 1))
         self.shape = Attention.Shape(queryHeads: config.numAttentionHeads, keyValueHeads: config.numKeyValueHeads,
-                                     headDimension: config.headDimension)
+                                     headDimension: config.headDimension, window: config.slidingWindow)
         self.layerTensors = (0..<config.numHiddenLayers).map { LayerTensors(unit: ParameterLayout(config: config).units[1 + $0]) }
         self.activations = Activations(config: config, maxTokens: maxTokens)
     }
@@ -74,6 +73,7 @@ public final class DecoderModel {
         let n = batch.count
         precondition(n <= maxTokens, "DecoderModel.step: \(n) tokens exceed the \(maxTokens) allocated for")
         precondition(batch.longestExample <= rotary.maxPositions, "DecoderModel.step: example longer than the rotary table")
+        if config.rotaryDependsOnLength { rotary = config.rotaryTable(positions: rotary.maxPositions, sequenceLength: batch.longestExample) }
         let c = config.hiddenSize, v = config.vocabSize, a = activations
         let embeddingUnit = layout.embeddingUnit, finalUnit = layout.finalUnit
 
@@ -151,6 +151,7 @@ public final class DecoderModel {
     public func logits(_ batch: TokenBatch, store: UnitStore) throws -> [Float] {
         let n = batch.count, c = config.hiddenSize, v = config.vocabSize
         precondition(n <= maxTokens, "DecoderModel.logits: \(n) tokens exceed the \(maxTokens) allocated for")
+        if config.rotaryDependsOnLength { rotary = config.rotaryTable(positions: rotary.maxPositions, sequenceLength: batch.longestExample) }
         let a = activations
         var out = [Float](repeating: 0, count: n * v)
         try batch.tokens.withUnsafeBufferPointer { tokens in

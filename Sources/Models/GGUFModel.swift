@@ -144,7 +144,7 @@ extension ModelConfig {
     ///
     /// | GGUF key | config key |
     /// |---|---|
-    /// | `{arch}.block_count` | `num_hidden_layers` |
+    /// | `{arch}.block_count` | `num_hidden_layers` (must equal the `blk.N` groups present) |
     /// | `{arch}.embedding_length` | `hidden_size` |
     /// | `{arch}.feed_forward_length` | `intermediate_size` |
     /// | `{arch}.attention.head_count` / `head_count_kv` | `num_attention_heads` / `num_key_value_heads` |
@@ -157,7 +157,9 @@ extension ModelConfig {
     /// | `tokenizer.ggml.bos_token_id` / `eos_token_id` | `bos_token_id` / `eos_token_id` |
     ///
     /// Throws `CheckpointError` (`.malformedHeader` naming the key) for missing or inconsistent
-    /// metadata and for features we do not implement (RoPE scaling, partial rotary, other architectures).
+    /// metadata and for features we do not implement (RoPE scaling, partial rotary, o_proj/MLP biases,
+    /// other architectures), and for sizes outside ``ModelConfig/bounds`` — all before anything is sized
+    /// from them. (transformers' GGUF loader reads no RoPE scaling for llama/qwen2 either.)
     public init(gguf file: GGUFFile) throws {
         let path = file.location
         guard let arch = file.architecture else {
@@ -188,6 +190,15 @@ extension ModelConfig {
             return v
         }
         let layers = try integer("block_count")
+        // Sizes are checked against the tensors present before anything is built from them.
+        let blocks = Set(file.tensors.keys.compactMap { name -> Int? in
+            name.hasPrefix("blk.") ? Int(name.dropFirst(4).prefix { $0 != "." }) : nil
+        })
+        guard blocks.count == layers, (blocks.max() ?? -1) + 1 == layers else {
+            throw CheckpointError(.malformedHeader, path: path,
+                                  expected: "\(arch).block_count equal to the blk.N tensor groups present (\(blocks.count), N up to \(blocks.max() ?? -1))",
+                                  found: "\(layers)")
+        }
         let hidden = try integer("embedding_length")
         let feedForward = try integer("feed_forward_length")
         let heads = try integer("attention.head_count")
@@ -197,7 +208,8 @@ extension ModelConfig {
                                   found: "no such key")
         }
         let theta = try number("rope.freq_base") ?? 10000
-        let context = value("context_length") == nil ? 2048 : try integer("context_length")
+        // Absent: the config class default, as transformers' GGUF loader leaves it (LlamaConfig 2048, Qwen2Config 32768).
+        let context = value("context_length") == nil ? (arch == "qwen2" ? 32768 : 2048) : try integer("context_length")
         let keyLength = value("attention.key_length") == nil ? nil : try integer("attention.key_length")
         let valueLength = value("attention.value_length") == nil ? nil : try integer("attention.value_length")
         let headDimension = keyLength ?? hidden / heads
@@ -237,6 +249,10 @@ extension ModelConfig {
                                   found: "\(vocabulary) rows")
         }
         let bias = arch == "qwen2" || file.tensors["blk.0.attn_q.bias"] != nil
+        if let name = ["blk.0.attn_output.bias", "blk.0.ffn_gate.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias"].first(where: { file.tensors[$0] != nil }) {
+            throw CheckpointError(.malformedHeader, path: path, tensor: name,
+                                  expected: "no o_proj or MLP biases (not implemented)", found: "the tensor")
+        }
         self.init(modelType: arch, vocabSize: vocabulary, hiddenSize: hidden, intermediateSize: feedForward,
                   numHiddenLayers: layers, numAttentionHeads: heads, numKeyValueHeads: keyValueHeads,
                   headDim: headDimension == hidden / heads ? nil : headDimension,

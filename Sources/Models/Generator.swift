@@ -33,7 +33,7 @@ public final class Generator {
     /// The logits after the last token in the cache, if the last append computed them.
     private var lastLogits: [Float]?
 
-    let rotary: RotaryTable
+    var rotary: RotaryTable
     let shape: Attention.Shape
     let layerTensors: [LayerTensors]
     let keys: [FloatBuffer], values: [FloatBuffer]
@@ -47,9 +47,9 @@ public final class Generator {
         self.layout = ParameterLayout(config: config)
         self.capacity = capacity
         self.chunk = min(chunk, capacity)
-        rotary = RotaryTable(headDimension: config.headDimension, maxPositions: capacity, base: config.ropeTheta)
+        rotary = config.rotaryTable(positions: capacity)
         shape = Attention.Shape(queryHeads: config.numAttentionHeads, keyValueHeads: config.numKeyValueHeads,
-                                headDimension: config.headDimension)
+                                headDimension: config.headDimension, window: config.slidingWindow)
         layerTensors = (0..<config.numHiddenLayers).map { [layout] in LayerTensors(unit: layout.units[layout.layerUnit($0)]) }
         let c = config.hiddenSize, f = config.intermediateSize, n = self.chunk
         let qw = config.numAttentionHeads * config.headDimension, kw = config.numKeyValueHeads * config.headDimension
@@ -87,6 +87,8 @@ public final class Generator {
         if let bad = tokens.firstIndex(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
             throw GenerationError("token id \(tokens[bad]) at index \(bad) is outside the vocabulary (0..<\(config.vocabSize))")
         }
+        // Dynamic RoPE: transformers scales for max(position_ids) + 1 of the forward (the whole append).
+        if config.rotaryDependsOnLength { rotary = config.rotaryTable(positions: capacity, sequenceLength: length + tokens.count) }
         var logits: [Float] = []
         var start = 0
         while start < tokens.count {

@@ -99,6 +99,7 @@ public struct ModelSource {
     /// a missing or misshapen tensor is a `CheckpointError` naming it, with expected and found shapes.
     public func checkWeights() throws {
         guard let weights else { return }
+        try config.checkLayers(against: weights.tensors.keys, location: weights.location)
         for unit in ParameterLayout(config: config).units {
             for tensor in unit.tensors {
                 guard let info = weights.tensors[tensor.name] else {

@@ -15,10 +15,12 @@ public enum ModelPreset {
          ModelConfig(vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numHiddenLayers: 30,
                      numAttentionHeads: 9, numKeyValueHeads: 3, rmsNormEps: 1e-5, ropeTheta: 100_000,
                      maxPositionEmbeddings: 8192, initializerRange: 0.041666666666666664, bosTokenID: 1, eosTokenID: 2)),
-        ("llama-1b", "a ~1.1B Llama (Llama 3.2 1B shapes): 16 layers, d 2048, ffn 8192, GQA 32/8, vocab 128256, tied",
+        ("llama-1b", "a ~1.1B Llama (Llama 3.2 1B shapes and RoPE): 16 layers, d 2048, ffn 8192, GQA 32/8, vocab 128256, tied, llama3 RoPE ×32",
          ModelConfig(vocabSize: 128_256, hiddenSize: 2048, intermediateSize: 8192, numHiddenLayers: 16,
                      numAttentionHeads: 32, numKeyValueHeads: 8, rmsNormEps: 1e-5, ropeTheta: 500_000,
-                     maxPositionEmbeddings: 8192)),
+                     maxPositionEmbeddings: 131_072,
+                     ropeScaling: RopeScaling(type: .llama3, factor: 32, originalMaxPositionEmbeddings: 8192,
+                                              lowFreqFactor: 1, highFreqFactor: 4))),
     ]
 
     public static func config(named name: String) -> ModelConfig? {

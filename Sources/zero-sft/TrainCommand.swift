@@ -99,10 +99,13 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var collectives: CollectiveOptions
     @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files); refuses an existing non-empty directory.")
     var outputDir: String?
+    @Flag(name: .long, help: "Start even if the memory plan exceeds this host's MemAvailable.")
+    var force = false
 
     func run() throws {
         let config = try modelOptions.loadConfig()
         let options = try training.options()
+        try MemoryCheck.require(config: config, options: options, force: force)
         let loaded = try text.load(data: data, model: modelOptions.model, vocabularySize: config.vocabSize)
         let examples = loaded.examples
         try ModelCheckpoint.checkFreshDirectory(outputDir)

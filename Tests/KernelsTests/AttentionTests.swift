@@ -6,7 +6,7 @@ import Glibc
 @Suite struct AttentionTests {
     /// Segments of 70 (more than one block of 64 rows), 1 and 5 tokens; GQA with 4 query heads over 2.
     let boundaries = [0, 70, 71, 76]
-    let shape = Attention.Shape(queryHeads: 4, keyValueHeads: 2, headDimension: 8)
+    var shape = Attention.Shape(queryHeads: 4, keyValueHeads: 2, headDimension: 8)
     var n: Int { boundaries.last! }
     var qw: Int { shape.queryHeads * shape.headDimension }
     var kw: Int { shape.keyValueHeads * shape.headDimension }
@@ -21,7 +21,7 @@ import Glibc
         return (out, lse)
     }
 
-    /// Direct causal attention in Double, one segment at a time.
+    /// Direct causal attention in Double, one segment at a time (keys `i − W < j ≤ i` with a window `W`).
     func reference(_ q: [Float], _ k: [Float], _ v: [Float]) -> [Double] {
         let d = shape.headDimension, group = shape.queryHeads / shape.keyValueHeads
         var out = [Double](repeating: 0, count: n * qw)
@@ -29,15 +29,16 @@ import Glibc
             for h in 0..<shape.queryHeads {
                 let g = h / group
                 for i in start..<end {
+                    let first = max(start, i - (shape.window ?? n) + 1)
                     var scores: [Double] = []
-                    for j in start...i {
+                    for j in first...i {
                         var s = 0.0
                         for c in 0..<d { s += Double(q[i * qw + h * d + c]) * Double(k[j * kw + g * d + c]) }
                         scores.append(s / Double(d).squareRoot())
                     }
                     let m = scores.max()!
                     let e = scores.map { Glibc.exp($0 - m) }, z = e.reduce(0, +)
-                    for (offset, j) in (start...i).enumerated() {
+                    for (offset, j) in (first...i).enumerated() {
                         for c in 0..<d { out[i * qw + h * d + c] += e[offset] / z * Double(v[j * kw + g * d + c]) }
                     }
                 }
@@ -46,7 +47,9 @@ import Glibc
         return out
     }
 
-    @Test func forwardMatchesDirectComputationAndNeverCrossesSegments() {
+    @Test func forwardMatchesDirectComputationAndNeverCrossesSegments() { checkForward() }
+
+    func checkForward() {
         var random = TestRandom(seed: 11)
         let q = random.normals(n * qw), k = random.normals(n * kw), v = random.normals(n * kw)
         let (out, _) = forward(q, k, v)
@@ -60,7 +63,9 @@ import Glibc
         for i in (70 * qw)..<(n * qw) { #expect(out[i] == out2[i], "segment 2/3 output moved at \(i) when segment 1 changed") }
     }
 
-    @Test func backwardMatchesFiniteDifferences() {
+    @Test func backwardMatchesFiniteDifferences() { checkBackward() }
+
+    func checkBackward() {
         var random = TestRandom(seed: 12)
         var q = random.normals(n * qw), k = random.normals(n * kw), v = random.normals(n * kw)
         let r = random.normals(n * qw)
@@ -77,6 +82,59 @@ import Glibc
         expectGradient("attention q", at: &q, analytic: dq) { weightedSum(forward($0, k0, v0).out, r) }
         expectGradient("attention k", at: &k, analytic: dk) { weightedSum(forward(q0, $0, v0).out, r) }
         expectGradient("attention v", at: &v, analytic: dv) { weightedSum(forward(q0, k0, $0).out, r) }
+    }
+}
+
+/// Sliding-window attention (Mistral's `sliding_window`): the same checks with a window of 20 keys, so
+/// rows of the second 64-row block of the 70-token segment see keys of the first block, and the short
+/// segments are shorter than the window; windows of 3 and 1 (each token sees only itself).
+@Suite struct WindowedAttentionTests {
+    static func tests(window: Int) -> AttentionTests {
+        var tests = AttentionTests()
+        tests.shape = Attention.Shape(queryHeads: 4, keyValueHeads: 2, headDimension: 8, window: window)
+        return tests
+    }
+
+    @Test(arguments: [20, 1]) func forwardMatchesDirectComputation(window: Int) { Self.tests(window: window).checkForward() }
+    /// (Not window 1: its output is `v`, so dq and dk are exactly 0 and a finite difference is only noise.)
+    @Test(arguments: [20, 3]) func backwardMatchesFiniteDifferences(window: Int) { Self.tests(window: window).checkBackward() }
+
+    /// Keys further back than the window do not move the output.
+    @Test func keysOutsideTheWindowAreIgnored() {
+        let tests = Self.tests(window: 20)
+        var random = TestRandom(seed: 13)
+        let q = random.normals(tests.n * tests.qw), k = random.normals(tests.n * tests.kw), v = random.normals(tests.n * tests.kw)
+        var k2 = k, v2 = v
+        for i in 0..<(10 * tests.kw) { k2[i] += 1; v2[i] -= 1 }
+        let (out, _) = tests.forward(q, k, v), (out2, _) = tests.forward(q, k2, v2)
+        // Rows 29… of the first segment see keys 10… only.
+        for i in (29 * tests.qw)..<(tests.n * tests.qw) { #expect(out[i] == out2[i], "output moved at \(i) when keys 0..<10 changed") }
+        #expect(out[0] != out2[0])
+    }
+}
+
+/// Cached attention with a window equals the windowed training attention's last rows.
+@Suite struct WindowedCachedAttentionTests {
+    @Test(arguments: [nil, 3, 20] as [Int?]) func cachedRowsEqualFullForward(window: Int?) {
+        let shape = Attention.Shape(queryHeads: 4, keyValueHeads: 2, headDimension: 8, window: window)
+        let n = 70, past = 61, new = n - past, qw = 32, kw = 16
+        var random = TestRandom(seed: 14)
+        let q = random.normals(n * qw), k = random.normals(n * kw), v = random.normals(n * kw)
+        var full = [Float](repeating: 0, count: n * qw), lse = [Float](repeating: 0, count: n * 4)
+        full.withUnsafeMutableBufferPointer { o in lse.withUnsafeMutableBufferPointer { l in
+            q.withUnsafeBufferPointer { q in k.withUnsafeBufferPointer { k in v.withUnsafeBufferPointer { v in
+                Attention.forward(out: o, lse: l, q: q, k: k, v: v, boundaries: [0, n], shape: shape)
+            } } }
+        } }
+        var cached = [Float](repeating: 0, count: new * qw)
+        let tail = Array(q[(past * qw)...])
+        cached.withUnsafeMutableBufferPointer { o in tail.withUnsafeBufferPointer { q in
+            k.withUnsafeBufferPointer { k in v.withUnsafeBufferPointer { v in
+                CachedAttention.forward(out: o, q: q, keys: k, values: v, past: past, newTokens: new, shape: shape)
+            } }
+        } }
+        let worst = zip(cached, full[(past * qw)...]).map { abs($0 - $1) }.max()!
+        #expect(worst <= 1e-5, "window \(window ?? 0): cached rows differ from the full forward by \(worst)")
     }
 }
 
