@@ -37,6 +37,7 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let config = try modelOptions.loadConfig()
         let examples = try text.load(data: data, model: modelOptions.model, vocabularySize: config.vocabSize).examples
+        try EmptyEvaluationError.check(examples, sequenceLength: seqLen)
         let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
         Job.run { (communicator: Communicator) throws -> Void in
             let log = Session.leaderLog(communicator)
