@@ -1,3 +1,4 @@
+import Checkpoints
 import Collectives
 import Foundation
 import Kernels
@@ -264,9 +265,10 @@ public final class Trainer {
         guard isLeader, let path = options.metricsFile else { return nil }
         let url = URL(fileURLWithPath: path)
         guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-            throw OptionError(message: "cannot create the metrics file \(path)")
+            let code = errno
+            throw FileOperationError(path: path, operation: "create the metrics file", reason: "\(String(cString: strerror(code))) (errno \(code))")
         }
-        return try FileHandle(forWritingTo: url)
+        return try FileOperation.perform("open for writing", path: path) { try FileHandle(forWritingTo: url) }
     }
 }
 

@@ -96,6 +96,20 @@ extension CommandTests {
         #expect(lr.stderr.contains("--lr must be a positive number (got -0.001)"), "\(lr.stderr)")
     }
 
+    /// Files that cannot be written name the path, the operation and the system's reason (export printed
+    /// `Error Domain=NSCocoaErrorDomain Code=4 "The file doesn’t exist." UserInfo={…}`).
+    @Test func unwritablePathsNameTheOperation() throws {
+        let export = try Self.run(["export", "--model", "tiny", "--out", "/proc/zero-sft-export"])
+        #expect(export.status != 0 && export.stderr.contains("/proc/zero-sft-export: create directory failed: No such file or directory (errno 2)"),
+                "\(export.stderr)")
+        let scratch = try Scratch()
+        let data = try scratch.file("ok.jsonl", #"{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}"# + "\n")
+        let train = try Self.run(["train", "--data", data.path, "--max-steps", "1", "--metrics-file", "/proc/zero-sft-absent/m.jsonl"])
+        #expect(train.status != 0 && train.stderr.contains("/proc/zero-sft-absent/m.jsonl: create the metrics file failed: No such file or directory"),
+                "\(train.stderr)")
+        for result in [export, train] { #expect(!result.stderr.contains("NSCocoaErrorDomain")) }
+    }
+
     /// train's default --lr is TRL's SFT default 2e-5 (it was 3e-4, a pretraining rate).
     @Test func trainHelpShowsTheSFTLearningRate() throws {
         let help = try Self.run(["train", "--help"])
