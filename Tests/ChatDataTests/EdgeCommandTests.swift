@@ -110,6 +110,36 @@ extension CommandTests {
         for result in [export, train] { #expect(!result.stderr.contains("NSCocoaErrorDomain")) }
     }
 
+    /// Runs `script` with /bin/sh, `$0` being the zero-sft binary (for bytes a Swift String cannot hold).
+    static func shell(_ script: String) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script, try ZeroSFTBinary.locate().path]
+        let scratch = try Scratch()
+        let errorURL = scratch.url.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
+        let errorHandle = try FileHandle(forWritingTo: errorURL)
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = errorHandle
+        try process.run()
+        let outputData = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        try errorHandle.close()
+        return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: try Data(contentsOf: errorURL), as: UTF8.self))
+    }
+
+    /// An argument or a chat line that is not UTF-8 is reported with its offset (Swift's CommandLine.arguments
+    /// and readLine() replaced the bytes with U+FFFD and went on).
+    @Test func invalidUTF8ArgumentsAndChatLinesAreReported() throws {
+        let argument = try Self.shell(#""$0" tokenize --model "$(printf 'ab\377')""#)
+        #expect(argument.status != 0 && argument.stderr.contains("argument 3: invalid UTF-8 at byte offset 2 (0xFF)"), "\(argument.stderr)")
+        let model = ChatFixtures.smolLM2GGUF.path
+        guard FileManager.default.fileExists(atPath: model) else { return }
+        let chat = try Self.shell(#"printf 'caf\351\r\n/exit\n' | "$0" chat --model "\#(model)" --max-new-tokens 4"#)
+        #expect(chat.status == 0 && chat.stderr.contains("standard input line 1: invalid UTF-8 at byte offset 3 (0xE9)"), "\(chat.stderr)")
+    }
+
     /// train's default --lr is TRL's SFT default 2e-5 (it was 3e-4, a pretraining rate).
     @Test func trainHelpShowsTheSFTLearningRate() throws {
         let help = try Self.run(["train", "--help"])
