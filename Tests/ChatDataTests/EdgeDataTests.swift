@@ -83,6 +83,17 @@ import Training
         }
     }
 
+    /// A chat template file that is not UTF-8 names its offset (it was Foundation's "The operation could not
+    /// be completed. The file isn’t in the correct format.").
+    @Test func chatTemplateFileBytes() throws {
+        let scratch = try Scratch()
+        try FileManager.default.copyItem(at: ChatFixtures.smolLM2TokenizerJSON, to: scratch.url.appendingPathComponent("tokenizer.json"))
+        let jinja = try Self.writeBytes(scratch, "chat_template.jinja", Array("{{ bad ".utf8) + [0xFF] + Array(" }}".utf8))
+        let error = #expect(throws: InvalidUTF8Error.self) { _ = try TextSetup.load(model: scratch.url.path) }
+        #expect(error?.description.hasPrefix("\(jinja.path):1: invalid UTF-8 at byte offset 7 (0xFF)") == true,
+                "\(error.map(String.init(describing:)) ?? "")")
+    }
+
     /// An evaluation with no supervised token is refused before any rank works: all labels -100, or every
     /// supervised label beyond the sequence length.
     @Test func emptyEvaluationIsRefused() throws {
