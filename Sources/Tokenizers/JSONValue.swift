@@ -108,7 +108,11 @@ public struct JSONParser {
         case UInt8(ascii: "f"): try expectLiteral("false"); return .bool(false)
         case UInt8(ascii: "n"): try expectLiteral("null"); return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
-        default: throw failure("unexpected character '\(Unicode.Scalar(bytes[index]))', expected a value")
+        default:
+            let byte = bytes[index]
+            if TextBytes.startsWithByteOrderMark(bytes[index...]) { throw failure("a byte-order mark (EF BB BF), expected a value") }
+            throw failure(byte < 0x80 ? "unexpected character '\(Unicode.Scalar(byte))', expected a value"
+                                      : "unexpected byte 0x\(String(byte, radix: 16, uppercase: true)), expected a value")
         }
     }
 

@@ -185,6 +185,11 @@ public enum ChatDataset {
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             if isBlank(line) { continue }
+            // JSONSerialization would skip a BOM here; only the file's first bytes may be one (Python's
+            // json.loads(line) refuses it too).
+            if TextBytes.startsWithByteOrderMark(line.drop { $0 == 0x20 || $0 == 0x09 }) {
+                throw DataError(path: path, line: lineNumber, message: "a byte-order mark (EF BB BF) starts the line: only the file's first bytes may be one")
+            }
             let object: Any
             do { object = try JSONSerialization.jsonObject(with: Data(line), options: .fragmentsAllowed) } catch {
                 throw DataError(path: path, line: lineNumber, message: "malformed JSON: \(describe(error))")
@@ -294,7 +299,7 @@ public enum ChatDataset {
     }
 
     static func describe(_ error: Error) -> String {
-        let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
+        let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "not valid JSON"
         return text
     }
 }

@@ -47,7 +47,7 @@ struct TokenizeCommand: ParsableCommand {
         let input = try file.map { path throws(FileReadError) in try FileContents.read(path) }
             ?? [UInt8](FileHandle.standardInput.readDataToEndOfFile())
         if decode {
-            let ids = try Self.parseIDs(Data(input), vocabularySize: setup.tokenizer.vocabularySize)
+            let ids = try Self.parseIDs(TextBytes.decode(input, source: file ?? "standard input"), vocabularySize: setup.tokenizer.vocabularySize)
             FileHandle.standardOutput.write(Data(setup.tokenizer.decode(ids, skipSpecialTokens: skipSpecialTokens).utf8))
         } else {
             // Every byte is kept (a leading BOM too, as HF tokenizers encodes Python's str); invalid UTF-8 is an error.
@@ -58,8 +58,8 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     /// Ids from a JSON array or a list of integers separated by spaces, commas or newlines.
-    static func parseIDs(_ data: Data, vocabularySize: Int) throws -> [Int] {
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    static func parseIDs(_ input: String, vocabularySize: Int) throws -> [Int] {
+        let text = input.trimmingCharacters(in: .whitespacesAndNewlines)
         let body = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
         var ids: [Int] = []
         for (index, field) in body.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }).enumerated() {

@@ -27,10 +27,21 @@ import Training
             let withCRLF = try Self.writeBytes(scratch, "crlf-" + file, TextBytes.byteOrderMark + crlf)
             #expect(try ChatDatasetTests.load(withCRLF).examples == expected, "\(file) with CRLF")
         }
+        // Anywhere else outside a string it is an error naming the line (JSONSerialization skipped it silently
+        // at the start of a JSONL line; Python's json.loads(line) refuses it).
+        let record = Array(#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#.utf8) + [0x0A]
+        let midChat = try Self.writeBytes(scratch, "mid.jsonl", record + TextBytes.byteOrderMark + record)
+        let chatError = #expect(throws: DataError.self) { _ = try ChatDatasetTests.load(midChat) }
+        #expect(chatError?.description == "\(midChat.path):2: a byte-order mark (EF BB BF) starts the line: only the file's first bytes may be one")
+        let ids = Array(#"{"input_ids": [1, 2]}"#.utf8) + [0x0A]
+        let midIDs = try Self.writeBytes(scratch, "mid-ids.jsonl", ids + TextBytes.byteOrderMark + ids)
+        let idsError = #expect(throws: DataError.self) { _ = try TokenizedDataset.load(from: midIDs, vocabularySize: 256) }
+        #expect(idsError?.description.hasSuffix("malformed JSON at column 1: a byte-order mark (EF BB BF), expected a value") == true,
+                "\(idsError.map(String.init(describing:)) ?? "")")
         // Inside a JSON string a BOM is content, kept as the tokenizer's ids for U+FEFF.
         let inString = try scratch.file("in-string.jsonl", #"{"messages": [{"role": "user", "content": "\ufeffHi"}, {"role": "assistant", "content": "Yo"}]}"#)
-        let ids = try ChatDatasetTests.load(inString).examples[0].inputIDs.map(Int.init)
-        #expect(ids.firstIndex(of: 186).map { Array(ids[$0..<$0 + 3]) } == [186, 136, 140], "\(ids)")
+        let encoded = try ChatDatasetTests.load(inString).examples[0].inputIDs.map(Int.init)
+        #expect(encoded.firstIndex(of: 186).map { Array(encoded[$0..<$0 + 3]) } == [186, 136, 140], "\(encoded)")
     }
 
     /// Invalid UTF-8 anywhere in a data file is an error naming the line and byte offset, never U+FFFD.
