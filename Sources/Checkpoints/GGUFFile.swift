@@ -229,8 +229,14 @@ private struct ByteCursor {
 
     mutating func string(_ what: @autoclosure () -> String) throws -> String {
         let length = try count(minimumBytesEach: 1, "the length of \(what())")
+        let start = offset
         let raw = try take(length, what())
-        return String(decoding: raw, as: UTF8.self)
+        // GGUF strings are UTF-8 (the gguf package decodes them strictly); a broken one is an error, not U+FFFD.
+        guard let text = String(validating: raw, as: UTF8.self) else {
+            throw CheckpointError(.malformedHeader, path: path, expected: "UTF-8 text for \(what()) at offset \(start)",
+                                  found: "bytes that are not UTF-8")
+        }
+        return text
     }
 
     /// The smallest encoding of a value of GGUF type `type`, for sanity-checking array counts.

@@ -26,10 +26,10 @@ public struct ShardedSafetensors: TensorSource, Sendable {
         let path = indexURL.path
         let data: Data
         do {
-            data = try Data(contentsOf: indexURL)
+            data = Data(try FileContents.read(path))
         } catch {
             throw CheckpointError(.unreadableFile, path: path, expected: "a safetensors index (model.safetensors.index.json)",
-                                  found: "\(error.localizedDescription)")
+                                  found: "\(error.operation) failed: \(error.reason)")
         }
         let index: Index
         do {

@@ -1,3 +1,4 @@
+import Checkpoints
 import Foundation
 
 /// The architecture of a decoder-only model, with HF `config.json` key names.
@@ -376,7 +377,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     public static func load(from url: URL) throws -> ModelConfig {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw ModelConfigError.unreadable(path: url.path, reason: error.localizedDescription)
+            throw ModelConfigError.unreadable(path: url.path, reason: FileOperation.reason(error))
         }
         let config: ModelConfig
         do { config = try JSONDecoder().decode(ModelConfig.self, from: data) } catch let error as ModelConfigError {

@@ -4,19 +4,25 @@
 /// equality is canonical equivalence: two vocabulary entries that differ only in Unicode normalization
 /// would collapse into one. This reader keeps every key (as an ordered list of pairs), reports errors with
 /// line and column, and is several times faster on a 2 MB `tokenizer.json`.
-enum JSONValue: Sendable {
+///
+/// A number written without a fraction or exponent that fits in an `Int` is an ``integer(_:)``, as Python's
+/// `json` makes it an `int`; every other number (`1.0`, `1e2`, an integer beyond 64 bits) is a
+/// ``number(_:)``, as Python makes it a `float`.
+public enum JSONValue: Sendable {
     case null
     case bool(Bool)
+    case integer(Int)
     case number(Double)
     case string(String)
     case array([JSONValue])
     case object([(key: String, value: JSONValue)])
 
     /// A short name of the kind of value, for error messages.
-    var kindName: String {
+    public var kindName: String {
         switch self {
         case .null: return "null"
         case .bool(let value): return "boolean \(value)"
+        case .integer(let value): return "number \(value)"
         case .number(let value): return "number \(value)"
         case .string(let value): return "string \"\(value.prefix(80))\""
         case .array(let items): return "array of \(items.count)"
@@ -24,27 +30,39 @@ enum JSONValue: Sendable {
         }
     }
 
-    /// The value of `key` in an object (the last one, like serde, if a key repeats), or nil.
-    subscript(key: String) -> JSONValue? {
+    /// The value as a Double, for either kind of number.
+    public var double: Double? {
+        switch self {
+        case .integer(let value): Double(value)
+        case .number(let value): value
+        default: nil
+        }
+    }
+
+    /// The value of `key` in an object (the last one, like serde and Python's `json`, if a key repeats), or nil.
+    public subscript(key: String) -> JSONValue? {
         guard case .object(let pairs) = self else { return nil }
         return pairs.last(where: { $0.key == key })?.value
     }
 }
 
-/// A recursive-descent JSON parser over UTF-8 bytes (RFC 8259, no extensions).
-struct JSONParser {
+/// A recursive-descent JSON parser over UTF-8 bytes (RFC 8259, no extensions; a byte-order mark is
+/// not skipped: callers decide what a BOM means for their files, see ``TextBytes``).
+public struct JSONParser {
     /// Where the parse failed: 1-based line and column, and what went wrong.
-    struct Failure: Error {
-        var line: Int
-        var column: Int
-        var message: String
+    public struct Failure: Error, CustomStringConvertible {
+        public var line: Int
+        public var column: Int
+        public var message: String
+        public var description: String { "line \(line), column \(column): \(message)" }
     }
 
     private let bytes: [UInt8]
     private var index = 0
     private var depth = 0
 
-    static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
+    /// The single JSON value `bytes` holds (surrounding whitespace allowed).
+    public static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
         var parser = JSONParser(bytes: bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue()
@@ -89,8 +107,12 @@ struct JSONParser {
         case UInt8(ascii: "t"): try expectLiteral("true"); return .bool(true)
         case UInt8(ascii: "f"): try expectLiteral("false"); return .bool(false)
         case UInt8(ascii: "n"): try expectLiteral("null"); return .null
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try parseNumber())
-        default: throw failure("unexpected character '\(Unicode.Scalar(bytes[index]))', expected a value")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
+        default:
+            let byte = bytes[index]
+            if TextBytes.startsWithByteOrderMark(bytes[index...]) { throw failure("a byte-order mark (EF BB BF), expected a value") }
+            throw failure(byte < 0x80 ? "unexpected character '\(Unicode.Scalar(byte))', expected a value"
+                                      : "unexpected byte 0x\(String(byte, radix: 16, uppercase: true)), expected a value")
         }
     }
 
@@ -166,20 +188,23 @@ struct JSONParser {
         }
     }
 
-    private mutating func parseNumber() throws(Failure) -> Double {
+    private mutating func parseNumber() throws(Failure) -> JSONValue {
         let start = index
         if bytes[index] == UInt8(ascii: "-") { index += 1 }
         func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
         var digits = 0
         while index < bytes.count, isDigit(bytes[index]) { index += 1; digits += 1 }
         if digits == 0 { throw failure("invalid number") }
+        var isInteger = true
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            isInteger = false
             index += 1
             var fraction = 0
             while index < bytes.count, isDigit(bytes[index]) { index += 1; fraction += 1 }
             if fraction == 0 { throw failure("invalid number: no digits after '.'") }
         }
         if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            isInteger = false
             index += 1
             if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
             var exponent = 0
@@ -187,8 +212,9 @@ struct JSONParser {
             if exponent == 0 { throw failure("invalid number: no digits in the exponent") }
         }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
+        if isInteger, let value = Int(text) { return .integer(value) }
         guard let value = Double(text) else { throw failure("invalid number \(text)") }
-        return value
+        return .number(value)
     }
 
     private mutating func parseHex4() throws(Failure) -> UInt32 {

@@ -1,3 +1,4 @@
+import Checkpoints
 import Foundation
 
 /// Everything a byte-level BPE tokenizer is made of, as read from one of the supported sources, before
@@ -50,7 +51,7 @@ struct JSONReader {
     }
 
     func int(_ value: JSONValue?, _ path: String) throws(TokenizerError) -> Int {
-        guard case .number(let number) = value, number >= 0, number < 2_147_483_648, number.rounded() == number else {
+        guard let number = value?.double, number >= 0, number < 2_147_483_648, number.rounded() == number else {
             throw failure(path, expected: "a non-negative integer below 2^31", found: value)
         }
         return Int(number)
@@ -84,12 +85,20 @@ struct JSONReader {
         }
     }
 
+    /// The file's bytes. A leading byte-order mark is refused with its own message: HF `tokenizers`
+    /// (serde_json, `BPE::read_file`) and `transformers` (`json.load` of a UTF-8 text file) refuse it too.
     static func readFile(_ url: URL) throws(TokenizerError) -> [UInt8] {
+        let bytes: [UInt8]
         do {
-            return [UInt8](try Data(contentsOf: url))
+            bytes = try FileContents.read(url.path)
         } catch {
-            throw TokenizerError(file: url.path, location: "file", expected: "a readable file", found: "\(error.localizedDescription)")
+            throw TokenizerError(file: url.path, location: "file", expected: "a readable file", found: "\(error.operation) failed: \(error.reason)")
         }
+        if TextBytes.startsWithByteOrderMark(bytes) {
+            throw TokenizerError(file: url.path, location: "byte 0", expected: "UTF-8 without a byte-order mark (HF tokenizers refuses one too)",
+                                 found: "the byte-order mark EF BB BF")
+        }
+        return bytes
     }
 }
 
@@ -118,7 +127,7 @@ extension TokenizerDefinition {
             if name != "BPE" { throw reader.failure("model.type", expected: "\"BPE\" (the only supported model)", found: type) }
         }
         if let dropout = model["dropout"], !reader.isNull(dropout) {
-            guard case .number(let value) = dropout, value == 0 else {
+            guard dropout.double == 0 else {
                 throw reader.failure("model.dropout", expected: "null (BPE dropout is not supported)", found: dropout)
             }
         }
@@ -361,8 +370,10 @@ extension TokenizerDefinition {
             vocabulary.append((token, try reader.int(value, "[\"\(token)\"]")))
         }
         let bytes = try JSONReader.readFile(mergesURL)
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw TokenizerError(file: mergesURL.path, location: "file", expected: "UTF-8 text", found: "invalid UTF-8")
+        let text: String
+        do { text = try TextBytes.decode(bytes, source: mergesURL.path) } catch {
+            throw TokenizerError(file: mergesURL.path, location: "line \(error.line ?? 1)", expected: "UTF-8 text",
+                                 found: "invalid UTF-8 at byte offset \(error.byteOffset)")
         }
         var merges: [(left: String, right: String, location: String)] = []
         var lineNumber = 0

@@ -1,4 +1,6 @@
+import Checkpoints
 import Foundation
+import Tokenizers
 
 /// The record formats a data file may hold, detected from its first record (every record must match it).
 public enum DataFormat: String, Sendable, Equatable, CaseIterable {
@@ -71,10 +73,7 @@ public enum ChatDataset {
     public static func load(
         from url: URL, vocabularySize: Int, options: ChatDataOptions = ChatDataOptions(), encoder: () throws -> ChatEncoder
     ) throws -> LoadedData {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw DataError(path: url.path, line: nil, message: "cannot read: \(error.localizedDescription)")
-        }
+        let data = try readText(url)
         // The first record decides the format; pre-tokenized files are then read by TokenizedDataset alone.
         guard let first = try records(in: data, path: url.path, limit: 1).first else {
             throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)")
@@ -131,14 +130,23 @@ public enum ChatDataset {
 
     /// The format of a file, from its first record.
     public static func detectFormat(of url: URL) throws -> DataFormat {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw DataError(path: url.path, line: nil, message: "cannot read: \(error.localizedDescription)")
-        }
+        let data = try readText(url)
         guard let first = try records(in: data, path: url.path, limit: 1).first else {
             throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)")
         }
         return try detect(first.object, path: url.path, line: first.number)
+    }
+
+    /// The file's bytes, checked to be UTF-8 (an error names the line and byte offset; nothing is replaced),
+    /// without a leading byte-order mark (an encoding signature, skipped as `json.loads(bytes)` and HF
+    /// `datasets` skip it; see ``Tokenizers/TextBytes``).
+    static func readText(_ url: URL) throws -> Data {
+        let bytes: [UInt8]
+        do { bytes = try FileContents.read(url.path) } catch {
+            throw DataError(path: url.path, line: nil, message: "cannot read: \(error.operation) failed: \(error.reason)")
+        }
+        try TextBytes.validate(bytes, source: url.path)
+        return Data(TextBytes.startsWithByteOrderMark(bytes) ? bytes.dropFirst(3) : bytes[...])
     }
 
     // MARK: - Records
@@ -177,6 +185,11 @@ public enum ChatDataset {
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             if isBlank(line) { continue }
+            // JSONSerialization would skip a BOM here; only the file's first bytes may be one (Python's
+            // json.loads(line) refuses it too).
+            if TextBytes.startsWithByteOrderMark(line.drop { $0 == 0x20 || $0 == 0x09 }) {
+                throw DataError(path: path, line: lineNumber, message: "a byte-order mark (EF BB BF) starts the line: only the file's first bytes may be one")
+            }
             let object: Any
             do { object = try JSONSerialization.jsonObject(with: Data(line), options: .fragmentsAllowed) } catch {
                 throw DataError(path: path, line: lineNumber, message: "malformed JSON: \(describe(error))")
@@ -286,7 +299,7 @@ public enum ChatDataset {
     }
 
     static func describe(_ error: Error) -> String {
-        let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
+        let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "not valid JSON"
         return text
     }
 }

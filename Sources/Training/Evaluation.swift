@@ -55,10 +55,14 @@ public enum Evaluation {
         let capacity = max(tokensPerForward, sequenceLength)
         // This rank's forwards.
         var batches: [[(inputIDs: [Int32], labels: [Int32])]] = [[]]
-        var used = 0, truncated = 0
+        var used = 0, truncated = 0, emptiedByTruncation = 0
         for index in stride(from: rank, to: examples.count, by: ranks) {
             let example = examples[index]
-            if example.count > sequenceLength { truncated += 1 }
+            if example.count > sequenceLength {
+                truncated += 1
+                if !example.labels.prefix(sequenceLength).dropFirst().contains(where: { $0 != -100 }),
+                   example.labels.dropFirst(max(1, sequenceLength)).contains(where: { $0 != -100 }) { emptiedByTruncation += 1 }
+            }
             let ids = Array(example.inputIDs.prefix(sequenceLength)), labels = Array(example.labels.prefix(sequenceLength))
             if used + ids.count > capacity, !batches[batches.count - 1].isEmpty {
                 batches.append([])
@@ -82,10 +86,52 @@ public enum Evaluation {
             supervised += result.count
             tokens += batch.count
         }
-        let totals = try communicator.allReduce([lossSum, Double(supervised), Double(tokens), Double(truncated)], .sum)
+        let totals = try communicator.allReduce([lossSum, Double(supervised), Double(tokens), Double(truncated), Double(emptiedByTruncation)], .sum)
         let seconds = try communicator.allReduce(Date().timeIntervalSince(started), .max)
-        return EvaluationResult(loss: totals[1] > 0 ? totals[0] / totals[1] : 0, supervisedTokens: Int(totals[1]),
+        // Every rank sees the same totals, so every rank throws (a mean over nothing is not a loss of 0).
+        guard totals[1] > 0 else {
+            throw EmptyEvaluationError(examples: examples.count, truncatedExamples: Int(totals[4]), sequenceLength: sequenceLength)
+        }
+        return EvaluationResult(loss: totals[0] / totals[1], supervisedTokens: Int(totals[1]),
                                 tokens: Int(totals[2]), examples: examples.count, truncatedExamples: Int(totals[3]),
                                 ranks: ranks, seconds: seconds)
+    }
+}
+
+/// An evaluation with no supervised token to score: every label is -100, or every supervised label lies
+/// beyond `sequenceLength`. The mean loss over nothing is undefined; reporting 0 (perplexity 1) would
+/// read as a perfect model.
+public struct EmptyEvaluationError: Error, CustomStringConvertible, Equatable {
+    public var examples: Int
+    /// Examples whose supervised labels all lie past `sequenceLength` (0 when every label is -100).
+    public var truncatedExamples: Int
+    public var sequenceLength: Int
+
+    public init(examples: Int, truncatedExamples: Int, sequenceLength: Int) {
+        self.examples = examples
+        self.truncatedExamples = truncatedExamples
+        self.sequenceLength = sequenceLength
+    }
+
+    /// Throws when no example keeps a supervised token within its first `sequenceLength` tokens: the
+    /// check a command makes before any rank starts work.
+    public static func check(_ examples: [SFTExample], sequenceLength: Int) throws(EmptyEvaluationError) {
+        var cutOff = 0
+        for example in examples {
+            // A label at position t is scored when 0 < t < sequenceLength (nothing predicts position 0).
+            if example.labels.prefix(sequenceLength).dropFirst().contains(where: { $0 != -100 }) { return }
+            if example.labels.dropFirst(max(1, sequenceLength)).contains(where: { $0 != -100 }) { cutOff += 1 }
+        }
+        throw EmptyEvaluationError(examples: examples.count, truncatedExamples: cutOff, sequenceLength: sequenceLength)
+    }
+
+    public var description: String {
+        var text = "nothing to evaluate: no supervised token in \(examples) example\(examples == 1 ? "" : "s")"
+        if truncatedExamples > 0 {
+            text += " within the first \(sequenceLength) tokens (\(truncatedExamples) have supervised tokens only past --seq-len \(sequenceLength): raise it)"
+        } else {
+            text += " (every label is -100)"
+        }
+        return text + ": a loss over zero tokens is undefined"
     }
 }

@@ -34,7 +34,11 @@ public enum ModelCheckpoint {
     /// Every rank must call it (stage 3 gathers each unit, one at a time, in file order); rank 0 writes
     /// (``ModelExport/writeSafetensors(engine:to:)``), so no rank ever holds the whole model.
     public static func save(engine: ZeroEngine, config: ModelConfig, to directory: URL) throws {
-        if engine.communicator.rank == 0 { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
+        if engine.communicator.rank == 0 {
+            try FileOperation.perform("create directory", path: directory.path) {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            }
+        }
         try ModelExport.writeSafetensors(engine: engine, to: directory.appendingPathComponent("model.safetensors"))
         guard engine.communicator.rank == 0 else { return }
         try ModelExport.writeConfig(config, to: directory)

@@ -43,7 +43,9 @@ public enum ModelExport {
     public static func export(_ source: ModelSource, seed: UInt64 = 42, to directory: URL) throws -> [String] {
         try ModelCheckpoint.checkFreshDirectory(directory.path)
         try source.checkWeights()
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try FileOperation.perform("create directory", path: directory.path) {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        }
         let layout = ParameterLayout(config: source.config)
         var location: [String: (unit: Int, offset: Int)] = [:]
         for (index, unit) in layout.units.enumerated() {
@@ -64,7 +66,9 @@ public enum ModelExport {
     public static func writeConfig(_ config: ModelConfig, to directory: URL) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(config).write(to: directory.appendingPathComponent("config.json"), options: .atomic)
+        let url = directory.appendingPathComponent("config.json")
+        let data = try encoder.encode(config)
+        try FileOperation.perform("write", path: url.path) { try data.write(to: url, options: .atomic) }
     }
 
     /// `generation_config.json` and the tokenizer files: what `train --output-dir` and `export` write
@@ -75,12 +79,15 @@ public enum ModelExport {
         let generation = directory.appendingPathComponent("generation_config.json")
         if let original = source.directory?.appendingPathComponent("generation_config.json"),
            FileManager.default.fileExists(atPath: original.path) {
-            try FileManager.default.copyItem(at: original, to: generation)
+            try FileOperation.perform("copy from \(original.path)", path: generation.path) {
+                try FileManager.default.copyItem(at: original, to: generation)
+            }
         } else {
             var fields: [String: Any] = ["_from_model_config": true]
             if let bos = config.bosTokenID { fields["bos_token_id"] = bos }
             if let eos = config.eosTokenID { fields["eos_token_id"] = eos.ids.count == 1 ? eos.ids[0] : eos.ids }
-            try JSONSerialization.data(withJSONObject: fields, options: [.prettyPrinted, .sortedKeys]).write(to: generation, options: .atomic)
+            let data = try JSONSerialization.data(withJSONObject: fields, options: [.prettyPrinted, .sortedKeys])
+            try FileOperation.perform("write", path: generation.path) { try data.write(to: generation, options: .atomic) }
         }
         written.append("generation_config.json")
         written += try writeTokenizerFiles(from: source, to: directory)
@@ -94,8 +101,10 @@ public enum ModelExport {
     public static func writeTokenizerFiles(from source: ModelSource, to directory: URL) throws -> [String] {
         if let gguf = source.gguf {
             let files = try GGUFTokenizerFiles.make(from: gguf.metadata, source: gguf.location)
-            try files.tokenizerJSON.write(to: directory.appendingPathComponent("tokenizer.json"), options: .atomic)
-            try files.tokenizerConfigJSON.write(to: directory.appendingPathComponent("tokenizer_config.json"), options: .atomic)
+            for (name, data) in [("tokenizer.json", files.tokenizerJSON), ("tokenizer_config.json", files.tokenizerConfigJSON)] {
+                let url = directory.appendingPathComponent(name)
+                try FileOperation.perform("write", path: url.path) { try data.write(to: url, options: .atomic) }
+            }
             return ["tokenizer.json", "tokenizer_config.json"]
         }
         guard let origin = source.directory else { return [] }
@@ -105,8 +114,10 @@ public enum ModelExport {
             let from = origin.appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: from.path) else { continue }
             let to = directory.appendingPathComponent(name)
-            if FileManager.default.fileExists(atPath: to.path) { try FileManager.default.removeItem(at: to) }
-            try FileManager.default.copyItem(at: from, to: to)
+            try FileOperation.perform("copy from \(from.path)", path: to.path) {
+                if FileManager.default.fileExists(atPath: to.path) { try FileManager.default.removeItem(at: to) }
+                try FileManager.default.copyItem(at: from, to: to)
+            }
             copied.append(name)
         }
         return copied

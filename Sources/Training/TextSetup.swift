@@ -105,16 +105,16 @@ public struct TextSetup: Sendable {
     static func chatTemplateSource(in directory: URL) throws -> String? {
         let jinja = directory.appendingPathComponent("chat_template.jinja")
         if FileManager.default.fileExists(atPath: jinja.path) {
-            do { return try String(contentsOf: jinja, encoding: .utf8) } catch {
-                throw TextSetupError(model: jinja.path, message: "cannot be read as UTF-8 text: \(error.localizedDescription)")
-            }
+            // Every byte kept, as transformers' open(path, encoding="utf-8").read(); invalid UTF-8 names its offset.
+            return try TextBytes.decode(try FileContents.read(jinja.path), source: jinja.path)
         }
         for name in ["chat_template.json", "tokenizer_config.json"] {
             let url = directory.appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: url.path) else { continue }
             let object: Any
-            do { object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) } catch {
-                throw TextSetupError(model: url.path, message: "is not valid JSON: \(error.localizedDescription)")
+            let bytes = try FileContents.read(url.path)
+            do { object = try JSONSerialization.jsonObject(with: Data(bytes)) } catch {
+                throw TextSetupError(model: url.path, message: "is not valid JSON: \((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "malformed")")
             }
             guard let value = (object as? [String: Any])?["chat_template"], !(value is NSNull) else { continue }
             if let text = value as? String { return text }

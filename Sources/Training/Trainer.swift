@@ -1,3 +1,4 @@
+import Checkpoints
 import Collectives
 import Foundation
 import Kernels
@@ -12,7 +13,9 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
     public var microBatchSize = 4
     public var sequenceLength = 512
     public var gradientAccumulation = 1
-    public var learningRate = 3e-4
+    /// Peak learning rate: 2e-5, TRL's `SFTConfig` default (fine-tuning rates are 5e-6 to 5e-5; 3e-4 is a
+    /// pretraining rate and quickly destroys what a pretrained model knows).
+    public var learningRate = 2e-5
     public var minimumLearningRate = 0.0
     public var warmupSteps = 0
     /// Optimizer steps; nil: one epoch.
@@ -38,6 +41,8 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
         try check(sequenceLength >= 2, "--seq-len must be at least 2 (got \(sequenceLength))")
         try check(gradientAccumulation >= 1, "--grad-accum must be at least 1 (got \(gradientAccumulation))")
         try check(learningRate > 0 && learningRate.isFinite, "--lr must be a positive number (got \(learningRate))")
+        try check(minimumLearningRate >= 0 && minimumLearningRate <= learningRate,
+                  "--min-lr must be in [0, --lr] = [0, \(learningRate)] (got \(minimumLearningRate))")
         try check(warmupSteps >= 0, "--warmup-steps must not be negative (got \(warmupSteps))")
         try check(maxSteps.map { $0 >= 1 } ?? true, "--max-steps must be at least 1 (got \(maxSteps ?? 0))")
         try check(weightDecay >= 0, "--weight-decay must not be negative (got \(weightDecay))")
@@ -162,6 +167,12 @@ public final class Trainer {
         let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count })]
         let globalCounts = try communicator.allReduce(localCounts, .sum)
         let supervised = Int(globalCounts[0]), tokens = Int(globalCounts[1])
+        // Packing keeps only examples with a supervised token, so every step has one; a step without would
+        // divide by zero (every rank has the same global counts and throws alike).
+        guard supervised > 0 else {
+            throw TrainingError(step: step + 1, microBatch: nil, rank: communicator.rank,
+                                underlying: OptionError(message: "the step has no supervised token: its loss is undefined"))
+        }
         let scale: Float = supervised > 0 ? 1 / Float(supervised) : 0
         var lossSum = 0.0
         for (micro, batch) in batches.enumerated() {
@@ -214,7 +225,8 @@ public final class Trainer {
             count += result.count
         }
         let totals = try communicator.allReduce([lossSum, Double(count)], .sum)
-        return (totals[1] > 0 ? totals[0] / totals[1] : 0, Int(totals[1]))
+        guard totals[1] > 0 else { throw EmptyEvaluationError(examples: examples.count, truncatedExamples: 0, sequenceLength: model.maxTokens) }
+        return (totals[0] / totals[1], Int(totals[1]))
     }
 
     /// Greedy continuation of `prompt` (every rank runs it: at stage 3 each forward gathers units).
@@ -254,9 +266,10 @@ public final class Trainer {
         guard isLeader, let path = options.metricsFile else { return nil }
         let url = URL(fileURLWithPath: path)
         guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-            throw OptionError(message: "cannot create the metrics file \(path)")
+            let code = errno
+            throw FileOperationError(path: path, operation: "create the metrics file", reason: "\(String(cString: strerror(code))) (errno \(code))")
         }
-        return try FileHandle(forWritingTo: url)
+        return try FileOperation.perform("open for writing", path: path) { try FileHandle(forWritingTo: url) }
     }
 }
 

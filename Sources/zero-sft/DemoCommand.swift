@@ -19,6 +19,12 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, help: "Write one JSON object per step to this file (rank 0).") var metricsFile: String?
     @OptionGroup var collectives: CollectiveOptions
 
+    func validate() throws {
+        guard (0...3).contains(zeroStage) else { throw ValidationError("--zero-stage must be 0, 1, 2 or 3 (got \(zeroStage))") }
+        guard maxSteps >= 1 else { throw ValidationError("--max-steps must be at least 1 (got \(maxSteps))") }
+        guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be a positive number (got \(lr))") }
+    }
+
     func run() throws {
         guard let config = ModelPreset.config(named: model) else {
             throw ValidationError("unknown preset \(model): \(ModelPreset.all.map(\.name).joined(separator: ", "))")

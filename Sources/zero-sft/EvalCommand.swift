@@ -38,6 +38,7 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let config = try modelOptions.loadConfig()
         let examples = try text.load(data: data, model: modelOptions.model, vocabularySize: config.vocabSize).examples
+        try EmptyEvaluationError.check(examples, sequenceLength: seqLen)
         let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
         let collectives = collectives
         Job.run { (communicator: Communicator) throws -> Void in

@@ -155,7 +155,13 @@ struct ChatCommand: ParsableCommand {
         let interactive = isatty(0) != 0
         func prompt() { if interactive { FileHandle.standardError.write(Data("> ".utf8)) } }
         prompt()
-        while let line = readLine() {
+        var lines = StandardInputLines()
+        while let next = lines.next() {
+            guard case .success(let line) = next else {
+                if case .failure(let error) = next { FileHandle.standardError.write(Data("(\(error); line ignored)\n".utf8)) }
+                prompt()
+                continue
+            }
             let input = line.trimmingCharacters(in: .whitespaces)
             if input == "/exit" || input == "/quit" { break }
             if input == "/reset" {

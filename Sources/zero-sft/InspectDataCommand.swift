@@ -62,7 +62,7 @@ struct InspectDataCommand: ParsableCommand {
             }
             FileHandle.standardOutput.write(Data(output.utf8))
             FileHandle.standardError.write(Data((statistics.lines(loaded.report).joined(separator: "\n") + "\n").utf8))
-            return
+            return try statistics.checkTrainable()
         }
 
         var lines: [String] = []
@@ -85,6 +85,7 @@ struct InspectDataCommand: ParsableCommand {
         lines.append("")
         lines += statistics.lines(loaded.report)
         print(lines.joined(separator: "\n"))
+        try statistics.checkTrainable()
     }
 
     /// The model's vocabulary size: a preset's, else the larger of the tokenizer's and config.json's.
@@ -187,6 +188,15 @@ struct DataStatistics {
                 supervisedLost += example.supervisedCount - kept.supervisedCount
                 if kept.supervisedCount == 0 { emptiedByTruncation += 1 }
             }
+        }
+    }
+
+    /// Throws (after the statistics are printed) when truncation leaves no supervised token: train and
+    /// eval refuse such data, so a zero exit would report an empty dataset as usable.
+    func checkTrainable() throws {
+        guard supervised - supervisedLost > 0 else {
+            throw ValidationError("no supervised token within --seq-len \(sequenceLength) in \(examples) example(s): "
+                                  + "train and eval refuse this data")
         }
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import Foundation
 import Models
 import Sharding
@@ -123,7 +124,7 @@ enum HostMemory {
     /// `MemTotal` in bytes.
     static func total() throws -> Int {
         let text: String
-        do { text = try String(contentsOfFile: "/proc/meminfo", encoding: .utf8) } catch { throw Unreadable(reason: "\(error)") }
+        do { text = try String(contentsOfFile: "/proc/meminfo", encoding: .utf8) } catch { throw Unreadable(reason: FileOperation.reason(error)) }
         for line in text.split(separator: "\n") where line.hasPrefix("MemTotal:") {
             let fields = line.split(separator: " ")
             guard fields.count >= 2, let kilobytes = Int(fields[1]) else { throw Unreadable(reason: "malformed line \"\(line)\"") }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import Foundation
 import Tokenizers
 import Training
@@ -43,27 +44,22 @@ struct TokenizeCommand: ParsableCommand {
         let loadSeconds = Date().timeIntervalSince(started)
         if let bench { return try benchmark(setup.tokenizer, path: bench, loadSeconds: loadSeconds) }
 
-        let input: Data
-        if let file {
-            do { input = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-                throw TokenizeError("\(file): cannot read: \(error.localizedDescription)")
-            }
-        } else {
-            input = FileHandle.standardInput.readDataToEndOfFile()
-        }
+        let input = try file.map { path throws(FileReadError) in try FileContents.read(path) }
+            ?? [UInt8](FileHandle.standardInput.readDataToEndOfFile())
         if decode {
-            let ids = try Self.parseIDs(input, vocabularySize: setup.tokenizer.vocabularySize)
+            let ids = try Self.parseIDs(TextBytes.decode(input, source: file ?? "standard input"), vocabularySize: setup.tokenizer.vocabularySize)
             FileHandle.standardOutput.write(Data(setup.tokenizer.decode(ids, skipSpecialTokens: skipSpecialTokens).utf8))
         } else {
-            guard let text = String(data: input, encoding: .utf8) else { throw TokenizeError("the input is not valid UTF-8") }
+            // Every byte is kept (a leading BOM too, as HF tokenizers encodes Python's str); invalid UTF-8 is an error.
+            let text = try TextBytes.decode(input, source: file ?? "standard input")
             let ids = setup.tokenizer.encode(text, addSpecialTokens: !noSpecialTokens)
             print("[" + ids.map(String.init).joined(separator: ", ") + "]")
         }
     }
 
     /// Ids from a JSON array or a list of integers separated by spaces, commas or newlines.
-    static func parseIDs(_ data: Data, vocabularySize: Int) throws -> [Int] {
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    static func parseIDs(_ input: String, vocabularySize: Int) throws -> [Int] {
+        let text = input.trimmingCharacters(in: .whitespacesAndNewlines)
         let body = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
         var ids: [Int] = []
         for (index, field) in body.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }).enumerated() {
@@ -79,9 +75,10 @@ struct TokenizeCommand: ParsableCommand {
     /// Encodes the file once (cold word cache), then repeatedly for `seconds`, and prints MB/s by wall
     /// clock and by process CPU time (the machine may be shared), then one JSON line.
     func benchmark(_ tokenizer: Tokenizer, path: String, loadSeconds: Double) throws {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw TokenizeError("\(path): cannot read it as UTF-8 text")
-        }
+        let data = try FileContents.read(path)
+        let text = try TextBytes.decode(data, source: path)
+        // A rate over zero bytes is not a measurement.
+        guard !data.isEmpty else { throw TokenizeError("\(path): is empty: there is nothing to measure") }
         let megabytes = Double(data.count) / 1e6
         func cpuSeconds() -> Double {
             var time = timespec()

@@ -34,8 +34,8 @@ struct TrainingArguments: ParsableArguments {
     var seqLen: Int = 512
     @Option(name: .long, help: "Micro-batches per optimizer step on each rank.")
     var gradAccum: Int = 1
-    @Option(name: .long, help: "Peak learning rate.")
-    var lr: Double = 3e-4
+    @Option(name: .long, help: "Peak learning rate (TRL's SFT default; fine-tuning uses 5e-6 to 5e-5).")
+    var lr: Double = TrainingOptions().learningRate
     @Option(name: .long, help: "Learning rate at the end of the cosine decay.")
     var minLr: Double = 0
     @Option(name: .long, help: "Linear warm-up steps before the cosine decay.")

@@ -8,4 +8,12 @@ struct ZeroSFT: ParsableCommand {
         subcommands: [DemoCommand.self, TrainCommand.self, EvalCommand.self, GenerateCommand.self, ChatCommand.self, ExportCommand.self,
                       TokenizeCommand.self, InspectDataCommand.self, BenchCommand.self, PlanCommand.self, SelfTestCommand.self],
         defaultSubcommand: DemoCommand.self)
+
+    /// Parses the strictly decoded arguments with negative option values joined (`--lr -1` → `--lr=-1`),
+    /// so a negative number reaches the option's range check instead of "Missing value".
+    static func main() {
+        let arguments: [String]
+        do { arguments = try CommandLineBytes.arguments() } catch { exit(withError: error) }
+        main(CommandLineBytes.joiningNegativeValues(arguments))
+    }
 }

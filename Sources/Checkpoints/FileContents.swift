@@ -1,0 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A file that could not be read: the path, the system call that failed and the system's reason
+/// (`open failed: No such file or directory (errno 2)`), never Foundation's `NSCocoaErrorDomain` text.
+public struct FileReadError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var path: String
+    /// The failing operation: `open`, `fstat`, `read`, or `open (a directory)`.
+    public var operation: String
+    public var reason: String
+
+    public init(path: String, operation: String, reason: String) {
+        self.path = path
+        self.operation = operation
+        self.reason = reason
+    }
+
+    public var description: String { "\(path): cannot read: \(operation) failed: \(reason)" }
+}
+
+/// Whole-file reads with POSIX error messages.
+public enum FileContents {
+    /// The bytes of the file at `path` (the corresponding C functions are `open`, `fstat` and `read`).
+    /// Throws ``FileReadError`` naming the path and the failing call; a directory is refused.
+    public static func read(_ path: String) throws(FileReadError) -> [UInt8] {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw failure(path, "open") }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw failure(path, "fstat") }
+        if (status.st_mode & S_IFMT) == S_IFDIR {
+            throw FileReadError(path: path, operation: "read", reason: "it is a directory, not a file")
+        }
+        var bytes: [UInt8] = []
+        // Regular files report their size; pipes and character devices are read until end of file.
+        bytes.reserveCapacity(max(0, Int(status.st_size)))
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let got = chunk.withUnsafeMutableBytes { systemRead(descriptor, $0.baseAddress, $0.count) }
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw failure(path, "read")
+            }
+            if got == 0 { break }
+            bytes.append(contentsOf: chunk[0..<got])
+        }
+        return bytes
+    }
+
+    static func failure(_ path: String, _ call: String) -> FileReadError {
+        let code = errno
+        return FileReadError(path: path, operation: call, reason: "\(String(cString: strerror(code))) (errno \(code))")
+    }
+}
+
+/// The C `read` (a file-scope name, so the static `read(_:)` above does not shadow it).
+private func systemRead(_ descriptor: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
+    read(descriptor, buffer, count)
+}
