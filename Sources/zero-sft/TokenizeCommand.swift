@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelIO
 import Tokenizers
 import Training
 
