@@ -50,9 +50,9 @@ public struct ModelSource {
     public let gguf: GGUFFile?
     /// The model's directory (HF directory, or the one holding a `config.json`), read once per file.
     public let files: ModelFiles?
-    /// Ids that end a generated reply: `generation_config.json`'s `eos_token_id` when that file gives one
-    /// (transformers' `generate` reads the generation config, which takes precedence), else `config.json`'s
-    /// (or the GGUF's `tokenizer.ggml.eos_token_id`). One id or a list, as HF allows.
+    /// Ids that end a generated reply, as transformers' `generate` picks them: `generation_config.json`'s
+    /// `eos_token_id` when the directory has that file (none when the file has no such key: transformers does
+    /// not fall back), else `config.json`'s (or the GGUF's `tokenizer.ggml.eos_token_id`). One id or a list.
     public let stopTokenIDs: [Int]
     /// What the user should know about how the model was resolved (e.g. an index file ignored, a tie undone);
     /// the command prints them once (rank 0).
@@ -174,16 +174,16 @@ public struct ModelSource {
         return message
     }
 
-    /// `generation_config.json`'s `eos_token_id` when it gives one, else the config's.
+    /// `generation_config.json`'s `eos_token_id` when that file exists (transformers' `GenerationConfig.from_pretrained`),
+    /// else the config's (`GenerationConfig.from_model_config`).
     static func stopTokenIDs(_ files: ModelFiles, config: ModelConfig) throws -> [Int] {
-        let fallback = config.eosTokenID?.ids ?? []
-        guard let data = try files.data("generation_config.json") else { return fallback }
+        guard let data = try files.data("generation_config.json") else { return config.eosTokenID?.ids ?? [] }
         let path = files.url("generation_config.json").path
         struct GenerationConfig: Decodable {
             var eos_token_id: ModelConfig.TokenIDs?
         }
         do {
-            return try JSONDecoder().decode(GenerationConfig.self, from: JSONLastKeyWins.normalized(data)).eos_token_id?.ids ?? fallback
+            return try JSONDecoder().decode(GenerationConfig.self, from: JSONLastKeyWins.normalized(data)).eos_token_id?.ids ?? []
         } catch {
             throw ModelSourceError(path: path, message: "expected a JSON object whose eos_token_id is an integer, a list of integers or null: \(error)")
         }
@@ -249,9 +249,11 @@ extension ModelSourceError {
 public enum JSONLastKeyWins {
     /// `data` re-encoded so that each object keeps the last value of a repeated key (Python's `json`, serde,
     /// `JSONSerialization`); `JSONDecoder` would keep the first. Numbers keep their value exactly
-    /// (re-encoded with the shortest representation that round-trips).
-    public static func normalized(_ data: Data) throws -> Data {
-        let object = try JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed)
-        return try JSONSerialization.data(withJSONObject: object, options: .fragmentsAllowed)
+    /// (re-encoded with the shortest representation that round-trips). Malformed JSON comes back as it is,
+    /// for the decoder to report in its own words.
+    public static func normalized(_ data: Data) -> Data {
+        guard let object = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed),
+              let normalized = try? JSONSerialization.data(withJSONObject: object, options: .fragmentsAllowed) else { return data }
+        return normalized
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ModelIO
 
 /// One training example in HF's convention: `labels[t]` is the token trained at position `t`
 /// (it equals `input_ids[t]`), `-100` where nothing is trained. The one-position shift happens when
@@ -51,7 +52,8 @@ public enum TokenizedDataset {
                 var labels: [Int]?
             }
             let parsed: Line
-            do { parsed = try decoder.decode(Line.self, from: Data(line)) } catch {
+            // A repeated key takes its last value, as Python's json and the text formats' parser (JSONDecoder keeps the first).
+            do { parsed = try decoder.decode(Line.self, from: JSONLastKeyWins.normalized(Data(line))) } catch {
                 throw DataError(path: url.path, line: lineNumber,
                                 message: "expected a JSON object {\"input_ids\": [int], \"labels\": [int]}: \(describe(error))")
             }
