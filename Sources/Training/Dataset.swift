@@ -53,7 +53,9 @@ public enum TokenizedDataset {
             }
             let parsed: Line
             // A repeated key takes its last value, as Python's json and the text formats' parser (JSONDecoder keeps the first).
-            do { parsed = try decoder.decode(Line.self, from: JSONLastKeyWins.normalized(Data(line))) } catch {
+            var bytes = Data(line)
+            if JSONLastKeyWins.mayRepeat(["input_ids", "labels"], in: bytes) { bytes = JSONLastKeyWins.normalized(bytes) }
+            do { parsed = try decoder.decode(Line.self, from: bytes) } catch {
                 throw DataError(path: url.path, line: lineNumber,
                                 message: "expected a JSON object {\"input_ids\": [int], \"labels\": [int]}: \(describe(error))")
             }

@@ -232,6 +232,13 @@ struct ResolutionGoldens: Decodable {
         let examples = try TokenizedDataset.load(from: data, vocabularySize: 128)
         #expect(examples.map { $0.labels.map(Int.init) } == [goldens.parsed.labels])
         #expect(examples.map { $0.inputIDs.map(Int.init) } == [goldens.parsed.input_ids])
+        // The same with the second key spelled with an escape (Python: still the same key, the last value wins).
+        let escaped = goldens.line.replacingOccurrences(of: #""labels": [-100"#, with: #""label\u0073": [-100"#)
+        #expect(escaped != goldens.line)
+        try Data((escaped + "\n").utf8).write(to: data)
+        #expect(try TokenizedDataset.load(from: data, vocabularySize: 128).map { $0.labels.map(Int.init) } == [goldens.parsed.labels])
+        #expect(!JSONLastKeyWins.mayRepeat(["input_ids", "labels"], in: Data(#"{"input_ids": [1], "labels": [1]}"#.utf8)))
+        #expect(JSONLastKeyWins.mayRepeat(["input_ids", "labels"], in: Data(#"{"labels": [1], "labels": [2]}"#.utf8)))
 
         var config = try String(contentsOf: Fixtures.url("tiny-llama/config.json"), encoding: .utf8)
         config.replaceSubrange(try #require(config.range(of: "{")), with: #"{"num_hidden_layers": 7, "#)
