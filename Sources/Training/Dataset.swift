@@ -1,5 +1,5 @@
+import Checkpoints
 import Foundation
-import ModelIO
 
 /// One training example in HF's convention: `labels[t]` is the token trained at position `t`
 /// (it equals `input_ids[t]`), `-100` where nothing is trained. The one-position shift happens when

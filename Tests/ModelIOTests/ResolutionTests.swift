@@ -245,6 +245,18 @@ struct ResolutionGoldens: Decodable {
         let decoded = try ModelSource.decodeConfig(Data(config.utf8), path: "config.json")
         #expect(decoded.numHiddenLayers == 2, "config.json repeats num_hidden_layers (7, then 2): the last wins")
         #expect(decoded == (try ModelSource.decodeConfig(Data(contentsOf: Fixtures.url("tiny-llama/config.json")), path: "config.json")))
+
+        // An index whose weight_map names model.norm.weight twice: the second shard (the halved weights).
+        let sharded = try Self.directory(in: scratch, "repeated-index", files: [
+            "a.safetensors": Fixtures.url("tiny-llama/model.safetensors"),
+            "b.safetensors": Fixtures.url("resolution/single-and-index/model-00001-of-00001.safetensors"),
+        ])
+        let names = try SafetensorsFile(url: Fixtures.url("tiny-llama/model.safetensors")).tensors.keys.sorted()
+        let map = names.map { #""\#($0)": "a.safetensors""# }.joined(separator: ", ") + #", "model.norm.weight": "b.safetensors""#
+        try Data(#"{"metadata": {}, "weight_map": {\#(map)}}"#.utf8).write(to: sharded.appendingPathComponent("model.safetensors.index.json"))
+        let norm = try ModelSource.open(sharded.path).weights?.read("model.norm.weight") ?? []
+        let halved = try SafetensorsFile(url: Fixtures.url("resolution/single-and-index/model-00001-of-00001.safetensors")).read("model.norm.weight")
+        #expect(norm == halved, "weight_map repeats model.norm.weight: the last entry (b.safetensors) wins")
     }
 
     // MARK: - Issue 8: one resolution, each file read once
