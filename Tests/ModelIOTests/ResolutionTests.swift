@@ -34,7 +34,7 @@ struct ResolutionGoldens: Decodable {
 
 /// `--model` resolved as transformers resolves it (issue 12, kinds 3 and 8), and resolved once (issue 8).
 /// Each test fails on the resolver before ModelIO; losses are transformers' on tiny-llama's example, to 1e-4.
-@Suite struct ResolutionTests {
+@Suite(.serialized) struct ResolutionTests {
     /// The masked loss of tiny-llama's golden example under `source` (from full logits, in Double).
     static func loss(_ source: ModelSource) throws -> Double {
         let goldens = try Fixtures.json(TinyGoldens.self, "tiny-llama/goldens.json")
@@ -257,6 +257,32 @@ struct ResolutionGoldens: Decodable {
         let norm = try ModelSource.open(sharded.path).weights?.read("model.norm.weight") ?? []
         let halved = try SafetensorsFile(url: Fixtures.url("resolution/single-and-index/model-00001-of-00001.safetensors")).read("model.norm.weight")
         #expect(norm == halved, "weight_map repeats model.norm.weight: the last entry (b.safetensors) wins")
+    }
+
+    /// The untied model is what train and export write (config.json says so, the stored head is kept), and
+    /// the warning is printed once per job, by rank 0.
+    @Test func untiedHeadIsTrainedAndExportedWithOneWarning() throws {
+        let scratch = try ScratchDirectory()
+        let model = Fixtures.url("resolution/tied-head-differs").path
+        let goldens = try Fixtures.json(TinyGoldens.self, "tiny-llama/goldens.json")
+        let data = scratch.url.appendingPathComponent("train.jsonl")
+        try Data(#"{"input_ids": \#(goldens.input_ids), "labels": \#(goldens.labels)}"#.utf8).write(to: data)
+        let trained = scratch.url.appendingPathComponent("trained")
+        let train = try MPIRun.run(ranks: 2, arguments: ["train", "--model", model, "--data", data.path, "--max-steps", "1", "--lr", "1e-9",
+                                                         "--micro-batch-size", "1", "--seq-len", "32", "--output-dir", trained.path], timeout: 120)
+        #expect(train.status == 0, "\(train.stderr)")
+        #expect(train.stderr.components(separatedBy: "NOT tied").count == 2, "one warning expected:\n\(train.stderr)")
+        let exported = scratch.url.appendingPathComponent("exported")
+        let export = try MPIRun.run(ranks: MPIRun.withoutLauncher, arguments: ["export", "--model", model, "--out", exported.path], timeout: 60)
+        #expect(export.status == 0 && export.stderr.contains("warning:") && export.stderr.contains("NOT tied"), "\(export.stderr)")
+        let stored = try SafetensorsFile(url: Fixtures.url("resolution/tied-head-differs/model.safetensors")).read("lm_head.weight")
+        for directory in [trained, exported] {
+            let config = try ModelSource.decodeConfig(Data(contentsOf: directory.appendingPathComponent("config.json")), path: directory.path)
+            #expect(!config.tieWordEmbeddings, "\(directory.lastPathComponent)/config.json")
+            let head = try SafetensorsFile(url: directory.appendingPathComponent("model.safetensors")).read("lm_head.weight")
+            let (difference, _) = maxDifference(head, stored)
+            #expect(difference <= 1e-6, "\(directory.lastPathComponent): lm_head.weight differs from the stored head by \(difference)")
+        }
     }
 
     // MARK: - Issue 8: one resolution, each file read once
