@@ -28,13 +28,15 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["COpenBLAS"]),
         .target(name: "Checkpoints"),
         .target(name: "Tokenizers", dependencies: ["Checkpoints"]),
-        .target(name: "Models", dependencies: ["Kernels", "Checkpoints"]),
+        .target(name: "Models", dependencies: ["Kernels"]),
+        // What `--model` names, resolved once per process: config, checked weights, tokenizer files.
+        .target(name: "ModelIO", dependencies: ["Models", "Checkpoints", "Tokenizers"]),
         .target(name: "Sharding", dependencies: ["Collectives", "Kernels", "Models"]),
-        .target(name: "Training", dependencies: ["Collectives", "Kernels", "Models", "Sharding", "Checkpoints", "Tokenizers"]),
+        .target(name: "Training", dependencies: ["Collectives", "Kernels", "Models", "ModelIO", "Sharding", "Checkpoints", "Tokenizers"]),
         .executableTarget(
             name: "zero-sft",
             dependencies: [
-                "Training", "Collectives", "Models", "Sharding", "Kernels", "Checkpoints", "Tokenizers",
+                "Training", "Collectives", "Models", "ModelIO", "Sharding", "Kernels", "Checkpoints", "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -46,9 +48,9 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Checkpoints"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints", "TestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ModelIOTests", dependencies: ["Models", "Kernels", "Checkpoints", "Tokenizers", "Training", "TestSupport"],
+        .testTarget(name: "ModelIOTests", dependencies: ["ModelIO", "Models", "Kernels", "Checkpoints", "Tokenizers", "Training", "TestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Sharding", "Models", "Collectives", "Checkpoints", "TestSupport"]),
-        .testTarget(name: "ChatDataTests", dependencies: ["Training", "Tokenizers", "TestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChatDataTests", dependencies: ["Training", "ModelIO", "Tokenizers", "TestSupport"], resources: [.copy("Fixtures")]),
     ]
 )

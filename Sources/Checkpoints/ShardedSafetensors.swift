@@ -33,7 +33,7 @@ public struct ShardedSafetensors: TensorSource, Sendable {
         }
         let index: Index
         do {
-            index = try JSONDecoder().decode(Index.self, from: data)
+            index = try JSONDecoder().decode(Index.self, from: JSONLastKeyWins.normalized(data))   // a repeated key: the last, as json.load
         } catch let error as DecodingError {
             throw CheckpointError.fromDecodingError(error, path: path)
         }

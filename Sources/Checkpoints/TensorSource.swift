@@ -69,11 +69,35 @@ extension TensorSource {
     }
 }
 
+/// The safetensors weights of an HF model directory, chosen as transformers chooses them.
+///
+/// transformers' `from_pretrained` (`_get_resolved_checkpoint_files`) takes `model.safetensors` when it
+/// exists and only otherwise `model.safetensors.index.json`; `save_pretrained` into a directory that held
+/// the other form leaves both behind. The single file therefore wins, and the shadowed index is reported
+/// so the caller can warn.
+public enum SafetensorsWeights: Equatable, Sendable {
+    /// `model.safetensors`, and the index file that is also there and ignored, if any.
+    case single(URL, shadowedIndex: URL?)
+    /// `model.safetensors.index.json` (no `model.safetensors` beside it).
+    case sharded(indexURL: URL)
+
+    /// The weights in `directory`, or nil when it has neither file.
+    public static func find(in directory: URL) -> SafetensorsWeights? {
+        let single = directory.appendingPathComponent("model.safetensors")
+        let index = directory.appendingPathComponent("model.safetensors.index.json")
+        let hasIndex = FileManager.default.fileExists(atPath: index.path)
+        if FileManager.default.fileExists(atPath: single.path) { return .single(single, shadowedIndex: hasIndex ? index : nil) }
+        return hasIndex ? .sharded(indexURL: index) : nil
+    }
+}
+
 /// Opens a directory (model.safetensors or model.safetensors.index.json), a .safetensors file, or a .gguf file.
 ///
-/// A directory is searched for `model.safetensors.index.json` first, then `model.safetensors`.
-/// A file is recognised by content: the GGUF magic selects `GGUFFile`; a name ending in `.json`
-/// selects `ShardedSafetensors`; anything else is read as safetensors.
+/// A directory's weights are those ``SafetensorsWeights/find(in:)`` picks (`model.safetensors` first, as
+/// transformers), else its single `.gguf` file. A file is recognised by content: the GGUF magic selects
+/// `GGUFFile`; a name ending in `.json` selects `ShardedSafetensors`; anything else is read as safetensors.
+/// (`--model` is resolved by `ModelIO.ModelSource`, which also checks names and shapes; this is the
+/// tensor-level reader for tools and tests.)
 public func openTensorSource(at url: URL) throws -> any TensorSource {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
@@ -81,15 +105,16 @@ public func openTensorSource(at url: URL) throws -> any TensorSource {
                               found: "nothing at this path")
     }
     if isDirectory.boolValue {
-        let index = url.appendingPathComponent("model.safetensors.index.json")
-        if FileManager.default.fileExists(atPath: index.path) { return try ShardedSafetensors(indexURL: index) }
-        let single = url.appendingPathComponent("model.safetensors")
-        if FileManager.default.fileExists(atPath: single.path) { return try SafetensorsFile(url: single) }
+        switch SafetensorsWeights.find(in: url) {
+        case .single(let single, _)?: return try SafetensorsFile(url: single)
+        case .sharded(let index)?: return try ShardedSafetensors(indexURL: index)
+        case nil: break
+        }
         let ggufFiles = ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? [])
             .filter { $0.hasSuffix(".gguf") }
         if ggufFiles.count == 1 { return try GGUFFile(url: url.appendingPathComponent(ggufFiles[0])) }
         throw CheckpointError(.unreadableFile, path: url.path,
-                              expected: "model.safetensors.index.json, model.safetensors or a single .gguf file in the directory",
+                              expected: "model.safetensors, model.safetensors.index.json or a single .gguf file in the directory",
                               found: ggufFiles.isEmpty ? "none of them" : "\(ggufFiles.count) .gguf files")
     }
     if url.pathExtension.lowercased() == "json" { return try ShardedSafetensors(indexURL: url) }

@@ -1,4 +1,3 @@
-import Checkpoints
 import Foundation
 
 /// The architecture of a decoder-only model, with HF `config.json` key names.
@@ -371,22 +370,6 @@ public struct ModelConfig: Codable, Sendable, Equatable {
                 key: "num_hidden_layers", value: "\(numHiddenLayers)",
                 expected: "the number of layers the checkpoint holds (\(present.count) present, indices up to \(present.max() ?? -1))"))
         }
-    }
-
-    /// Reads and validates an HF `config.json`.
-    public static func load(from url: URL) throws -> ModelConfig {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw ModelConfigError.unreadable(path: url.path, reason: FileOperation.reason(error))
-        }
-        let config: ModelConfig
-        do { config = try JSONDecoder().decode(ModelConfig.self, from: data) } catch let error as ModelConfigError {
-            throw ModelConfigError.inFile(path: url.path, error)
-        } catch {
-            throw ModelConfigError.malformed(path: url.path, reason: "\(error)")
-        }
-        do { try config.validate() } catch let error as ModelConfigError { throw ModelConfigError.inFile(path: url.path, error) }
-        return config
     }
 
     /// The number of parameters (Ψ), without padding.

@@ -59,6 +59,13 @@ public final class Tokenizer: Sendable {
         try self.init(definition: TokenizerDefinition.tokenizerJSON(url, config: tokenizerConfigJSON))
     }
 
+    /// Loads an HF `tokenizer.json` from bytes already read (`url` names it in errors), taking
+    /// `bos_token`/`eos_token` from `tokenizerConfigJSON`'s bytes when given: a model's files are read once.
+    public convenience init(tokenizerJSON data: Data, url: URL, tokenizerConfigJSON: (data: Data, url: URL)?) throws(TokenizerError) {
+        try self.init(definition: TokenizerDefinition.tokenizerJSON(
+            [UInt8](data), url: url, config: tokenizerConfigJSON.map { ([UInt8]($0.data), $0.url) }))
+    }
+
     /// Loads GPT-2 style `vocab.json` + `merges.txt`, set up like `transformers`' `GPT2TokenizerFast`
     /// (`<|endoftext|>` is the special token, BOS and EOS).
     public convenience init(vocabJSON: URL, mergesTXT: URL) throws(TokenizerError) {

@@ -75,7 +75,10 @@ struct JSONReader {
     }
 
     static func parse(contentsOf url: URL) throws(TokenizerError) -> JSONValue {
-        let bytes = try readFile(url)
+        try parse(readFile(url), file: url)
+    }
+
+    static func parse(_ bytes: [UInt8], file url: URL) throws(TokenizerError) -> JSONValue {
         do {
             return try JSONParser.parse(bytes)
         } catch {
@@ -107,7 +110,14 @@ struct JSONReader {
 extension TokenizerDefinition {
     /// Reads an HF `tokenizer.json` (and, when given, the `bos_token`/`eos_token` of a `tokenizer_config.json`).
     static func tokenizerJSON(_ url: URL, config configURL: URL?) throws(TokenizerError) -> TokenizerDefinition {
-        let root = try JSONReader.parse(contentsOf: url)
+        var config: (bytes: [UInt8], url: URL)?
+        if let configURL { config = (try JSONReader.readFile(configURL), configURL) }
+        return try tokenizerJSON(JSONReader.readFile(url), url: url, config: config)
+    }
+
+    /// The same from bytes already read (`url`s name the files in errors).
+    static func tokenizerJSON(_ bytes: [UInt8], url: URL, config configFile: (bytes: [UInt8], url: URL)?) throws(TokenizerError) -> TokenizerDefinition {
+        let root = try JSONReader.parse(bytes, file: url)
         let reader = JSONReader(file: url.path)
         _ = try reader.object(root, "(top level)")
 
@@ -196,8 +206,8 @@ extension TokenizerDefinition {
         definition.templates = try postProcessors(root["post_processor"], "post_processor", reader)
 
         // BOS/EOS: tokenizer_config.json when present, else the template's leading special token.
-        if let configURL {
-            let config = try JSONReader.parse(contentsOf: configURL)
+        if let (configBytes, configURL) = configFile {
+            let config = try JSONReader.parse(configBytes, file: configURL)
             let configReader = JSONReader(file: configURL.path)
             func tokenName(_ key: String) throws(TokenizerError) -> String? {
                 switch config[key] {

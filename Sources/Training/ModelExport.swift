@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import ModelIO
 import Models
 import Sharding
 import Tokenizers
@@ -7,28 +8,18 @@ import Tokenizers
 /// Writing HF model directories (`config.json`, `model.safetensors`, `generation_config.json`, the
 /// tokenizer files) and loading a ``ModelSource`` whole into one process.
 public enum ModelExport {
-    /// Fills parameter ranges of a model: from the checkpoint by HF name (ranged reads), or random
-    /// from `seed` for a preset or a bare config.
+    /// Fills parameter ranges of a model: from the checked weights by HF name (ranged reads), or random
+    /// from `seed` for a preset or a bare config. The same as ``ModelSource/initializer(seed:)``.
     public static func initializer(for source: ModelSource, seed: UInt64)
         -> (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
     {
-        let config = source.config, layout = ParameterLayout(config: config)
-        if let weights = source.weights {
-            return { unit, range, destination in
-                try ModelCheckpoint.fill(destination, unit: unit, elements: range, layout: layout,
-                                         source: weights, sourcePath: weights.location)
-            }
-        }
-        return { unit, range, destination in
-            ParameterInitialization.fill(destination, unit: unit, elements: range, layout: layout, config: config, seed: seed)
-        }
+        source.initializer(seed: seed)
     }
 
     /// The whole model in this process (evaluation on one rank, generation), without gradients.
     public static func denseStore(for source: ModelSource, seed: UInt64 = 42) throws -> DenseUnitStore {
-        try source.checkWeights()
         let store = DenseUnitStore(layout: ParameterLayout(config: source.config), withGradients: false)
-        let fill = initializer(for: source, seed: seed)
+        let fill = source.initializer(seed: seed)
         for (index, unit) in store.layout.units.enumerated() {
             try fill(index, 0..<unit.count, store.parameters[index].pointer)
         }
@@ -42,7 +33,6 @@ public enum ModelExport {
     @discardableResult
     public static func export(_ source: ModelSource, seed: UInt64 = 42, to directory: URL) throws -> [String] {
         try ModelCheckpoint.checkFreshDirectory(directory.path)
-        try source.checkWeights()
         try FileOperation.perform("create directory", path: directory.path) {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         }
@@ -51,7 +41,7 @@ public enum ModelExport {
         for (index, unit) in layout.units.enumerated() {
             for tensor in unit.tensors { location[tensor.name] = (index, tensor.offset) }
         }
-        let fill = initializer(for: source, seed: seed)
+        let fill = source.initializer(seed: seed)
         try SafetensorsWriter.write(layout: layout.units.flatMap { $0.tensors.map { ($0.name, $0.shape) } },
                                     metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors")) {
             name, elements, destination in
@@ -73,15 +63,14 @@ public enum ModelExport {
 
     /// `generation_config.json` and the tokenizer files: what `train --output-dir` and `export` write
     /// besides the weights. Returns the names of the files written.
+    ///
+    /// The model directory's own files are copied byte for byte from the bytes ``ModelSource/files`` already
+    /// holds (no file is opened twice); a `generation_config.json` is otherwise made from `config`'s BOS/EOS.
     @discardableResult
     public static func writeSidecars(from source: ModelSource, config: ModelConfig, to directory: URL) throws -> [String] {
-        var written: [String] = []
         let generation = directory.appendingPathComponent("generation_config.json")
-        if let original = source.directory?.appendingPathComponent("generation_config.json"),
-           FileManager.default.fileExists(atPath: original.path) {
-            try FileOperation.perform("copy from \(original.path)", path: generation.path) {
-                try FileManager.default.copyItem(at: original, to: generation)
-            }
+        if let original = try source.files?.data("generation_config.json") {
+            try FileOperation.perform("write", path: generation.path) { try original.write(to: generation, options: .atomic) }
         } else {
             var fields: [String: Any] = ["_from_model_config": true]
             if let bos = config.bosTokenID { fields["bos_token_id"] = bos }
@@ -89,10 +78,12 @@ public enum ModelExport {
             let data = try JSONSerialization.data(withJSONObject: fields, options: [.prettyPrinted, .sortedKeys])
             try FileOperation.perform("write", path: generation.path) { try data.write(to: generation, options: .atomic) }
         }
-        written.append("generation_config.json")
-        written += try writeTokenizerFiles(from: source, to: directory)
-        return written
+        return ["generation_config.json"] + (try writeTokenizerFiles(from: source, to: directory))
     }
+
+    /// The tokenizer files a model directory may hold, which an export copies.
+    public static let tokenizerFileNames = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                                            "merges.txt", "chat_template.jinja", "chat_template.json"]
 
     /// The tokenizer files of the model, written into `directory`; returns their names (none for a preset).
     ///
@@ -107,17 +98,12 @@ public enum ModelExport {
             }
             return ["tokenizer.json", "tokenizer_config.json"]
         }
-        guard let origin = source.directory else { return [] }
+        guard let files = source.files else { return [] }
         var copied: [String] = []
-        for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                     "chat_template.jinja", "chat_template.json"] {
-            let from = origin.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: from.path) else { continue }
+        for name in tokenizerFileNames {
+            guard let data = try files.data(name) else { continue }
             let to = directory.appendingPathComponent(name)
-            try FileOperation.perform("copy from \(from.path)", path: to.path) {
-                if FileManager.default.fileExists(atPath: to.path) { try FileManager.default.removeItem(at: to) }
-                try FileManager.default.copyItem(at: from, to: to)
-            }
+            try FileOperation.perform("write", path: to.path) { try data.write(to: to, options: .atomic) }
             copied.append(name)
         }
         return copied

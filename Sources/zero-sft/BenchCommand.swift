@@ -2,6 +2,7 @@ import ArgumentParser
 import Collectives
 import Foundation
 import Kernels
+import ModelIO
 import Models
 import Training
 
@@ -26,7 +27,8 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        let config = try modelOptions.loadConfig()
+        let source = try modelOptions.resolve()
+        let config = source.config
         Job.run { (communicator: Communicator) throws -> Void in
             let log = Session.leaderLog(communicator)
             var options = TrainingOptions()
@@ -48,8 +50,9 @@ struct BenchCommand: ParsableCommand {
                 let ids = (0..<seqLen).map { _ in next() }
                 return SFTExample(inputIDs: ids, labels: ids.enumerated().map { $0.offset < promptLength ? -100 : $0.element })
             }
-            let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
-                                                  examples: examples, modelName: modelOptions.model)
+            Session.warn(source, communicator)
+            let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
+                                                  examples: examples)
             _ = try trainer.trainStep(0)
             var seconds = 0.0, tokens = 0, supervised = 0
             for step in 1...steps {

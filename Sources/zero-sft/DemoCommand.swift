@@ -1,6 +1,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import ModelIO
 import Models
 import Sharding
 import Training
@@ -26,9 +27,10 @@ struct DemoCommand: ParsableCommand {
     }
 
     func run() throws {
-        guard let config = ModelPreset.config(named: model) else {
+        guard ModelPreset.config(named: model) != nil else {
             throw ValidationError("unknown preset \(model): \(ModelPreset.all.map(\.name).joined(separator: ", "))")
         }
+        let source = try ModelSource.open(model)
         var options = TrainingOptions()
         options.clipGradientNorm = 1
         guard let stage = ZeroStage(rawValue: zeroStage) else { throw ValidationError("--zero-stage must be 0, 1, 2 or 3") }
@@ -49,8 +51,8 @@ struct DemoCommand: ParsableCommand {
             // Every step sees the whole question set (8 rows of 128 tokens), however many ranks share it.
             options.gradientAccumulation = max(1, 4 / communicator.size)
             let log = Session.leaderLog(communicator)
-            let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
-                                                  examples: DemoTask.examples(), modelName: model)
+            let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
+                                                  examples: DemoTask.examples())
             let questions = ["What is the capital of France?", "How many legs does a spider have?", "What is 12 + 30?", "Who wrote Hamlet?"]
             func answers(_ title: String) throws {
                 log(title)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Collectives
 import Foundation
 import Kernels
+import ModelIO
 import Models
 import Sharding
 import Training
@@ -36,8 +37,9 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
-        let config = try modelOptions.loadConfig()
-        let examples = try text.load(data: data, model: modelOptions.model, vocabularySize: config.vocabSize).examples
+        let source = try modelOptions.resolve()
+        let config = source.config
+        let examples = try text.load(data: data, source: source, vocabularySize: config.vocabSize).examples
         try EmptyEvaluationError.check(examples, sequenceLength: seqLen)
         let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
         let collectives = collectives
@@ -45,7 +47,7 @@ struct EvalCommand: ParsableCommand {
             collectives.apply(to: communicator, checkingConsistency: false)
             communicator.context = "evaluation"
             let log = Session.leaderLog(communicator)
-            let source = try ModelSource.open(model)
+            Session.warn(source, communicator)
             let store: UnitStore
             if zeroStage == 3 {
                 let layout = ParameterLayout(config: config)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelIO
 import Models
 import Training
 
@@ -20,7 +21,8 @@ struct ExportCommand: ParsableCommand {
     var seed: UInt64 = 42
 
     func run() throws {
-        let source = try ModelSource.open(modelOptions.model)
+        let source = try modelOptions.resolve()
+        Session.warn(source, nil)
         let started = Date()
         let files = try ModelExport.export(source, seed: seed, to: URL(fileURLWithPath: out))
         print(String(format: "exported %@ (%.2fM parameters) to %@ in %.2f s: %@", source.location,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelIO
 import Models
 import Tokenizers
 import Training
@@ -42,13 +43,16 @@ struct LoadedGenerator {
     let encoder: ChatEncoder
     let stopTokens: Set<Int>
 
-    init(model: String, chatTemplate: String?, capacity: (ModelConfig) -> Int) throws {
-        source = try ModelSource.open(model)
-        encoder = try TextSetup.encoder(model: model, chatTemplate: chatTemplate)
+    /// Stops at the template's end-of-turn tokens and at the model's stop ids (``ModelSource/stopTokenIDs``:
+    /// `generation_config.json`'s `eos_token_id` when it has one, else `config.json`'s, as transformers).
+    init(source: ModelSource, chatTemplate: String?, capacity: (ModelConfig) -> Int) throws {
+        self.source = source
+        Session.warn(source, nil)
+        encoder = try source.textSetup().encoder(chatTemplate: chatTemplate)
         tokenizer = encoder.tokenizer
         store = try ModelExport.denseStore(for: source)
         generator = Generator(config: source.config, capacity: capacity(source.config))
-        stopTokens = Set(encoder.stopTokenIDs).union(source.config.eosTokenID?.ids ?? [])
+        stopTokens = Set(encoder.stopTokenIDs).union(source.stopTokenIDs)
     }
 
     /// The conversation so far in the model's chat format, ending with the assistant generation prompt.
@@ -104,7 +108,7 @@ struct GenerateCommand: ParsableCommand {
     @OptionGroup var generation: GenerationArguments
 
     func run() throws {
-        let loaded = try LoadedGenerator(model: modelOptions.model, chatTemplate: generation.chatTemplate, capacity: generation.capacity)
+        let loaded = try LoadedGenerator(source: modelOptions.resolve(), chatTemplate: generation.chatTemplate, capacity: generation.capacity)
         let ids: [Int32]
         if raw {
             ids = loaded.encode(prompt)
@@ -147,7 +151,7 @@ struct ChatCommand: ParsableCommand {
     @OptionGroup var generation: GenerationArguments
 
     func run() throws {
-        let loaded = try LoadedGenerator(model: modelOptions.model, chatTemplate: generation.chatTemplate, capacity: generation.capacity)
+        let loaded = try LoadedGenerator(source: modelOptions.resolve(), chatTemplate: generation.chatTemplate, capacity: generation.capacity)
         var sampler = TokenSampler(generation.sampling)
         var messages: [ChatMessage] = system.map { [.system($0)] } ?? []
         let initial = messages

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelIO
 import Models
 import Tokenizers
 import Training
@@ -41,9 +42,12 @@ struct InspectDataCommand: ParsableCommand {
 
     func run() throws {
         // The tokenizer, when the model has one (a preset has none: pre-tokenized data is shown as ids).
-        let setup: TextSetup? = ModelPreset.config(named: model) == nil ? try TextSetup.load(model: model) : nil
+        // A directory need hold only tokenizer files; its config.json, if any, is read once for the vocabulary size.
+        let files = try modelFiles()
+        let setup: TextSetup? = ModelPreset.config(named: model) != nil ? nil
+            : try files.map { try TextSetup.directory($0, model: model) } ?? TextSetup.load(model: model)
         var encoderUsed: ChatEncoder?
-        let loaded = try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize(setup), options: text.options) {
+        let loaded = try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize(setup, files: files), options: text.options) {
             // A preset has no tokenizer: TextSetup.encoder says so.
             let encoder = try setup?.encoder(chatTemplate: text.chatTemplate) ?? TextSetup.encoder(model: model, chatTemplate: text.chatTemplate)
             encoderUsed = encoder
@@ -88,14 +92,19 @@ struct InspectDataCommand: ParsableCommand {
         try statistics.checkTrainable()
     }
 
+    /// The files of `--model` when it is a directory (each read once), else nil.
+    func modelFiles() throws -> ModelFiles? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
+        return try ModelFiles(directory: URL(fileURLWithPath: model))
+    }
+
     /// The model's vocabulary size: a preset's, else the larger of the tokenizer's and config.json's.
-    func vocabularySize(_ setup: TextSetup?) -> Int {
+    func vocabularySize(_ setup: TextSetup?, files: ModelFiles?) throws -> Int {
         if let preset = ModelPreset.config(named: model) { return preset.vocabSize }
         var size = setup?.tokenizer.vocabularySize ?? 0
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory), isDirectory.boolValue {
-            let config = URL(fileURLWithPath: model).appendingPathComponent("config.json")
-            if let loaded = try? ModelConfig.load(from: config) { size = max(size, loaded.vocabSize) }
+        if let files, let data = try files.data("config.json") {
+            size = max(size, try ModelSource.decodeConfig(data, path: files.url("config.json").path).vocabSize)
         }
         return size > 0 ? size : Int.max
     }

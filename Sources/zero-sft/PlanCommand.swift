@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoints
 import Foundation
+import ModelIO
 import Models
 import Sharding
 import Training
@@ -71,7 +72,9 @@ struct PlanCommand: ParsableCommand {
     }
 
     func run() throws {
-        let config = try modelOptions.loadConfig()
+        let source = try modelOptions.resolve()
+        Session.warn(source, nil)
+        let config = source.config
         let memory = try hostMemory ?? HostMemory.total()
         var cells: [Cell] = []
         for n in try parsedRanks() {

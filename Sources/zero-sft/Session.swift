@@ -1,6 +1,7 @@
 import Checkpoints
 import Collectives
 import Foundation
+import ModelIO
 import Models
 import Sharding
 import Training
@@ -12,11 +13,18 @@ enum Session {
         communicator.rank == 0 ? { print($0) } : { _ in }
     }
 
-    static func makeTrainer(config: ModelConfig, options: TrainingOptions, communicator: Communicator,
-                            examples: [SFTExample], modelName: String) throws -> Trainer {
+    /// How `--model` was resolved, when the user should know (rank 0, on stderr).
+    static func warn(_ source: ModelSource, _ communicator: Communicator?) {
+        guard communicator?.rank ?? 0 == 0 else { return }
+        for warning in source.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+    }
+
+    static func makeTrainer(source: ModelSource, options: TrainingOptions, communicator: Communicator,
+                            examples: [SFTExample]) throws -> Trainer {
         let log = leaderLog(communicator)
+        let config = source.config, modelName = source.name
         // The weights to start from: the checkpoint's tensors (read range by range), or random from the seed.
-        let initialize = ModelExport.initializer(for: try ModelSource.open(modelName), seed: options.seed)
+        let initialize = ModelExport.initializer(for: source, seed: options.seed)
         let trainer = try Trainer(config: config, options: options, communicator: communicator, examples: examples,
                                   initialize: initialize, log: log)
         let psi = trainer.model.layout.parameterCount

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelIO
 import Models
 import Training
 
@@ -29,11 +30,11 @@ struct TextDataOptions: ParsableArguments {
 
     var options: ChatDataOptions { ChatDataOptions(trainOn: trainOn, strict: strict) }
 
-    /// Loads `data` for `model`: pre-tokenized JSONL as is, text formats with the model's tokenizer and chat
-    /// template (resolved only when the file holds text).
-    func load(data: String, model: String, vocabularySize: Int) throws -> LoadedData {
+    /// Loads `data` for the resolved model: pre-tokenized JSONL as is, text formats with the model's tokenizer
+    /// and chat template (loaded only when the file holds text, from files the resolution already found).
+    func load(data: String, source: ModelSource, vocabularySize: Int) throws -> LoadedData {
         try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize, options: options) {
-            try TextSetup.encoder(model: model, chatTemplate: chatTemplate)
+            try source.textSetup().encoder(chatTemplate: chatTemplate)
         }
     }
 }

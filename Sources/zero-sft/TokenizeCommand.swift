@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoints
 import Foundation
+import ModelIO
 import Tokenizers
 import Training
 

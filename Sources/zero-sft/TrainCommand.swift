@@ -1,6 +1,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import ModelIO
 import Models
 import Sharding
 import Training
@@ -12,11 +13,10 @@ struct ModelOptions: ParsableArguments {
         valueName: "model"))
     var model: String = "tiny"
 
-    /// The architecture; for a checkpoint, also checks every tensor's name and shape against it.
-    func loadConfig() throws -> ModelConfig {
-        let source = try ModelSource.open(model)
-        try source.checkWeights()
-        return source.config
+    /// `--model` resolved, once per process and before any MPI work: the config, the weights (every
+    /// tensor's name and shape checked), the tokenizer's files and the stop ids. Pass the value on.
+    func resolve() throws -> ModelSource {
+        try ModelSource.open(model)
     }
 }
 
@@ -103,22 +103,24 @@ struct TrainCommand: ParsableCommand {
     var force = false
 
     func run() throws {
-        let config = try modelOptions.loadConfig()
+        let source = try modelOptions.resolve()
+        let config = source.config
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
-        let loaded = try text.load(data: data, model: modelOptions.model, vocabularySize: config.vocabSize)
+        let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
         let examples = loaded.examples
         try ModelCheckpoint.checkFreshDirectory(outputDir)
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: options.debug)
+            Session.warn(source, communicator)
             Session.leaderLog(communicator)("data file: \(loaded.report.summary)")
-            let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
-                                                  examples: examples, modelName: modelOptions.model)
+            let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
+                                                  examples: examples)
             try trainer.train()
             if let outputDir {
                 let directory = URL(fileURLWithPath: outputDir)
                 try ModelCheckpoint.save(engine: trainer.engine, config: config, to: directory)
-                if communicator.rank == 0 { try ModelExport.writeSidecars(from: ModelSource.open(modelOptions.model), config: config, to: directory) }
+                if communicator.rank == 0 { try ModelExport.writeSidecars(from: source, config: config, to: directory) }
             }
         }
     }

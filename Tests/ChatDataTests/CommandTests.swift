@@ -106,7 +106,8 @@ import Training
         #expect(template.status != 0 && template.stderr.contains("writes <|start_header_id|>"), "\(template.stderr)")
     }
 
-    /// `train` on messages JSONL with an HF directory (config.json for a random-init model + a tokenizer):
+    /// `train` on messages JSONL with a random-init model named by its config.json, whose directory holds a
+    /// tokenizer (the directory itself, having no weights, is refused: see ModelIOTests.ResolutionTests):
     /// the file's report is logged and training runs; a preset with text data is refused before starting.
     @Test func trainOnChatData() throws {
         let scratch = try Scratch()
@@ -127,7 +128,7 @@ import Training
             {"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
             """)
         let result = try MPIRun.run(ranks: MPIRun.withoutLauncher, arguments: [
-            "train", "--model", model.path, "--data", data.path, "--max-steps", "2", "--seq-len", "64", "--micro-batch-size", "2",
+            "train", "--model", model.appendingPathComponent("config.json").path, "--data", data.path, "--max-steps", "2", "--seq-len", "64", "--micro-batch-size", "2",
         ], timeout: 120)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("data file: \(data.path): 3 records (messages); 1 skipped: no supervised token (line 2)"),

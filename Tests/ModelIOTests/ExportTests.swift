@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import ModelIO
 import Models
 import Testing
 import Tokenizers

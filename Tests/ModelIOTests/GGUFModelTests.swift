@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import ModelIO
 import Models
 import Testing
 
@@ -11,7 +12,7 @@ import Testing
 
     @Test(arguments: kinds) func configFromMetadataEqualsConfigJSON(_ name: String) throws {
         let gguf = try GGUFModel(url: Fixtures.url("\(name)/\(name).gguf")).config
-        let hf = try ModelConfig.load(from: Fixtures.url("\(name)/config.json"))
+        let hf = try ModelSource.loadConfig(from: Fixtures.url("\(name)/config.json"))
         #expect(gguf.modelType == hf.modelType)
         #expect(gguf.vocabSize == hf.vocabSize)
         #expect(gguf.hiddenSize == hf.hiddenSize)

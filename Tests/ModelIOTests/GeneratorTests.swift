@@ -1,4 +1,5 @@
 import Foundation
+import ModelIO
 import Kernels
 import Models
 import Testing

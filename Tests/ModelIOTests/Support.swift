@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import ModelIO
 import Kernels
 import Models
 import Testing
@@ -79,7 +80,6 @@ func maxAbs(_ a: [Float]) -> Float { a.reduce(0) { max($0, abs($1)) } }
 /// A model loaded whole, with gradient buffers, from a `--model` string.
 func loadDense(_ model: String, withGradients: Bool = true) throws -> (source: ModelSource, store: DenseUnitStore) {
     let source = try ModelSource.open(model)
-    try source.checkWeights()
     let store = DenseUnitStore(layout: ParameterLayout(config: source.config), withGradients: withGradients)
     let fill = ModelExport.initializer(for: source, seed: 0)
     for (index, unit) in store.layout.units.enumerated() { try fill(index, 0..<unit.count, store.parameters[index].pointer) }

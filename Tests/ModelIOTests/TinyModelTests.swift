@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import ModelIO
 import Kernels
 import Models
 import Testing

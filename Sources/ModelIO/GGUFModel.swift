@@ -1,5 +1,6 @@
 import Checkpoints
 import Foundation
+import Models
 
 /// A llama.cpp GGUF checkpoint seen as an HF model: its `ModelConfig` from the metadata, and its
 /// tensors under HF names, in HF row order, dequantised to Float.
@@ -28,6 +29,8 @@ public struct GGUFModel: TensorSource, Sendable {
     public let ggufNames: [String: String]
     /// HF names of tensors whose rows are permuted in the file, with the head count of the permutation.
     let permutedHeads: [String: Int]
+    /// GGUF names of the file's tensors that have no HF name (``ModelWeights`` refuses them as unused).
+    public let unmappedTensors: [String]
 
     public var location: String { file.location }
 
@@ -47,8 +50,9 @@ public struct GGUFModel: TensorSource, Sendable {
         var tensors: [String: TensorInfo] = [:]
         var names: [String: String] = [:]
         var permuted: [String: Int] = [:]
+        var unmapped: [String] = []
         for (ggufName, info) in file.tensors {
-            guard let name = Self.huggingFaceName(ofGGUFTensor: ggufName) else { continue }
+            guard let name = Self.huggingFaceName(ofGGUFTensor: ggufName) else { unmapped.append(ggufName); continue }
             var renamed = info
             renamed.name = name
             tensors[name] = renamed
@@ -61,6 +65,7 @@ public struct GGUFModel: TensorSource, Sendable {
         self.tensors = tensors
         self.ggufNames = names
         self.permutedHeads = permuted
+        self.unmappedTensors = unmapped.sorted()
     }
 
     /// The HF name of a GGUF tensor of a Llama/Qwen2 file, or nil for tensors without one

@@ -25,34 +25,9 @@ public struct TextSetup: Sendable {
         self.origin = origin
     }
 
-    /// The tokenizer and chat template for `model`: the template named by `chatTemplate` when given
-    /// (`smollm2`, `qwen2`, `chatml`, `llama3`, `plain`), else the model's own, recognised.
-    public static func resolve(model: String, chatTemplate: String? = nil) throws -> (tokenizer: Tokenizer, template: ChatTemplate) {
-        let setup = try load(model: model)
-        return (setup.tokenizer, try setup.template(named: chatTemplate))
-    }
-
-    /// The encoder for `model` with `chatTemplate` (or the model's own template).
-    public static func encoder(model: String, chatTemplate: String? = nil) throws -> ChatEncoder {
-        let setup = try load(model: model)
-        return try setup.encoder(chatTemplate: chatTemplate)
-    }
-
-    /// The chat template called `name`, or the model's own when `name` is nil.
-    public func template(named name: String?) throws(ChatTemplateError) -> ChatTemplate {
-        if let name { return try ChatTemplate.named(name) }
-        guard let chatTemplateSource else {
-            throw ChatTemplateError(
-                "\(origin) has no chat template; pass --chat-template with one of \(ChatTemplate.all.map(\.name).joined(separator: ", "))")
-        }
-        return try ChatTemplate.recognize(chatTemplateSource)
-    }
-
-    public func encoder(chatTemplate name: String?) throws(ChatTemplateError) -> ChatEncoder {
-        try ChatEncoder(tokenizer: tokenizer, template: template(named: name))
-    }
-
-    /// Loads the tokenizer and the template source of `model` (see the type's documentation).
+    /// Loads the tokenizer and the template source of `model` (see the type's documentation), for commands
+    /// that need only the tokenizer (`tokenize`): a directory need not hold a model. Commands that load the
+    /// model take ``ModelSource/textSetup()`` instead, which reads no file twice.
     public static func load(model: String) throws -> TextSetup {
         if ModelPreset.config(named: model) != nil {
             throw TextSetupError(
@@ -69,51 +44,46 @@ public struct TextSetup: Sendable {
         }
         if !isDirectory.boolValue {
             if url.pathExtension.lowercased() == "gguf" { return try gguf(url) }
-            if url.lastPathComponent.hasSuffix(".json") { return try directory(url.deletingLastPathComponent(), model: model) }
+            if url.lastPathComponent.hasSuffix(".json") { return try directory(ModelFiles(directory: url.deletingLastPathComponent()), model: model) }
             throw TextSetupError(model: model, message: "is a file but neither a .gguf nor an HF config.json")
         }
-        return try directory(url, model: model)
+        return try directory(ModelFiles(directory: url), model: model)
     }
 
-    static func directory(_ directory: URL, model: String) throws -> TextSetup {
-        let manager = FileManager.default
-        func file(_ name: String) -> URL? {
-            let url = directory.appendingPathComponent(name)
-            return manager.fileExists(atPath: url.path) ? url : nil
-        }
+    /// The tokenizer and template source of a model directory, its files read through `files` (once each).
+    public static func directory(_ files: ModelFiles, model: String) throws -> TextSetup {
         let tokenizer: Tokenizer
         let origin: String
-        if let tokenizerJSON = file("tokenizer.json") {
-            tokenizer = try Tokenizer(tokenizerJSON: tokenizerJSON, tokenizerConfigJSON: file("tokenizer_config.json"))
-            origin = tokenizerJSON.path
-        } else if let vocab = file("vocab.json"), let merges = file("merges.txt") {
-            tokenizer = try Tokenizer(vocabJSON: vocab, mergesTXT: merges)
-            origin = directory.appendingPathComponent("vocab.json + merges.txt").path
+        if let tokenizerJSON = try files.data("tokenizer.json") {
+            let config = try files.data("tokenizer_config.json").map { (data: $0, url: files.url("tokenizer_config.json")) }
+            tokenizer = try Tokenizer(tokenizerJSON: tokenizerJSON, url: files.url("tokenizer.json"), tokenizerConfigJSON: config)
+            origin = files.url("tokenizer.json").path
+        } else if files.contains("vocab.json"), files.contains("merges.txt") {
+            tokenizer = try Tokenizer(vocabJSON: files.url("vocab.json"), mergesTXT: files.url("merges.txt"))
+            origin = files.url("vocab.json + merges.txt").path
         } else {
-            let ggufs = ((try? manager.contentsOfDirectory(atPath: directory.path)) ?? []).filter { $0.lowercased().hasSuffix(".gguf") }.sorted()
-            if ggufs.count == 1 { return try gguf(directory.appendingPathComponent(ggufs[0])) }
+            let ggufs = files.names(endingWith: ".gguf")
+            if ggufs.count == 1 { return try gguf(files.url(ggufs[0])) }
             throw TextSetupError(
                 model: model,
                 message: "has no tokenizer: expected tokenizer.json, or vocab.json and merges.txt, or a single .gguf file"
                     + (ggufs.count > 1 ? " (found \(ggufs.count) .gguf files: name one)" : ""))
         }
-        return TextSetup(tokenizer: tokenizer, chatTemplateSource: try chatTemplateSource(in: directory), origin: origin)
+        return TextSetup(tokenizer: tokenizer, chatTemplateSource: try chatTemplateSource(in: files), origin: origin)
     }
 
     /// `chat_template.jinja`, `chat_template.json` (`{"chat_template": "…"}`) or `tokenizer_config.json`'s
     /// `chat_template` (string, or `[{"name": "default", "template": "…"}, …]`), in that order.
-    static func chatTemplateSource(in directory: URL) throws -> String? {
-        let jinja = directory.appendingPathComponent("chat_template.jinja")
-        if FileManager.default.fileExists(atPath: jinja.path) {
+    static func chatTemplateSource(in files: ModelFiles) throws -> String? {
+        if let jinja = try files.data("chat_template.jinja") {
             // Every byte kept, as transformers' open(path, encoding="utf-8").read(); invalid UTF-8 names its offset.
-            return try TextBytes.decode(try FileContents.read(jinja.path), source: jinja.path)
+            return try TextBytes.decode(Array(jinja), source: files.url("chat_template.jinja").path)
         }
         for name in ["chat_template.json", "tokenizer_config.json"] {
-            let url = directory.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: url.path) else { continue }
+            let url = files.url(name)
+            guard let data = try files.data(name) else { continue }
             let object: Any
-            let bytes = try FileContents.read(url.path)
-            do { object = try JSONSerialization.jsonObject(with: Data(bytes)) } catch {
+            do { object = try JSONSerialization.jsonObject(with: data) } catch {
                 throw TextSetupError(model: url.path, message: "is not valid JSON: \((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "malformed")")
             }
             guard let value = (object as? [String: Any])?["chat_template"], !(value is NSNull) else { continue }
@@ -167,4 +137,9 @@ public struct TextSetupError: Error, CustomStringConvertible, Sendable {
     public var model: String
     public var message: String
     public var description: String { "\(model): \(message)" }
+
+    public init(model: String, message: String) {
+        self.model = model
+        self.message = message
+    }
 }
