@@ -43,18 +43,26 @@ struct DemoCommand: ParsableCommand {
             let trainer = try Session.makeTrainer(config: config, options: options, communicator: communicator,
                                                   examples: DemoTask.examples(), modelName: model)
             let questions = ["What is the capital of France?", "How many legs does a spider have?", "What is 12 + 30?", "Who wrote Hamlet?"]
+            // Greedy answers from the trainer's parameters: at stage 3 every rank runs the generator
+            // (each forward gathers the units), so every rank makes the same calls.
+            let generator = Generator(config: config, capacity: options.sequenceLength)
             func answers(_ title: String) throws {
                 log(title)
                 for question in questions {
-                    let reply = try trainer.greedy(prompt: DemoTask.prompt(question), maxNewTokens: 24, stop: [DemoTask.endToken])
-                    log("  Q: \(question)\n  A: \(DemoTask.decode(reply))")
+                    generator.reset()
+                    var sampler = TokenSampler(SamplingOptions())
+                    let reply = try generator.generate(after: DemoTask.prompt(question), store: trainer.engine.parameters, sampler: &sampler,
+                                                       maxNewTokens: 24, stopTokens: [Int(DemoTask.endToken)]).tokens
+                    log("  Q: \(question)\n  A: \(DemoTask.decode(reply.map(Int32.init)))")
                 }
             }
             try answers("before training:")
             try trainer.train()
             try answers("after training:")
-            let evaluation = try trainer.evaluate(trainer.plan.examples)
-            log(String(format: "final loss on the question set: %.4f over %d supervised tokens", evaluation.loss, evaluation.supervised))
+            let evaluation = try Evaluation.run(trainer.plan.examples, config: config, store: trainer.engine.parameters,
+                                                communicator: communicator, sequenceLength: options.sequenceLength,
+                                                tokensPerForward: options.sequenceLength)
+            log(String(format: "final loss on the question set: %.4f over %d supervised tokens", evaluation.loss, evaluation.supervisedTokens))
         }
     }
 }
