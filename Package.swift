@@ -50,7 +50,8 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelIOTests", dependencies: ["ModelIO", "Models", "Kernels", "Checkpoints", "Tokenizers", "Training", "TestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Sharding", "Models", "Collectives", "Checkpoints", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Sharding", "Models", "Collectives", "Checkpoints", "TestSupport"],
+                    exclude: ["Fixtures"]),
         .testTarget(name: "ChatDataTests", dependencies: ["Training", "ModelIO", "Tokenizers", "TestSupport"], resources: [.copy("Fixtures")]),
     ]
 )

@@ -61,6 +61,14 @@ public enum SafetensorsWriter {
         }
     }
 
+    /// The order in which ``write(layout:dtype:metadata:to:overwrite:chunkElements:produce:)`` writes
+    /// `layout`'s tensors (and asks `produce` for them): by name, bytewise — the safetensors
+    /// package's order (dtype alignment, then name) for one dtype. A sharded writer whose ranks gather
+    /// units as the walk reaches them must walk this order on every rank.
+    public static func fileOrder(_ layout: [(name: String, shape: [Int])]) -> [(name: String, shape: [Int])] {
+        layout.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+    }
+
     /// Validates the layout, writes header and data (supplied per tensor by `emit`, which passes
     /// consecutive pieces of the tensor to its sink) to a temporary file, and commits it.
     private static func writeFile(
@@ -98,8 +106,7 @@ public enum SafetensorsWriter {
                                   found: "an existing file")
         }
 
-        // The safetensors package orders tensors by dtype alignment, then name (bytewise); one dtype here.
-        let ordered = layout.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        let ordered = fileOrder(layout)
         let elementSize = dtype.bytesPerBlock
         var header = "{"
         if !metadata.isEmpty {

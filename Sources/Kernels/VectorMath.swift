@@ -57,6 +57,27 @@ public enum VectorMath {
         return sum
     }
 
+    /// `Σ xᵢ²` in Double: eight Double lanes (vectorisable), each summing every eighth square, so the
+    /// result is exact to Double rounding whatever the count — a Float running sum over a 28M-element
+    /// embedding drifts in the third digit, and differently for each way the buffer is split.
+    public static func sumOfSquares(_ x: UnsafeBufferPointer<Float>) -> Double {
+        guard let base = x.baseAddress else { return 0 }
+        let count = x.count
+        var lanes = SIMD8<Double>(repeating: 0)
+        var i = 0
+        while i + 8 <= count {
+            let values = SIMD8<Double>(UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self))
+            lanes += values * values
+            i += 8
+        }
+        var sum = lanes.sum()
+        while i < count {
+            sum += Double(base[i]) * Double(base[i])
+            i += 1
+        }
+        return sum
+    }
+
     /// The largest of `count` elements.
     @inline(__always)
     public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float {

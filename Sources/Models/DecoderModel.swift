@@ -2,16 +2,22 @@ import Kernels
 
 /// Where the model gets each unit's full parameters and where it accumulates their gradients.
 ///
-/// The ZeRO engine implements it: at stage 3 `parameters` gathers the unit from every rank's shard
-/// and `releaseParameters` frees it; at stages 2–3 `releaseGradients` reduce-scatters the unit's
-/// gradient. Calls follow ``DecoderModel/parameterSchedule(training:)`` exactly, so an implementation
-/// can prefetch the next unit.
+/// Access is scoped (swift-nio style): a unit's parameters and its gradient buffer are reachable only
+/// inside the closure, so no pointer outlives the gather that filled it or the reduce-scatter that
+/// takes it. At ZeRO stage 3 ``withParameters(of:_:)`` all-gathers the unit (or waits for its
+/// prefetch) and frees it when the closure returns; at stages 2–3 ``withGradients(of:_:)`` starts the
+/// unit's gradient reduce-scatter when the closure returns. A pass asks for parameters in exactly
+/// the order of ``DecoderModel/parameterSchedule(training:)`` (given to ``beginPass(schedule:)``), so
+/// an implementation can prefetch the next unit.
 public protocol UnitStore: AnyObject {
-    func parameters(unit: Int) throws -> UnsafeBufferPointer<Float>
-    func releaseParameters(unit: Int) throws
-    /// A full-size buffer of the unit's gradient to accumulate into (`+=`).
-    func gradients(unit: Int) throws -> UnsafeMutableBufferPointer<Float>
-    func releaseGradients(unit: Int) throws
+    /// Starts a forward (and backward) pass that will ask for units' parameters in `schedule` order.
+    func beginPass(schedule: [Int]) throws
+    /// Ends the pass: completes every collective it started.
+    func endPass() throws
+    /// Runs `body` with the unit's full parameters (unpadded count or more), valid only inside.
+    func withParameters<R>(of unit: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R
+    /// Runs `body` with a full-size buffer of the unit's gradient to accumulate into (`+=`), valid only inside.
+    func withGradients<R>(of unit: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) throws -> R
 }
 
 /// A forward value that is NaN or infinite (checked after every layer in debug mode).
@@ -36,22 +42,32 @@ public final class DecoderModel {
     public var checkFinite = false
 
     let shape: Attention.Shape
-    let layerTensors: [LayerTensors]
     let activations: Activations
 
-    public init(config: ModelConfig, maxTokens: Int) {
+    /// - Parameter training: whether ``step(_:store:lossScale:training:)`` will run backwards. An
+    ///   inference-only model (evaluation) keeps one layer's cache, reused by every layer, instead of L.
+    public init(config: ModelConfig, maxTokens: Int, training: Bool = true) {
         self.config = config
         self.layout = ParameterLayout(config: config)
         self.maxTokens = maxTokens
+        self.trains = training
         self.rotary = config.rotaryTable(positions: max(maxTokens, 1))
         self.shape = Attention.Shape(queryHeads: config.numAttentionHeads, keyValueHeads: config.numKeyValueHeads,
                                      headDimension: config.headDimension, window: config.slidingWindow)
-        self.layerTensors = (0..<config.numHiddenLayers).map { LayerTensors(unit: ParameterLayout(config: config).units[1 + $0]) }
-        self.activations = Activations(config: config, maxTokens: maxTokens)
+        self.activations = Activations(config: config, maxTokens: maxTokens, cachedLayers: training ? config.numHiddenLayers : 1)
     }
+
+    /// Whether the model keeps every layer's activations for a backward.
+    public let trains: Bool
 
     /// Bytes held for activations (cached per layer for the backward) and scratch.
     public var activationBytes: Int { activations.bytes }
+
+    /// The cache slot of layer `l` (an inference-only model reuses slot 0).
+    @inline(__always) func slot(_ l: Int) -> Int { trains ? l : 0 }
+    /// The buffer holding the input of layer `l` (`l = L`: the final hidden state); an inference-only
+    /// model alternates between two.
+    @inline(__always) func input(_ l: Int) -> FloatBuffer { activations.layerInput[trains ? l : l % 2] }
 
     /// The order in which one micro-step asks for units' parameters.
     ///
@@ -73,78 +89,83 @@ public final class DecoderModel {
         let n = batch.count
         precondition(n <= maxTokens, "DecoderModel.step: \(n) tokens exceed the \(maxTokens) allocated for")
         precondition(batch.longestExample <= rotary.maxPositions, "DecoderModel.step: example longer than the rotary table")
+        precondition(trains || !training, "DecoderModel.step: an inference-only model cannot train")
         if config.rotaryDependsOnLength { rotary = config.rotaryTable(positions: rotary.maxPositions, sequenceLength: batch.longestExample) }
-        let c = config.hiddenSize, v = config.vocabSize, a = activations
-        let embeddingUnit = layout.embeddingUnit, finalUnit = layout.finalUnit
+        let c = config.hiddenSize, v = config.vocabSize, a = activations, layers = config.numHiddenLayers
+        let embeddingUnit = layout.embeddingUnit, finalUnit = layout.finalUnit, tied = config.tieWordEmbeddings
+        try store.beginPass(schedule: parameterSchedule(training: training))
 
-        return try batch.tokens.withUnsafeBufferPointer { tokens in
+        let result = try batch.tokens.withUnsafeBufferPointer { tokens in
             try batch.positions.withUnsafeBufferPointer { positions in
                 try batch.targets.withUnsafeBufferPointer { targets in
                     // Forward.
-                    let embedding = try store.parameters(unit: embeddingUnit).view(0..<(v * c))
-                    Embedding.forward(out: a.layerInput[0].pointer, tokens: tokens, weight: embedding, vocabulary: v, channels: c)
-                    try store.releaseParameters(unit: embeddingUnit)
-                    try check(a.layerInput[0], n * c, "embedding output")
-                    for l in 0..<config.numHiddenLayers {
-                        let unit = layout.layerUnit(l)
-                        let weights = try store.parameters(unit: unit)
-                        layerForward(l, weights: weights, positions: positions, boundaries: batch.boundaries, tokens: n)
-                        try store.releaseParameters(unit: unit)
-                        try check(a.layerInput[l + 1], n * c, "layer \(l) output")
+                    try store.withParameters(of: embeddingUnit) { embedding in
+                        Embedding.forward(out: input(0).pointer, tokens: tokens, weight: embedding.view(0..<(v * c)), vocabulary: v, channels: c)
                     }
-                    let final = try store.parameters(unit: finalUnit)
-                    let normWeight = final.view(0..<c)
-                    RMSNorm.forward(out: a.normed.pointer, rstd: a.finalRstd.pointer, inp: a.layerInput.last!.prefix(n * c),
-                                    weight: normWeight, tokens: n, channels: c, epsilon: Float(config.rmsNormEps))
-                    // Output projection and loss (fused with their backward).
-                    let headWeight: UnsafeBufferPointer<Float>
-                    let headUnit = config.tieWordEmbeddings ? embeddingUnit : finalUnit
-                    headWeight = config.tieWordEmbeddings ? try store.parameters(unit: embeddingUnit).view(0..<(v * c))
-                                                            : final.view(c..<(c + v * c))
-                    var finalGradients: UnsafeMutableBufferPointer<Float>? = nil
-                    var headGradient: UnsafeMutableBufferPointer<Float>? = nil
-                    if training {
-                        finalGradients = try store.gradients(unit: finalUnit)
-                        headGradient = config.tieWordEmbeddings ? try store.gradients(unit: embeddingUnit).view(0..<(v * c))
-                                                                : finalGradients!.view(c..<(c + v * c))
+                    try check(input(0), n * c, "embedding output")
+                    for l in 0..<layers {
+                        try store.withParameters(of: layout.layerUnit(l)) { weights in
+                            layerForward(l, weights: LayerWeights(weights, layout.layer), positions: positions,
+                                         boundaries: batch.boundaries, tokens: n)
+                        }
+                        try check(input(l + 1), n * c, "layer \(l) output")
                     }
-                    let result = Classifier.forwardBackward(
-                        hidden: a.normed.prefix(n * c), weight: headWeight, targets: targets,
-                        vocabulary: v, channels: c, scale: lossScale,
-                        dhidden: training ? a.dnormed.slice(0..<(n * c)) : nil, dweight: headGradient)
-                    if config.tieWordEmbeddings {
-                        if training { try store.releaseGradients(unit: headUnit) }
-                        try store.releaseParameters(unit: headUnit)
+                    let hidden = input(layers).prefix(n * c)
+                    return try store.withParameters(of: finalUnit) { final in
+                        let normWeight = final.view(0..<c)
+                        RMSNorm.forward(out: a.normed.pointer, rstd: a.finalRstd.pointer, inp: hidden,
+                                        weight: normWeight, tokens: n, channels: c, epsilon: Float(config.rmsNormEps))
+                        // Output projection and loss, fused with their backward (the head is the
+                        // embedding again when tied, else the final unit's second tensor).
+                        func classify(_ head: UnsafeBufferPointer<Float>, _ dhead: UnsafeMutableBufferPointer<Float>?) -> Classifier.Result {
+                            Classifier.forwardBackward(
+                                hidden: a.normed.prefix(n * c), weight: head, targets: targets, vocabulary: v, channels: c,
+                                scale: lossScale, dhidden: training ? a.dnormed.slice(0..<(n * c)) : nil, dweight: dhead)
+                        }
+                        guard training else {
+                            return tied ? try store.withParameters(of: embeddingUnit) { classify($0.view(0..<(v * c)), nil) }
+                                        : classify(final.view(c..<(c + v * c)), nil)
+                        }
+                        return try store.withGradients(of: finalUnit) { finalGradients in
+                            let result = tied
+                                ? try store.withParameters(of: embeddingUnit) { embedding in
+                                    try store.withGradients(of: embeddingUnit) { classify(embedding.view(0..<(v * c)), $0.view(0..<(v * c))) }
+                                }
+                                : classify(final.view(c..<(c + v * c)), finalGradients.view(c..<(c + v * c)))
+                            // Backward: the residual gradient is accumulated by every layer from here on.
+                            a.residualGradient.zero()
+                            RMSNorm.backward(dinp: a.residualGradient.slice(0..<(n * c)), dweight: finalGradients.view(0..<c),
+                                             dout: a.dnormed.prefix(n * c), inp: hidden,
+                                             weight: normWeight, rstd: a.finalRstd.prefix(n), tokens: n, channels: c)
+                            return result
+                        }
                     }
-                    guard training, let finalGradients else {
-                        try store.releaseParameters(unit: finalUnit)
-                        return result
-                    }
-                    // Backward.
-                    a.residualGradient.zero()
-                    RMSNorm.backward(dinp: a.residualGradient.slice(0..<(n * c)), dweight: finalGradients.view(0..<c),
-                                     dout: a.dnormed.prefix(n * c), inp: a.layerInput.last!.prefix(n * c),
-                                     weight: normWeight, rstd: a.finalRstd.prefix(n), tokens: n, channels: c)
-                    try store.releaseGradients(unit: finalUnit)
-                    try store.releaseParameters(unit: finalUnit)
-                    for l in (0..<config.numHiddenLayers).reversed() {
-                        let unit = layout.layerUnit(l)
-                        let weights = try store.parameters(unit: unit)
-                        let gradients = try store.gradients(unit: unit)
-                        layerBackward(l, weights: weights, gradients: gradients, positions: positions,
-                                      boundaries: batch.boundaries, tokens: n)
-                        try store.releaseGradients(unit: unit)
-                        try store.releaseParameters(unit: unit)
-                        try check(a.residualGradient, n * c, "layer \(l) input gradient")
-                    }
-                    let embeddingGradient = try store.gradients(unit: embeddingUnit)
-                    Embedding.backward(dweight: embeddingGradient.view(0..<(v * c)), dout: a.residualGradient.prefix(n * c),
-                                       tokens: tokens, vocabulary: v, channels: c)
-                    try store.releaseGradients(unit: embeddingUnit)
-                    return result
                 }
             }
         }
+        if training {
+            try batch.positions.withUnsafeBufferPointer { positions in
+                for l in (0..<layers).reversed() {
+                    let unit = layout.layerUnit(l)
+                    try store.withParameters(of: unit) { weights in
+                        try store.withGradients(of: unit) { gradients in
+                            layerBackward(l, weights: LayerWeights(weights, layout.layer),
+                                          gradients: LayerGradients(gradients, layout.layer),
+                                          positions: positions, boundaries: batch.boundaries, tokens: n)
+                        }
+                    }
+                    try check(a.residualGradient, n * c, "layer \(l) input gradient")
+                }
+            }
+            try batch.tokens.withUnsafeBufferPointer { tokens in
+                try store.withGradients(of: embeddingUnit) { gradient in
+                    Embedding.backward(dweight: gradient.view(0..<(v * c)), dout: a.residualGradient.prefix(n * c),
+                                       tokens: tokens, vocabulary: v, channels: c)
+                }
+            }
+        }
+        try store.endPass()
+        return result
     }
 
     /// Logits `(N, V)` at every position (evaluation and generation; no backward).
@@ -152,30 +173,37 @@ public final class DecoderModel {
         let n = batch.count, c = config.hiddenSize, v = config.vocabSize
         precondition(n <= maxTokens, "DecoderModel.logits: \(n) tokens exceed the \(maxTokens) allocated for")
         if config.rotaryDependsOnLength { rotary = config.rotaryTable(positions: rotary.maxPositions, sequenceLength: batch.longestExample) }
-        let a = activations
+        let a = activations, layers = config.numHiddenLayers
         var out = [Float](repeating: 0, count: n * v)
+        try store.beginPass(schedule: parameterSchedule(training: false))
         try batch.tokens.withUnsafeBufferPointer { tokens in
             try batch.positions.withUnsafeBufferPointer { positions in
-                let embedding = try store.parameters(unit: layout.embeddingUnit).view(0..<(v * c))
-                Embedding.forward(out: a.layerInput[0].pointer, tokens: tokens, weight: embedding, vocabulary: v, channels: c)
-                try store.releaseParameters(unit: layout.embeddingUnit)
-                for l in 0..<config.numHiddenLayers {
-                    let weights = try store.parameters(unit: layout.layerUnit(l))
-                    layerForward(l, weights: weights, positions: positions, boundaries: batch.boundaries, tokens: n)
-                    try store.releaseParameters(unit: layout.layerUnit(l))
+                try store.withParameters(of: layout.embeddingUnit) { embedding in
+                    Embedding.forward(out: input(0).pointer, tokens: tokens, weight: embedding.view(0..<(v * c)), vocabulary: v, channels: c)
                 }
-                let final = try store.parameters(unit: layout.finalUnit)
-                RMSNorm.forward(out: a.normed.pointer, rstd: a.finalRstd.pointer, inp: a.layerInput.last!.prefix(n * c),
-                                weight: final.view(0..<c), tokens: n, channels: c, epsilon: Float(config.rmsNormEps))
-                let head = config.tieWordEmbeddings ? try store.parameters(unit: layout.embeddingUnit).view(0..<(v * c))
-                                                     : final.view(c..<(c + v * c))
-                out.withUnsafeMutableBufferPointer {
-                    Classifier.logits(out: $0, hidden: a.normed.prefix(n * c), weight: head, rows: n, vocabulary: v, channels: c)
+                for l in 0..<layers {
+                    try store.withParameters(of: layout.layerUnit(l)) { weights in
+                        layerForward(l, weights: LayerWeights(weights, layout.layer), positions: positions,
+                                     boundaries: batch.boundaries, tokens: n)
+                    }
                 }
-                if config.tieWordEmbeddings { try store.releaseParameters(unit: layout.embeddingUnit) }
-                try store.releaseParameters(unit: layout.finalUnit)
+                try store.withParameters(of: layout.finalUnit) { final in
+                    RMSNorm.forward(out: a.normed.pointer, rstd: a.finalRstd.pointer, inp: input(layers).prefix(n * c),
+                                    weight: final.view(0..<c), tokens: n, channels: c, epsilon: Float(config.rmsNormEps))
+                    func project(_ head: UnsafeBufferPointer<Float>) {
+                        out.withUnsafeMutableBufferPointer {
+                            Classifier.logits(out: $0, hidden: a.normed.prefix(n * c), weight: head, rows: n, vocabulary: v, channels: c)
+                        }
+                    }
+                    if config.tieWordEmbeddings {
+                        try store.withParameters(of: layout.embeddingUnit) { project($0.view(0..<(v * c))) }
+                    } else {
+                        project(final.view(c..<(c + v * c)))
+                    }
+                }
             }
         }
+        try store.endPass()
         return out
     }
 

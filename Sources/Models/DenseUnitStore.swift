@@ -41,11 +41,15 @@ public final class DenseUnitStore: UnitStore {
 
     public func zeroGradients() { gradients.forEach { $0.zero() } }
 
-    public func parameters(unit: Int) throws -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(parameters[unit].pointer) }
-    public func releaseParameters(unit: Int) throws {}
-    public func gradients(unit: Int) throws -> UnsafeMutableBufferPointer<Float> {
-        precondition(!gradients.isEmpty, "DenseUnitStore: created without gradients")
-        return gradients[unit].pointer
+    public func beginPass(schedule: [Int]) throws {}
+    public func endPass() throws {}
+
+    public func withParameters<R>(of unit: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
+        try body(UnsafeBufferPointer(parameters[unit].pointer))
     }
-    public func releaseGradients(unit: Int) throws {}
+
+    public func withGradients<R>(of unit: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) throws -> R {
+        precondition(!gradients.isEmpty, "DenseUnitStore: created without gradients")
+        return try body(gradients[unit].pointer)
+    }
 }

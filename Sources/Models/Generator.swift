@@ -35,7 +35,6 @@ public final class Generator {
 
     var rotary: RotaryTable
     let shape: Attention.Shape
-    let layerTensors: [LayerTensors]
     let keys: [FloatBuffer], values: [FloatBuffer]
     let hidden: FloatBuffer, normed: FloatBuffer, rstd: FloatBuffer
     let queries: FloatBuffer, attention: FloatBuffer, projected: FloatBuffer
@@ -50,7 +49,6 @@ public final class Generator {
         rotary = config.rotaryTable(positions: capacity)
         shape = Attention.Shape(queryHeads: config.numAttentionHeads, keyValueHeads: config.numKeyValueHeads,
                                 headDimension: config.headDimension, window: config.slidingWindow)
-        layerTensors = (0..<config.numHiddenLayers).map { [layout] in LayerTensors(unit: layout.units[layout.layerUnit($0)]) }
         let c = config.hiddenSize, f = config.intermediateSize, n = self.chunk
         let qw = config.numAttentionHeads * config.headDimension, kw = config.numKeyValueHeads * config.headDimension
         keys = (0..<config.numHiddenLayers).map { _ in FloatBuffer(count: capacity * kw) }
@@ -139,78 +137,86 @@ public final class Generator {
     }
 
     /// One pass of `n ≤ chunk` tokens at positions `length ..< length + n`; logits of the last one if asked.
+    ///
+    /// Units are asked for in schedule order: embedding, layers, and (for logits) the final unit and
+    /// the tied head; a sharded store gathers each on every rank, so every rank must make the same calls.
     private func forward(_ tokens: [Int32], store: UnitStore, wantLogits: Bool) throws -> [Float] {
-        let n = tokens.count, c = config.hiddenSize, v = config.vocabSize
+        let n = tokens.count, c = config.hiddenSize, v = config.vocabSize, layers = config.numHiddenLayers
         let past = length
         let positions = (0..<n).map { Int32(past + $0) }
+        var schedule = [layout.embeddingUnit] + (0..<layers).map(layout.layerUnit)
+        if wantLogits { schedule += [layout.finalUnit] + (config.tieWordEmbeddings ? [layout.embeddingUnit] : []) }
+        try store.beginPass(schedule: schedule)
         try tokens.withUnsafeBufferPointer { ids in
-            let embedding = try store.parameters(unit: layout.embeddingUnit).view(0..<(v * c))
-            Embedding.forward(out: hidden.pointer, tokens: ids, weight: embedding, vocabulary: v, channels: c)
-            try store.releaseParameters(unit: layout.embeddingUnit)
+            try store.withParameters(of: layout.embeddingUnit) { embedding in
+                Embedding.forward(out: hidden.pointer, tokens: ids, weight: embedding.view(0..<(v * c)), vocabulary: v, channels: c)
+            }
         }
         try positions.withUnsafeBufferPointer { positions in
-            for l in 0..<config.numHiddenLayers {
-                let unit = layout.layerUnit(l)
-                layerForward(l, weights: try store.parameters(unit: unit), positions: positions, past: past, tokens: n)
-                try store.releaseParameters(unit: unit)
+            for l in 0..<layers {
+                try store.withParameters(of: layout.layerUnit(l)) { weights in
+                    layerForward(l, weights: LayerWeights(weights, layout.layer), positions: positions, past: past, tokens: n)
+                }
             }
         }
         length = past + n
-        let final = try store.parameters(unit: layout.finalUnit)
-        defer { try? store.releaseParameters(unit: layout.finalUnit) }
         guard wantLogits else {
-            if config.tieWordEmbeddings {
-                _ = try store.parameters(unit: layout.embeddingUnit)
-                try store.releaseParameters(unit: layout.embeddingUnit)
-            }
+            try store.endPass()
             return []
         }
         // Only the last token's logits are needed.
-        let last = hidden.prefix(n * c).view(((n - 1) * c)..<(n * c))
-        RMSNorm.forward(out: normed.pointer, rstd: rstd.pointer, inp: last, weight: final.view(0..<c),
-                        tokens: 1, channels: c, epsilon: Float(config.rmsNormEps))
         var logits = [Float](repeating: 0, count: v)
-        let head = config.tieWordEmbeddings ? try store.parameters(unit: layout.embeddingUnit).view(0..<(v * c))
-                                             : final.view(c..<(c + v * c))
-        logits.withUnsafeMutableBufferPointer {
-            Classifier.logits(out: $0, hidden: normed.prefix(c), weight: head, rows: 1, vocabulary: v, channels: c)
+        try store.withParameters(of: layout.finalUnit) { final in
+            let last = hidden.prefix(n * c).view(((n - 1) * c)..<(n * c))
+            RMSNorm.forward(out: normed.pointer, rstd: rstd.pointer, inp: last, weight: final.view(0..<c),
+                            tokens: 1, channels: c, epsilon: Float(config.rmsNormEps))
+            func project(_ head: UnsafeBufferPointer<Float>) {
+                logits.withUnsafeMutableBufferPointer {
+                    Classifier.logits(out: $0, hidden: normed.prefix(c), weight: head, rows: 1, vocabulary: v, channels: c)
+                }
+            }
+            if config.tieWordEmbeddings {
+                try store.withParameters(of: layout.embeddingUnit) { project($0.view(0..<(v * c))) }
+            } else {
+                project(final.view(c..<(c + v * c)))
+            }
         }
-        if config.tieWordEmbeddings { try store.releaseParameters(unit: layout.embeddingUnit) }
+        try store.endPass()
         return logits
     }
 
     /// One decoder layer over the `n` new tokens in `hidden`, in place, writing their keys and values
     /// into the cache rows `past ..< past + n`.
-    private func layerForward(_ l: Int, weights w: UnsafeBufferPointer<Float>, positions: UnsafeBufferPointer<Int32>,
+    private func layerForward(_ l: Int, weights w: LayerWeights, positions: UnsafeBufferPointer<Int32>,
                               past: Int, tokens n: Int) {
-        let c = config.hiddenSize, f = config.intermediateSize, t = layerTensors[l]
+        let c = config.hiddenSize, f = config.intermediateSize
         let qw = shape.queryHeads * shape.headDimension, kw = shape.keyValueHeads * shape.headDimension
         let eps = Float(config.rmsNormEps)
         let x = hidden.slice(0..<(n * c)), xIn = UnsafeBufferPointer(x)
         let normedIn = normed.prefix(n * c)
         let newKeys = keys[l].slice((past * kw)..<((past + n) * kw)), newValues = values[l].slice((past * kw)..<((past + n) * kw))
         // Attention block.
-        RMSNorm.forward(out: normed.pointer, rstd: rstd.pointer, inp: xIn, weight: w.view(t.inputNorm), tokens: n, channels: c, epsilon: eps)
-        Linear.forward(out: queries.pointer, inp: normedIn, weight: w.view(t.q), bias: t.qBias.map { w.view($0) },
+        RMSNorm.forward(out: normed.pointer, rstd: rstd.pointer, inp: xIn, weight: w.inputNorm, tokens: n, channels: c, epsilon: eps)
+        Linear.forward(out: queries.pointer, inp: normedIn, weight: w.q, bias: w.qBias,
                        tokens: n, inputs: c, outputs: qw)
-        Linear.forward(out: newKeys, inp: normedIn, weight: w.view(t.k), bias: t.kBias.map { w.view($0) },
+        Linear.forward(out: newKeys, inp: normedIn, weight: w.k, bias: w.kBias,
                        tokens: n, inputs: c, outputs: kw)
-        Linear.forward(out: newValues, inp: normedIn, weight: w.view(t.v), bias: t.vBias.map { w.view($0) },
+        Linear.forward(out: newValues, inp: normedIn, weight: w.v, bias: w.vBias,
                        tokens: n, inputs: c, outputs: kw)
         RoPE.apply(queries.pointer, positions: positions, heads: shape.queryHeads, table: rotary)
         RoPE.apply(newKeys, positions: positions, heads: shape.keyValueHeads, table: rotary)
         CachedAttention.forward(out: attention.pointer, q: queries.prefix(n * qw),
                                 keys: keys[l].prefix((past + n) * kw), values: values[l].prefix((past + n) * kw),
                                 past: past, newTokens: n, shape: shape)
-        Linear.forward(out: projected.pointer, inp: attention.prefix(n * qw), weight: w.view(t.o), bias: nil,
+        Linear.forward(out: projected.pointer, inp: attention.prefix(n * qw), weight: w.o, bias: nil,
                        tokens: n, inputs: qw, outputs: c)
         addInPlace(x, projected.prefix(n * c))
         // MLP block.
-        RMSNorm.forward(out: normed.pointer, rstd: rstd.pointer, inp: xIn, weight: w.view(t.postNorm), tokens: n, channels: c, epsilon: eps)
-        Linear.forward(out: gate.pointer, inp: normedIn, weight: w.view(t.gate), bias: nil, tokens: n, inputs: c, outputs: f)
-        Linear.forward(out: up.pointer, inp: normedIn, weight: w.view(t.up), bias: nil, tokens: n, inputs: c, outputs: f)
+        RMSNorm.forward(out: normed.pointer, rstd: rstd.pointer, inp: xIn, weight: w.postNorm, tokens: n, channels: c, epsilon: eps)
+        Linear.forward(out: gate.pointer, inp: normedIn, weight: w.gate, bias: nil, tokens: n, inputs: c, outputs: f)
+        Linear.forward(out: up.pointer, inp: normedIn, weight: w.up, bias: nil, tokens: n, inputs: c, outputs: f)
         SwiGLU.forward(out: product.pointer, gate: gate.prefix(n * f), up: up.prefix(n * f), count: n * f)
-        Linear.forward(out: projected.pointer, inp: product.prefix(n * f), weight: w.view(t.down), bias: nil, tokens: n, inputs: f, outputs: c)
+        Linear.forward(out: projected.pointer, inp: product.prefix(n * f), weight: w.down, bias: nil, tokens: n, inputs: f, outputs: c)
         addInPlace(x, projected.prefix(n * c))
     }
 

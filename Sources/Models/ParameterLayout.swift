@@ -46,6 +46,18 @@ public struct ParameterUnit: Sendable, Equatable {
     }
 }
 
+/// Where each tensor of a decoder layer sits in its layer unit's flat buffer: the same for every
+/// layer, built by ``ParameterLayout`` while it lays the layer out (no lookup by name).
+public struct LayerTensors: Sendable, Equatable {
+    public var inputNorm: Range<Int>
+    public var q: Range<Int>, qBias: Range<Int>?
+    public var k: Range<Int>, kBias: Range<Int>?
+    public var v: Range<Int>, vBias: Range<Int>?
+    public var o: Range<Int>
+    public var postNorm: Range<Int>
+    public var gate: Range<Int>, up: Range<Int>, down: Range<Int>
+}
+
 /// The table of every parameter: units in use order (embedding, each layer, final norm and head),
 /// tensors within a unit in HF's module order, each at an offset of the unit's flat buffer.
 ///
@@ -53,26 +65,34 @@ public struct ParameterUnit: Sendable, Equatable {
 /// unit's buffer and loading, saving and sharding are walks over this table.
 public struct ParameterLayout: Sendable, Equatable {
     public var units: [ParameterUnit]
+    /// The offsets of q, k, v, o, gate, up, down, the norms and biases inside every layer unit.
+    public var layer: LayerTensors
 
     public init(config: ModelConfig) {
         let c = config.hiddenSize, f = config.intermediateSize, v = config.vocabSize
         let qWidth = config.numAttentionHeads * config.headDimension
         let kvWidth = config.numKeyValueHeads * config.headDimension
         var units = [ParameterUnit(kind: .embedding, shapes: [("model.embed_tokens.weight", [v, c])])]
+        // One layer's tensors in HF module order; `place` returns each one's range as it is laid out.
+        var shapes: [(String, [Int])] = [], offset = 0
+        func place(_ name: String, _ shape: [Int]) -> Range<Int> {
+            shapes.append((name, shape))
+            offset += shape.reduce(1, *)
+            return (offset - shape.reduce(1, *))..<offset
+        }
+        let bias = config.usesQKVBias
+        let inputNorm = place("input_layernorm.weight", [c])
+        let q = place("self_attn.q_proj.weight", [qWidth, c]), qBias = bias ? place("self_attn.q_proj.bias", [qWidth]) : nil
+        let k = place("self_attn.k_proj.weight", [kvWidth, c]), kBias = bias ? place("self_attn.k_proj.bias", [kvWidth]) : nil
+        let vw = place("self_attn.v_proj.weight", [kvWidth, c]), vBias = bias ? place("self_attn.v_proj.bias", [kvWidth]) : nil
+        let o = place("self_attn.o_proj.weight", [c, qWidth])
+        let postNorm = place("post_attention_layernorm.weight", [c])
+        let gate = place("mlp.gate_proj.weight", [f, c]), up = place("mlp.up_proj.weight", [f, c])
+        let down = place("mlp.down_proj.weight", [c, f])
+        layer = LayerTensors(inputNorm: inputNorm, q: q, qBias: qBias, k: k, kBias: kBias, v: vw, vBias: vBias,
+                             o: o, postNorm: postNorm, gate: gate, up: up, down: down)
         for i in 0..<config.numHiddenLayers {
-            let p = "model.layers.\(i)."
-            var shapes: [(String, [Int])] = [("\(p)input_layernorm.weight", [c]), ("\(p)self_attn.q_proj.weight", [qWidth, c])]
-            if config.usesQKVBias { shapes.append(("\(p)self_attn.q_proj.bias", [qWidth])) }
-            shapes.append(("\(p)self_attn.k_proj.weight", [kvWidth, c]))
-            if config.usesQKVBias { shapes.append(("\(p)self_attn.k_proj.bias", [kvWidth])) }
-            shapes.append(("\(p)self_attn.v_proj.weight", [kvWidth, c]))
-            if config.usesQKVBias { shapes.append(("\(p)self_attn.v_proj.bias", [kvWidth])) }
-            shapes += [("\(p)self_attn.o_proj.weight", [c, qWidth]),
-                       ("\(p)post_attention_layernorm.weight", [c]),
-                       ("\(p)mlp.gate_proj.weight", [f, c]),
-                       ("\(p)mlp.up_proj.weight", [f, c]),
-                       ("\(p)mlp.down_proj.weight", [c, f])]
-            units.append(ParameterUnit(kind: .layer(i), shapes: shapes))
+            units.append(ParameterUnit(kind: .layer(i), shapes: shapes.map { ("model.layers.\(i).\($0.0)", $0.1) }))
         }
         var final: [(String, [Int])] = [("model.norm.weight", [c])]
         if !config.tieWordEmbeddings { final.append(("lm_head.weight", [v, c])) }

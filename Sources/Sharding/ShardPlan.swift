@@ -1,3 +1,4 @@
+import Kernels
 import Models
 
 /// How much of the training state each rank keeps (ZeRO, Rajbhandari et al. 2020).
@@ -51,6 +52,18 @@ public struct ShardPlan: Sendable, Equatable {
     public var shardCount: Int { units.reduce(0) { $0 + $1.shardCount } }
     public var largestUnit: Int { units.map(\.paddedCount).max() ?? 0 }
 
+    /// The offsets table of one rank's flat buffer of a role: each unit's shard (`sharded`) or each
+    /// whole padded unit, one after another in unit order.
+    public func flatLayout(sharded: Bool, rank: Int) -> FlatLayout {
+        var entries: [FlatLayout.Entry] = [], offset = 0
+        for unit in units {
+            let elements = sharded ? unit.range(rank: rank) : 0..<unit.paddedCount
+            entries.append(FlatLayout.Entry(elements: elements, offset: offset))
+            offset += elements.count
+        }
+        return FlatLayout(entries: entries, count: offset)
+    }
+
     /// A table for `--debug`: units, sizes, padding and each rank's range.
     public func describe() -> String {
         var lines = ["sharding plan: \(units.count) units, \(parameterCount) parameters, \(ranks) rank(s), "
@@ -72,4 +85,58 @@ public struct ShardPlan: Sendable, Equatable {
 
 extension String {
     func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
+}
+
+/// Where each unit's part of one role (parameters, gradients, AdamW `m` or `v`) sits in a rank's one
+/// flat buffer of that role: unit `u`'s global elements `entries[u].elements` (its shard, or the
+/// whole padded unit) at `entries[u].offset …`. Every role of a rank uses the same unit order, so
+/// the shards of parameters, gradients and moments line up wherever they have the same extent
+/// (all of them at stage 3), and a role's shard is one contiguous range to write or read.
+public struct FlatLayout: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        /// The unit's elements held (global indices within the unit's padded flat buffer).
+        public var elements: Range<Int>
+        /// Where the first of them sits in the role's buffer.
+        public var offset: Int
+        /// The buffer range holding them.
+        public var range: Range<Int> { offset..<(offset + elements.count) }
+    }
+    public var entries: [Entry]
+    /// Elements of the whole buffer.
+    public var count: Int
+
+    /// The buffer offset of element `element` of unit `unit`, or nil when this rank does not hold it.
+    public func offset(unit: Int, element: Int) -> Int? {
+        let entry = entries[unit]
+        return entry.elements.contains(element) ? entry.offset + element - entry.elements.lowerBound : nil
+    }
+
+    /// The buffer range of global elements `elements` of `unit` (which must be held).
+    public func range(unit: Int, elements: Range<Int>) -> Range<Int> {
+        let entry = entries[unit]
+        precondition(elements.clamped(to: entry.elements) == elements, "FlatLayout: elements \(elements) of unit \(unit) not held (\(entry.elements))")
+        let start = entry.offset + elements.lowerBound - entry.elements.lowerBound
+        return start..<(start + elements.count)
+    }
+}
+
+/// One rank's flat buffer of a role and its offsets table.
+public final class RoleBuffer {
+    public let layout: FlatLayout
+    public let storage: FloatBuffer
+
+    public init(layout: FlatLayout) {
+        self.layout = layout
+        storage = FloatBuffer(count: layout.count)
+    }
+
+    public var bytes: Int { storage.bytes }
+    /// The part of unit `unit` this rank holds.
+    @inline(__always)
+    public func unit(_ unit: Int) -> UnsafeMutableBufferPointer<Float> { storage.slice(layout.entries[unit].range) }
+    /// Global elements `elements` of unit `unit`.
+    @inline(__always)
+    public func elements(_ elements: Range<Int>, of unit: Int) -> UnsafeMutableBufferPointer<Float> {
+        storage.slice(layout.range(unit: unit, elements: elements))
+    }
 }

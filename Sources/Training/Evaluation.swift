@@ -43,8 +43,9 @@ public struct EvaluationResult: Sendable, Encodable, Equatable {
 /// to the order of the floating-point sums).
 public enum Evaluation {
     /// - Parameters:
-    ///   - store: the parameters: a ``DenseUnitStore`` (every rank holds the model) or a ``ZeroEngine``
-    ///     (stage 3: each rank holds a shard; every rank then runs the same number of forwards).
+    ///   - store: the parameters: a ``DenseUnitStore`` (every rank holds the model), a
+    ///     ``ShardedParameters`` (stage 3: each rank holds a shard, no gradient or optimizer memory) or
+    ///     a trainer's ``ZeroEngine``; every rank runs the same number of forwards.
     ///   - sequenceLength: longer examples are cut to their first `sequenceLength` tokens (and counted).
     public static func run(
         _ examples: [SFTExample], config: ModelConfig, store: UnitStore, communicator: Communicator,
@@ -72,16 +73,14 @@ public enum Evaluation {
             used += ids.count
         }
         if batches.last?.isEmpty == true { batches.removeLast() }
-        let engine = store as? ZeroEngine
-        // With a sharded store every rank must take part in every forward's gathers.
-        let forwards = engine == nil ? batches.count : Int(try communicator.allReduce([Int64(batches.count)], .max)[0])
-        let model = DecoderModel(config: config, maxTokens: capacity)
+        // With a sharded store every rank must take part in every forward's gathers: every rank runs
+        // as many forwards as the busiest (a missing one is empty).
+        let forwards = Int(try communicator.allReduce([Int64(batches.count)], .max)[0])
+        let model = DecoderModel(config: config, maxTokens: capacity, training: false)
         var lossSum = 0.0, supervised = 0, tokens = 0
         for index in 0..<forwards {
             let batch = index < batches.count ? TokenBatch(examples: batches[index]) : .empty
-            engine?.beginMicroStep(schedule: model.parameterSchedule(training: false))
             let result = try model.step(batch, store: store, lossScale: 0, training: false)
-            try engine?.endMicroStep()
             lossSum += result.lossSum
             supervised += result.count
             tokens += batch.count

@@ -67,8 +67,9 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
 
 /// Predicts per-rank memory by replaying one training step's allocations, without allocating.
 ///
-/// The replay follows the code: ``ZeroEngine``'s stores (each unit padded to a multiple of N by
-/// ``ShardPlan``), its schedule-driven gathers with one-unit prefetch (stage 3; at a tied head the
+/// The replay follows the code: ``ZeroEngine``'s three flat buffers per rank — parameters, gradients,
+/// and AdamW's `m` and `v` — whose offsets tables (``FlatLayout``) hold each unit padded to a multiple
+/// of N by ``ShardPlan`` (whole, or one shard), its schedule-driven gathers with one-unit prefetch (stage 3; at a tied head the
 /// final unit, the embedding and the prefetched last layer are gathered at once), its full-size
 /// gradient buffers and reduce-scatter scratch shards (stages 2–3; the tied embedding's gradient is
 /// requested twice, at the head and at the end of the backward), stage 1's reduce-scatter scratch,
@@ -281,10 +282,13 @@ struct Replay {
             briefly(attention, "forward attention")
             releaseParameters(unit)
         }
+        // The model's nested scopes: final parameters, final gradient, then (tied) the embedding's.
         parameters(final, "head")
-        if config.tieWordEmbeddings { parameters(embedding, "head") }
         gradients(final, "head")
-        if config.tieWordEmbeddings { gradients(embedding, "head") }
+        if config.tieWordEmbeddings {
+            parameters(embedding, "head")
+            gradients(embedding, "head")
+        }
         briefly(classifier, "classifier")
         if config.tieWordEmbeddings {
             releaseGradients(embedding, "head gradient reduce-scatter")

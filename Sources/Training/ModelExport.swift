@@ -113,12 +113,17 @@ public enum ModelExport {
     /// the tensors in file order and joins the gather of each unit as the walk reaches it; rank 0
     /// writes. No rank holds more than one gathered unit (plus the writer's chunk).
     public static func writeSafetensors(engine: ZeroEngine, to url: URL) throws {
+        try writeSafetensors(parameters: engine.parameters, to: url)
+    }
+
+    /// As ``writeSafetensors(engine:to:)``, from the parameters alone.
+    public static func writeSafetensors(parameters engine: ShardedParameters, to url: URL) throws {
         let layout = engine.layout
         var location: [String: (unit: Int, tensor: ParameterTensor)] = [:]
         for (index, unit) in layout.units.enumerated() {
             for tensor in unit.tensors { location[tensor.name] = (index, tensor) }
         }
-        let names = layout.units.flatMap { $0.tensors.map(\.name) }
+        let tensors = layout.units.flatMap { $0.tensors.map { (name: $0.name, shape: $0.shape) } }
         var currentUnit = -1
         var current: [Float] = []
         func gather(_ unit: Int) throws {
@@ -128,12 +133,12 @@ public enum ModelExport {
                 currentUnit = unit
             }
         }
+        // Every rank walks the writer's own file order, so all join the same gathers in the same order.
         guard engine.communicator.rank == 0 else {
-            for name in names.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) { try gather(location[name]!.unit) }
+            for tensor in SafetensorsWriter.fileOrder(tensors) { try gather(location[tensor.name]!.unit) }
             return
         }
-        try SafetensorsWriter.write(layout: layout.units.flatMap { $0.tensors.map { ($0.name, $0.shape) } },
-                                    metadata: ["format": "pt"], to: url) { name, elements, destination in
+        try SafetensorsWriter.write(layout: tensors, metadata: ["format": "pt"], to: url) { name, elements, destination in
             let (unit, tensor) = location[name]!
             try gather(unit)
             current.withUnsafeBufferPointer { values in

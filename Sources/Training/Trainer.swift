@@ -176,13 +176,11 @@ public final class Trainer {
         let scale: Float = supervised > 0 ? 1 / Float(supervised) : 0
         var lossSum = 0.0
         for (micro, batch) in batches.enumerated() {
-            engine.beginMicroStep(schedule: model.parameterSchedule(training: true))
             do {
                 lossSum += try model.step(batch, store: engine, lossScale: scale, training: true).lossSum
             } catch let error as NonFiniteValueError {
                 throw TrainingError(step: step + 1, microBatch: micro, rank: communicator.rank, underlying: error)
             }
-            try engine.endMicroStep()
         }
         let computed = Date()
         let gradNorm = try engine.reduceGradients()
@@ -205,49 +203,6 @@ public final class Trainer {
                            tokensPerSec: Double(tokens) / seconds, supervisedTokens: supervised, tokens: tokens,
                            stepSeconds: seconds, computeSeconds: computed.timeIntervalSince(started),
                            optimizerSeconds: optimized.timeIntervalSince(computed), parameterChecksum: checksum, memory: try ledgers())
-    }
-
-    /// The masked loss of `examples` without training, sharded across ranks: rank `r` evaluates
-    /// examples `r, r + N, …` (every rank runs the same number of forwards; a missing one is empty).
-    /// Returns the mean over all supervised tokens and their count.
-    public func evaluate(_ examples: [SFTExample]) throws -> (loss: Double, supervised: Int) {
-        let ranks = communicator.size, rank = communicator.rank
-        var lossSum = 0.0, count = 0
-        for first in stride(from: 0, to: examples.count, by: ranks) {
-            let index = first + rank
-            let batch = index < examples.count
-                ? TokenBatch(examples: [(Array(examples[index].inputIDs.prefix(model.maxTokens)), Array(examples[index].labels.prefix(model.maxTokens)))])
-                : TokenBatch.empty
-            engine.beginMicroStep(schedule: model.parameterSchedule(training: false))
-            let result = try model.step(batch, store: engine, lossScale: 0, training: false)
-            try engine.endMicroStep()
-            lossSum += result.lossSum
-            count += result.count
-        }
-        let totals = try communicator.allReduce([lossSum, Double(count)], .sum)
-        guard totals[1] > 0 else { throw EmptyEvaluationError(examples: examples.count, truncatedExamples: 0, sequenceLength: model.maxTokens) }
-        return (totals[0] / totals[1], Int(totals[1]))
-    }
-
-    /// Greedy continuation of `prompt` (every rank runs it: at stage 3 each forward gathers units).
-    public func greedy(prompt: [Int32], maxNewTokens: Int, stop: Set<Int32>) throws -> [Int32] {
-        var tokens = prompt
-        var generated: [Int32] = []
-        let capacity = model.maxTokens
-        for _ in 0..<maxNewTokens {
-            let window = Array(tokens.suffix(capacity))
-            let batch = TokenBatch(examples: [(window, [Int32](repeating: -100, count: window.count))])
-            engine.beginMicroStep(schedule: model.parameterSchedule(training: false))
-            let logits = try model.logits(batch, store: engine)
-            try engine.endMicroStep()
-            let v = config.vocabSize
-            let last = logits[((window.count - 1) * v)..<(window.count * v)]
-            let next = Int32(last.indices.max { last[$0] < last[$1] }! - (window.count - 1) * v)
-            if stop.contains(next) { break }
-            generated.append(next)
-            tokens.append(next)
-        }
-        return generated
     }
 
     static func maxima(_ ledgers: [MemoryLedger]) -> MemoryLedger {

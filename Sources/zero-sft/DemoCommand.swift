@@ -31,6 +31,7 @@ struct DemoCommand: ParsableCommand {
             throw ValidationError("unknown preset \(model): \(ModelPreset.all.map(\.name).joined(separator: ", "))")
         }
         let source = try ModelSource.open(model)
+        let config = source.config
         var options = TrainingOptions()
         options.clipGradientNorm = 1
         guard let stage = ZeroStage(rawValue: zeroStage) else { throw ValidationError("--zero-stage must be 0, 1, 2 or 3") }
@@ -54,18 +55,26 @@ struct DemoCommand: ParsableCommand {
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: DemoTask.examples())
             let questions = ["What is the capital of France?", "How many legs does a spider have?", "What is 12 + 30?", "Who wrote Hamlet?"]
+            // Greedy answers from the trainer's parameters: at stage 3 every rank runs the generator
+            // (each forward gathers the units), so every rank makes the same calls.
+            let generator = Generator(config: config, capacity: options.sequenceLength)
             func answers(_ title: String) throws {
                 log(title)
                 for question in questions {
-                    let reply = try trainer.greedy(prompt: DemoTask.prompt(question), maxNewTokens: 24, stop: [DemoTask.endToken])
-                    log("  Q: \(question)\n  A: \(DemoTask.decode(reply))")
+                    generator.reset()
+                    var sampler = TokenSampler(SamplingOptions())
+                    let reply = try generator.generate(after: DemoTask.prompt(question), store: trainer.engine.parameters, sampler: &sampler,
+                                                       maxNewTokens: 24, stopTokens: [Int(DemoTask.endToken)]).tokens
+                    log("  Q: \(question)\n  A: \(DemoTask.decode(reply.map(Int32.init)))")
                 }
             }
             try answers("before training:")
             try trainer.train()
             try answers("after training:")
-            let evaluation = try trainer.evaluate(trainer.plan.examples)
-            log(String(format: "final loss on the question set: %.4f over %d supervised tokens", evaluation.loss, evaluation.supervised))
+            let evaluation = try Evaluation.run(trainer.plan.examples, config: config, store: trainer.engine.parameters,
+                                                communicator: communicator, sequenceLength: options.sequenceLength,
+                                                tokensPerForward: options.sequenceLength)
+            log(String(format: "final loss on the question set: %.4f over %d supervised tokens", evaluation.loss, evaluation.supervisedTokens))
         }
     }
 }

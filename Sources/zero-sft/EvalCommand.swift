@@ -50,9 +50,9 @@ struct EvalCommand: ParsableCommand {
             Session.warn(source, communicator)
             let store: UnitStore
             if zeroStage == 3 {
-                let layout = ParameterLayout(config: config)
-                store = try ZeroEngine(layout: layout, stage: .three, communicator: communicator, optimizer: AdamW(),
-                                       initialize: ModelExport.initializer(for: source, seed: seed))
+                // Parameters only: no gradient or optimizer memory.
+                store = try ShardedParameters(layout: ParameterLayout(config: config), stage: .three, communicator: communicator,
+                                              initialize: ModelExport.initializer(for: source, seed: seed))
             } else {
                 store = try ModelExport.denseStore(for: source, seed: seed)
             }

@@ -15,18 +15,20 @@ struct TrainingRun {
         (metrics[step]["memory"] as! [[String: Any]]).map { $0.mapValues { ($0 as! NSNumber).intValue } }
     }
 
-    static func run(ranks: Int, arguments: [String], in directory: URL, label: String,
+    /// `saveModel` false: no `--output-dir` (no parameters read back); `launcherArguments` go to mpirun (e.g. a hostfile).
+    static func run(ranks: Int, arguments: [String], in directory: URL, label: String, saveModel: Bool = true,
                     launcherArguments: [String] = []) throws -> TrainingRun {
         let metricsURL = directory.appendingPathComponent("\(label).jsonl")
         let outputURL = directory.appendingPathComponent("\(label)-model")
-        let result = try MPIRun.run(ranks: ranks,
-                                    arguments: ["train"] + arguments + ["--metrics-file", metricsURL.path, "--output-dir", outputURL.path],
-                                    launcherArguments: launcherArguments, timeout: 300)
+        let output = saveModel ? ["--output-dir", outputURL.path] : []
+        let result = try MPIRun.run(ranks: ranks, arguments: ["train"] + arguments + ["--metrics-file", metricsURL.path] + output,
+                                    launcherArguments: launcherArguments, timeout: 600)
         guard result.status == 0 else {
             throw TestFailure("\(label): zero-sft exited \(result.status)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
         }
         let lines = try String(contentsOf: metricsURL, encoding: .utf8).split(separator: "\n")
         let metrics = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        guard saveModel else { return TrainingRun(metrics: metrics, parameters: [:], stdout: result.stdout) }
         let file = try SafetensorsFile(url: outputURL.appendingPathComponent("model.safetensors"))
         var parameters: [String: [Float]] = [:]
         for name in file.tensors.keys { parameters[name] = try file.read(name) }

@@ -1,0 +1,169 @@
+import Collectives
+import Kernels
+import Models
+
+/// Collectives that move only when their rank polls them (the gradient reducer's rings): whoever
+/// waits in MPI on something else must keep them moving, or the ranks waiting on them could stall.
+public protocol BackgroundWork: AnyObject {
+    /// Nothing in flight.
+    var isIdle: Bool { get }
+    /// Advances everything in flight as far as its messages allow.
+    func progress() throws
+}
+
+/// The parameters of one rank — store, gather, prefetch, release — and nothing else: what
+/// evaluation and generation use on their own, with no gradient or optimizer memory.
+///
+/// One flat buffer (``RoleBuffer``) holds them: stages 0–2 every unit whole (padded to a multiple of
+/// the rank count), stage 3 this rank's shard of each unit. At stage 3 ``withParameters(of:_:)``
+/// all-gathers the unit into a fresh full-size buffer (or waits for the all-gather started as the
+/// previous unit's prefetch), starts the non-blocking all-gather of the next unit of the pass's
+/// schedule, runs the closure, and frees the unit when it returns: the gathered unit is reachable
+/// only inside the closure. Gathers follow ``DecoderModel/parameterSchedule(training:)``, the same
+/// order on every rank.
+public final class ShardedParameters: UnitStore {
+    public let stage: ZeroStage
+    public let plan: ShardPlan
+    public let layout: ParameterLayout
+    public let communicator: Communicator
+    let rank: Int
+    /// Stages 0–2: every padded unit; stage 3: this rank's shards.
+    public let store: RoleBuffer
+    /// Polled while this rank waits for a gather (set by the trainer's engine to its gradient reducer).
+    public weak var background: BackgroundWork?
+
+    /// Stage 3: units gathered for use, and all-gathers in flight (prefetches).
+    var gathered: [Int: FloatBuffer] = [:]
+    var gathering: [Int: CollectiveRequest] = [:]
+    var schedule: [Int] = []
+    var cursor = 0
+
+    /// Byte counters for the memory ledger.
+    public private(set) var gatheredBytes = 0, peakGatheredBytes = 0
+
+    /// Allocates this rank's parameters and fills them with `initialize(unit, elements, destination)`,
+    /// called only for the ranges this rank keeps (elements past the unit's count are padding: zero).
+    public init(
+        layout: ParameterLayout, stage: ZeroStage, communicator: Communicator,
+        initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
+    ) throws {
+        self.layout = layout
+        self.stage = stage
+        self.communicator = communicator
+        rank = communicator.rank
+        plan = ShardPlan(layout: layout, ranks: communicator.size)
+        store = RoleBuffer(layout: plan.flatLayout(sharded: stage.shardsParameters, rank: rank))
+        for (index, unit) in plan.units.enumerated() {
+            let held = store.layout.entries[index].elements
+            let valid = held.clamped(to: 0..<unit.count)
+            if !valid.isEmpty { try initialize(index, valid, store.elements(valid, of: index)) }
+        }
+    }
+
+    /// Collectives still in flight when the store goes away (an error unwound a pass): they and their
+    /// buffers are kept alive, never waited for. Waiting could hang this rank in a collective the others
+    /// will not join, before `Job.run` gets to abort the job; freeing the buffers could let MPI write
+    /// into freed memory.
+    nonisolated(unsafe) static var abandoned: [AnyObject] = []
+
+    deinit {
+        guard !gathering.isEmpty else { return }
+        Self.abandoned += gathering.values.map { $0 as AnyObject } + Array(gathered.values)
+    }
+
+    public var parameterBytes: Int { store.bytes }
+
+    // MARK: One pass
+
+    public func beginPass(schedule: [Int]) throws {
+        precondition(gathered.isEmpty && gathering.isEmpty, "ShardedParameters: previous pass not finished")
+        self.schedule = schedule
+        cursor = 0
+    }
+
+    public func endPass() throws {
+        precondition(cursor == schedule.count, "ShardedParameters: pass used \(cursor) of \(schedule.count) scheduled units")
+        precondition(gathered.isEmpty && gathering.isEmpty, "ShardedParameters: units still held at the end of the pass")
+    }
+
+    public func withParameters<R>(of unit: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
+        precondition(cursor < schedule.count && schedule[cursor] == unit,
+                     "ShardedParameters: unit \(unit) requested out of schedule (expected \(cursor < schedule.count ? String(schedule[cursor]) : "none"))")
+        cursor += 1
+        try background?.progress()
+        guard stage.shardsParameters else { return try body(UnsafeBufferPointer(store.unit(unit))) }
+        if let request = gathering.removeValue(forKey: unit) { try wait(for: request, unit: unit) }
+        if gathered[unit] == nil { try wait(for: startGather(unit), unit: unit) }
+        // Prefetch the next unit while this one computes.
+        if cursor < schedule.count {
+            let next = schedule[cursor]
+            if gathered[next] == nil { gathering[next] = try startGather(next) }
+        }
+        guard let buffer = gathered[unit] else { preconditionFailure("ShardedParameters: unit \(unit) not gathered") }
+        defer {
+            precondition(gathering[unit] == nil, "ShardedParameters: released unit \(unit) with its gather in flight")
+            gathered[unit] = nil
+            gatheredBytes -= buffer.bytes
+        }
+        return try body(UnsafeBufferPointer(buffer.pointer))
+    }
+
+    /// Parameters have no gradients: a store for evaluation and generation only.
+    public func withGradients<R>(of unit: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) throws -> R {
+        preconditionFailure("ShardedParameters: no gradients (an inference store; training uses ZeroEngine)")
+    }
+
+    private func startGather(_ unit: Int) throws -> CollectiveRequest {
+        let buffer = FloatBuffer(count: plan.units[unit].paddedCount)
+        gathered[unit] = buffer
+        gatheredBytes += buffer.bytes
+        peakGatheredBytes = max(peakGatheredBytes, gatheredBytes)
+        return try communicator.startAllGather(UnsafeBufferPointer(store.unit(unit)), into: buffer.pointer)
+    }
+
+    /// Waits for the all-gather of `unit`, advancing the gradient reducer's rings meanwhile (a ring
+    /// moves only when its rank tests it), through the communicator's `poll`: backoff, and the
+    /// `--collective-timeout` watchdog naming the unit.
+    private func wait(for request: CollectiveRequest, unit: Int) throws {
+        try communicator.poll("all-gather of unit \(unit) (\(plan.units[unit].name))") {
+            try background?.progress()
+            return try request.test()
+        }
+    }
+
+    // MARK: After the optimizer step
+
+    /// Stages 1–2: every rank updated its own shard of the full units; all-gathers them in place.
+    public func allGatherUpdatedShards() throws {
+        guard stage == .one || stage == .two else { return }
+        for (index, unit) in plan.units.enumerated() {
+            let full = store.unit(index)
+            try communicator.allGather(UnsafeBufferPointer(full.view(unit.range(rank: rank))), into: full)
+        }
+    }
+
+    // MARK: Whole-model access (checkpoints, checksums, tests)
+
+    /// The full parameters of `unit` (unpadded), gathered from every rank's shard at stage 3.
+    /// Every rank must call it (a collective at stage 3).
+    public func fullParameters(unit: Int) throws -> [Float] {
+        let count = layout.units[unit].count
+        guard stage.shardsParameters else { return Array(store.unit(unit).prefix(count)) }
+        let buffer = FloatBuffer(count: plan.units[unit].paddedCount)
+        try communicator.allGather(UnsafeBufferPointer(store.unit(unit)), into: buffer.pointer)
+        return Array(buffer.pointer.prefix(count))
+    }
+
+    /// A checksum of every parameter this rank owns, summed over ranks in Double: identical on all ranks.
+    public func checksum() throws -> Double {
+        var local = 0.0
+        for (index, unit) in plan.units.enumerated() {
+            let range = unit.range(rank: rank)
+            let values = store.elements(range, of: index)
+            var partial = 0.0
+            for (i, x) in values.enumerated() { partial += Double(x) * (1 + Double((range.lowerBound + i) % 7) * 0.125) }
+            local += partial
+        }
+        return try communicator.allReduce(local, .sum)
+    }
+}
