@@ -26,18 +26,20 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Kernels", dependencies: ["COpenBLAS"]),
-        .target(name: "Checkpoints"),
+        .target(name: "Checkpoints", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "Tokenizers", dependencies: ["Checkpoints"]),
         .target(name: "Models", dependencies: ["Kernels"]),
         // What `--model` names, resolved once per process: config, checked weights, tokenizer files.
         .target(name: "ModelIO", dependencies: ["Models", "Checkpoints", "Tokenizers"]),
         .target(name: "Sharding", dependencies: ["Collectives", "Kernels", "Models"]),
-        .target(name: "Training", dependencies: ["Collectives", "Kernels", "Models", "ModelIO", "Sharding", "Checkpoints", "Tokenizers"]),
+        .target(name: "Training", dependencies: ["Collectives", "Kernels", "Models", "ModelIO", "Sharding", "Checkpoints", "Tokenizers",
+                                                .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "zero-sft",
             dependencies: [
                 "Training", "Collectives", "Models", "ModelIO", "Sharding", "Kernels", "Checkpoints", "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         // Test-only helpers: find the built zero-sft binary and run it under mpirun with a timeout.

@@ -1,3 +1,4 @@
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,7 +13,7 @@ import Darwin
 ///
 /// Pages are faulted in on first touch, so reading a range of a tensor costs only the pages that hold
 /// it. The mapping is immutable after `init`, which makes sharing it across threads safe.
-/// The corresponding C functions are `open`, `fstat`, `mmap` and `munmap`.
+/// The corresponding C functions are `open` (swift-system's `FileDescriptor.open`), `fstat`, `mmap` and `munmap`.
 final class MappedFile: @unchecked Sendable {
     /// The path the file was opened with, for error messages.
     let path: String
@@ -21,9 +22,9 @@ final class MappedFile: @unchecked Sendable {
 
     init(path: String) throws {
         self.path = path
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw Self.systemError(path, "open") }
-        defer { close(descriptor) }
+        let file = try Self.open(path)
+        defer { try? file.close() }
+        let descriptor = file.rawValue
         var status = stat()
         guard fstat(descriptor, &status) == 0 else { throw Self.systemError(path, "fstat") }
         guard (status.st_mode & S_IFMT) == S_IFREG else {
@@ -48,16 +49,24 @@ final class MappedFile: @unchecked Sendable {
 
     /// Whether the file at `path` begins with the four bytes `GGUF` (reads only those bytes).
     static func startsWithGGUFMagic(path: String) throws -> Bool {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw systemError(path, "open") }
-        defer { close(descriptor) }
+        let file = try open(path)
+        defer { try? file.close() }
         var magic: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
-        let got = withUnsafeMutableBytes(of: &magic) { read(descriptor, $0.baseAddress, 4) }
+        let got: Int
+        do { got = try withUnsafeMutableBytes(of: &magic) { try file.read(into: $0) } } catch let error as Errno {
+            throw systemError(path, "read", code: error.rawValue)
+        }
         return got == 4 && magic == (0x47, 0x47, 0x55, 0x46)
     }
 
-    static func systemError(_ path: String, _ call: String) -> CheckpointError {
-        let code = errno
+    /// Opens `path` read-only and close-on-exec; a failure names the path and the reason.
+    private static func open(_ path: String) throws -> FileDescriptor {
+        do { return try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec]) } catch let error as Errno {
+            throw systemError(path, "open", code: error.rawValue)
+        }
+    }
+
+    static func systemError(_ path: String, _ call: String, code: Int32 = errno) -> CheckpointError {
         return CheckpointError(.unreadableFile, path: path, found: "\(call) failed: \(String(cString: strerror(code))) (errno \(code))")
     }
 }

@@ -1,10 +1,9 @@
 import Foundation
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
-private let systemWrite = Glibc.write
 #elseif canImport(Darwin)
 import Darwin
-private let systemWrite = Darwin.write
 #endif
 
 /// Writes safetensors files laid out exactly as the `safetensors` Python package lays them out.
@@ -174,7 +173,8 @@ public enum SafetensorsWriter {
 
 /// A temporary file next to its destination, renamed (or hard-linked, when replacing is not allowed)
 /// into place on `commit`, deleted on `discard`.
-/// The corresponding C functions are `mkstemp`, `write`, `fsync`, `link`, `rename` and `unlink`.
+/// The corresponding C functions are `mkstemp`, `write` (through swift-system's `FileDescriptor.writeAll`,
+/// which retries short writes and `EINTR`), `fsync`, `link`, `rename` and `unlink`.
 struct TemporaryOutput {
     let destination: String
     let temporaryPath: String
@@ -193,14 +193,8 @@ struct TemporaryOutput {
     }
 
     mutating func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var written = 0
-        while written < bytes.count {
-            let result = systemWrite(descriptor, bytes.baseAddress! + written, bytes.count - written)
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw Self.failure(destination, "writing \(temporaryPath)")
-            }
-            written += result
+        do { _ = try FileDescriptor(rawValue: descriptor).writeAll(bytes) } catch let error as Errno {
+            throw Self.failure(destination, "writing \(temporaryPath)", code: error.rawValue)
         }
     }
 

@@ -30,4 +30,10 @@ extension TextSetup {
     public func encoder(chatTemplate name: String?) throws(ChatTemplateError) -> ChatEncoder {
         try ChatEncoder(tokenizer: tokenizer, template: template(named: name))
     }
+
+    /// The encoder with `chosen` (a `--chat-template` value), or the model's own template when nil.
+    public func encoder(template chosen: ChatTemplate?) throws(ChatTemplateError) -> ChatEncoder {
+        if let chosen { return try ChatEncoder(tokenizer: tokenizer, template: chosen) }
+        return try encoder(chatTemplate: nil)
+    }
 }

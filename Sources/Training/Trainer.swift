@@ -2,6 +2,7 @@ import Checkpoints
 import Collectives
 import Foundation
 import Kernels
+import Logging
 import Models
 import Sharding
 
@@ -98,20 +99,23 @@ public final class Trainer {
     public let schedule: LearningRateSchedule
     public let totalSteps: Int
     public private(set) var history: [StepMetrics] = []
-    let log: (String) -> Void
+    /// Step lines at `info` (printed by rank 0), the `--debug` checksum at `debug` (``RankLogHandler``).
+    public let logger: Logger
 
     /// Sets up the model and this rank's share of the state. `initialize` fills parameter ranges
     /// (random init or a checkpoint); it is called only for the ranges this rank keeps.
     public init(
         config: ModelConfig, options: TrainingOptions, communicator: Communicator, examples: [SFTExample],
         initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void,
-        log: @escaping (String) -> Void
+        logger: Logger = .zeroSFT("zero-sft.train")
     ) throws {
         try options.validate()
         self.config = config
         self.options = options
         self.communicator = communicator
-        self.log = log
+        var logger = logger
+        if options.debug { logger.logLevel = .debug }
+        self.logger = logger
         plan = TrainingPlan(examples: examples, sequenceLength: options.sequenceLength, microBatchSize: options.microBatchSize,
                             gradientAccumulation: options.gradientAccumulation, ranks: communicator.size,
                             seed: options.seed, shuffle: options.shuffle)
@@ -144,9 +148,9 @@ public final class Trainer {
             let metrics = try trainStep(step)
             history.append(metrics)
             if isLeader, step % options.logEvery == 0 || step == totalSteps - 1 {
-                log(String(format: "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %d supervised | ",
+                logger.info(.init(stringLiteral: String(format: "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %d supervised | ",
                            step + 1, totalSteps, metrics.loss, metrics.lr, metrics.gradNorm, metrics.tokensPerSec, metrics.supervisedTokens)
-                    + "max/rank: " + Self.maxima(metrics.memory).brief)
+                    + "max/rank: " + Self.maxima(metrics.memory).brief))
                 if let metricsHandle {
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.sortedKeys]
@@ -198,7 +202,7 @@ public final class Trainer {
         let globalLoss = try communicator.allReduce(lossSum, .sum)
         let seconds = Date().timeIntervalSince(started)
         let checksum = options.debug ? try engine.parameterChecksum() : nil
-        if let checksum, isLeader { log(String(format: "  debug: step %d parameter checksum %.9e", step + 1, checksum)) }
+        if let checksum { logger.debug("\(String(format: "  debug: step %d parameter checksum %.9e", step + 1, checksum))") }
         return StepMetrics(step: step + 1, loss: supervised > 0 ? globalLoss / Double(supervised) : 0, lr: lr, gradNorm: gradNorm,
                            tokensPerSec: Double(tokens) / seconds, supervisedTokens: supervised, tokens: tokens,
                            stepSeconds: seconds, computeSeconds: computed.timeIntervalSince(started),

@@ -1,9 +1,11 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import Logging
 import Kernels
 import ModelIO
 import Models
+import Sharding
 import Training
 
 /// Times forward + backward + optimizer step on synthetic data and compares with raw sgemm speed.
@@ -16,12 +18,11 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Rows per micro-batch on each rank.") var microBatchSize: Int = 4
     @Option(name: .long, help: "Tokens per row (each row is one example, every token supervised).") var seqLen: Int = 256
-    @Option(name: .long, help: "ZeRO stage (0–3).") var zeroStage: Int = 3
+    @Option(name: .long, help: "ZeRO stage.") var zeroStage: ZeroStage = .three
     @Option(name: .long, help: "Timed steps (after one untimed warm-up step).") var steps: Int = 3
     @Option(name: .long, help: "Fraction of positions that carry a label.") var supervisedFraction: Double = 1
 
     func validate() throws {
-        guard (0...3).contains(zeroStage) else { throw ValidationError("--zero-stage must be 0, 1, 2 or 3") }
         guard steps >= 1, microBatchSize >= 1, seqLen >= 2 else { throw ValidationError("--steps, --micro-batch-size and --seq-len must be positive") }
         guard supervisedFraction > 0, supervisedFraction <= 1 else { throw ValidationError("--supervised-fraction must be in (0, 1]") }
     }
@@ -30,9 +31,9 @@ struct BenchCommand: ParsableCommand {
         let source = try modelOptions.resolve()
         let config = source.config
         Job.run { (communicator: Communicator) throws -> Void in
-            let log = Session.leaderLog(communicator)
+            let logger = Session.logger("bench")
             var options = TrainingOptions()
-            options.stage = .init(rawValue: zeroStage)!
+            options.stage = zeroStage
             options.microBatchSize = microBatchSize
             options.sequenceLength = seqLen
             options.maxSteps = steps + 1
@@ -50,7 +51,7 @@ struct BenchCommand: ParsableCommand {
                 let ids = (0..<seqLen).map { _ in next() }
                 return SFTExample(inputIDs: ids, labels: ids.enumerated().map { $0.offset < promptLength ? -100 : $0.element })
             }
-            Session.warn(source, communicator)
+            Session.warn(source)
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples)
             _ = try trainer.trainStep(0)
@@ -60,8 +61,8 @@ struct BenchCommand: ParsableCommand {
                 seconds += metrics.stepSeconds
                 tokens += metrics.tokens
                 supervised += metrics.supervisedTokens
-                log(String(format: "step %d: %.3f s (forward+backward %.3f s, optimizer %.3f s), %.0f tokens/s, loss %.4f", step, metrics.stepSeconds,
-                           metrics.computeSeconds, metrics.optimizerSeconds, metrics.tokensPerSec, metrics.loss))
+                logger.info(.init(stringLiteral: String(format: "step %d: %.3f s (forward+backward %.3f s, optimizer %.3f s), %.0f tokens/s, loss %.4f", step, metrics.stepSeconds,
+                           metrics.computeSeconds, metrics.optimizerSeconds, metrics.tokensPerSec, metrics.loss)))
             }
             let sgemm = Self.measureSgemm(tokens: microBatchSize * seqLen, config: config)
             let psi = Double(trainer.model.layout.parameterCount)
@@ -74,17 +75,18 @@ struct BenchCommand: ParsableCommand {
             let gflops = (body + head + attention) / seconds / 1e9 / Double(communicator.size)
             let ledgers = try trainer.ledgers()
             let peak = ledgers.map(\.peakRSS).max() ?? 0
-            log(String(format: "%d ranks × %d threads: %.3f s/step, %.1f tokens/s, %.2f GFLOP/s per rank = %.0f%% of sgemm (%.2f GFLOP/s), peak RSS/rank %@",
+            logger.info(.init(stringLiteral: String(format: "%d ranks × %d threads: %.3f s/step, %.1f tokens/s, %.2f GFLOP/s per rank = %.0f%% of sgemm (%.2f GFLOP/s), peak RSS/rank %@",
                        communicator.size, BLAS.threadCount, seconds / Double(steps), Double(tokens) / seconds, gflops,
-                       100 * gflops / sgemm, sgemm, MemoryLedger.format(peak)))
+                       100 * gflops / sgemm, sgemm, MemoryLedger.format(peak))))
             let summary: [String: Double] = [
                 "tokens_per_sec": Double(tokens) / seconds, "gflops": gflops, "sgemm_gflops": sgemm,
                 "step_seconds": seconds / Double(steps), "ranks": Double(communicator.size), "threads": Double(BLAS.threadCount),
-                "zero_stage": Double(zeroStage), "peak_rss": Double(peak),
+                "zero_stage": Double(zeroStage.rawValue), "peak_rss": Double(peak),
             ]
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            log(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            let json = String(decoding: try encoder.encode(summary), as: UTF8.self)
+            logger.info("\(json)")
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import Logging
 import ModelIO
 import Models
 import Sharding
@@ -13,7 +14,7 @@ struct DemoCommand: ParsableCommand {
         abstract: "The built-in job: a small model learns to answer a fixed set of questions; prints its answers before and after.")
 
     @Option(name: .long, help: "Model preset.") var model: String = "small"
-    @Option(name: .long, help: "ZeRO stage (0–3).") var zeroStage: Int = 3
+    @Option(name: .long, help: "ZeRO stage.") var zeroStage: ZeroStage = .three
     @Option(name: .long, help: "Optimizer steps.") var maxSteps: Int = 80
     @Option(name: .long, help: "Peak learning rate.") var lr: Double = 3e-3
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 7
@@ -21,7 +22,6 @@ struct DemoCommand: ParsableCommand {
     @OptionGroup var collectives: CollectiveOptions
 
     func validate() throws {
-        guard (0...3).contains(zeroStage) else { throw ValidationError("--zero-stage must be 0, 1, 2 or 3 (got \(zeroStage))") }
         guard maxSteps >= 1 else { throw ValidationError("--max-steps must be at least 1 (got \(maxSteps))") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be a positive number (got \(lr))") }
     }
@@ -34,8 +34,7 @@ struct DemoCommand: ParsableCommand {
         let config = source.config
         var options = TrainingOptions()
         options.clipGradientNorm = 1
-        guard let stage = ZeroStage(rawValue: zeroStage) else { throw ValidationError("--zero-stage must be 0, 1, 2 or 3") }
-        options.stage = stage
+        options.stage = zeroStage
         options.sequenceLength = 128
         options.microBatchSize = 2
         options.maxSteps = maxSteps
@@ -51,7 +50,7 @@ struct DemoCommand: ParsableCommand {
             collectives.apply(to: communicator, checkingConsistency: false)
             // Every step sees the whole question set (8 rows of 128 tokens), however many ranks share it.
             options.gradientAccumulation = max(1, 4 / communicator.size)
-            let log = Session.leaderLog(communicator)
+            let logger = Session.logger("demo")
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: DemoTask.examples())
             let questions = ["What is the capital of France?", "How many legs does a spider have?", "What is 12 + 30?", "Who wrote Hamlet?"]
@@ -59,13 +58,13 @@ struct DemoCommand: ParsableCommand {
             // (each forward gathers the units), so every rank makes the same calls.
             let generator = Generator(config: config, capacity: options.sequenceLength)
             func answers(_ title: String) throws {
-                log(title)
+                logger.info("\(title)")
                 for question in questions {
                     generator.reset()
                     var sampler = TokenSampler(SamplingOptions())
                     let reply = try generator.generate(after: DemoTask.prompt(question), store: trainer.engine.parameters, sampler: &sampler,
                                                        maxNewTokens: 24, stopTokens: [Int(DemoTask.endToken)]).tokens
-                    log("  Q: \(question)\n  A: \(DemoTask.decode(reply.map(Int32.init)))")
+                    logger.info("  Q: \(question)\n  A: \(DemoTask.decode(reply.map(Int32.init)))")
                 }
             }
             try answers("before training:")
@@ -74,7 +73,7 @@ struct DemoCommand: ParsableCommand {
             let evaluation = try Evaluation.run(trainer.plan.examples, config: config, store: trainer.engine.parameters,
                                                 communicator: communicator, sequenceLength: options.sequenceLength,
                                                 tokensPerForward: options.sequenceLength)
-            log(String(format: "final loss on the question set: %.4f over %d supervised tokens", evaluation.loss, evaluation.supervisedTokens))
+            logger.info("\(String(format: "final loss on the question set: %.4f over %d supervised tokens", evaluation.loss, evaluation.supervisedTokens))")
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import Logging
 import Kernels
 import ModelIO
 import Models
@@ -25,7 +26,7 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "Most tokens per forward on each rank (examples are packed up to it).")
     var tokensPerForward: Int = 4096
     @Option(name: .long, help: "0: every rank holds the whole model; 3: each rank holds a shard (parameters gathered per layer).")
-    var zeroStage: Int = 0
+    var zeroStage: ZeroStage = .zero
     @Option(name: .long, help: "Seed of the random initialisation (presets only).")
     var seed: UInt64 = 42
     @OptionGroup var collectives: CollectiveOptions
@@ -33,7 +34,7 @@ struct EvalCommand: ParsableCommand {
     func validate() throws {
         guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
         guard tokensPerForward >= 1 else { throw ValidationError("--tokens-per-forward must be positive, got \(tokensPerForward)") }
-        guard zeroStage == 0 || zeroStage == 3 else { throw ValidationError("--zero-stage must be 0 or 3 for eval, got \(zeroStage)") }
+        guard zeroStage == .zero || zeroStage == .three else { throw ValidationError("--zero-stage must be 0 or 3 for eval, got \(zeroStage)") }
     }
 
     func run() throws {
@@ -46,24 +47,25 @@ struct EvalCommand: ParsableCommand {
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: false)
             communicator.context = "evaluation"
-            let log = Session.leaderLog(communicator)
-            Session.warn(source, communicator)
+            let logger = Session.logger("eval")
+            Session.warn(source)
             let store: UnitStore
-            if zeroStage == 3 {
+            if zeroStage == .three {
                 // Parameters only: no gradient or optimizer memory.
                 store = try ShardedParameters(layout: ParameterLayout(config: config), stage: .three, communicator: communicator,
                                               initialize: ModelExport.initializer(for: source, seed: seed))
             } else {
                 store = try ModelExport.denseStore(for: source, seed: seed)
             }
-            log("zero-sft eval: \(model) on \(communicator.size) rank(s), \(examples.count) examples")
+            logger.info("zero-sft eval: \(model) on \(communicator.size) rank(s), \(examples.count) examples")
             let result = try Evaluation.run(examples, config: config, store: store, communicator: communicator,
                                             sequenceLength: seqLen, tokensPerForward: tokensPerForward)
-            log(String(format: "loss %.6f over %d supervised tokens (perplexity %.3f), %d tokens, %d truncated, %.2f s",
-                       result.loss, result.supervisedTokens, result.perplexity, result.tokens, result.truncatedExamples, result.seconds))
+            logger.info(.init(stringLiteral: String(format: "loss %.6f over %d supervised tokens (perplexity %.3f), %d tokens, %d truncated, %.2f s",
+                       result.loss, result.supervisedTokens, result.perplexity, result.tokens, result.truncatedExamples, result.seconds)))
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            log(String(decoding: try encoder.encode(result), as: UTF8.self))
+            let json = String(decoding: try encoder.encode(result), as: UTF8.self)
+            logger.info("\(json)")
         }
     }
 }

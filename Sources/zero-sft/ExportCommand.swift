@@ -22,7 +22,7 @@ struct ExportCommand: ParsableCommand {
 
     func run() throws {
         let source = try modelOptions.resolve()
-        Session.warn(source, nil)
+        Session.warn(source)
         let started = Date()
         let files = try ModelExport.export(source, seed: seed, to: URL(fileURLWithPath: out))
         print(String(format: "exported %@ (%.2fM parameters) to %@ in %.2f s: %@", source.location,

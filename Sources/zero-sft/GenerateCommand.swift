@@ -8,7 +8,7 @@ import Training
 /// Sampling and context options shared by `generate` and `chat`.
 struct GenerationArguments: ParsableArguments {
     @Option(name: .long, help: "Chat format: smollm2, qwen2, chatml, llama3 or plain (default: the model's own template, recognised).")
-    var chatTemplate: String?
+    var chatTemplate: ChatTemplate?
     @Option(name: .long, help: "Most tokens to generate per reply.")
     var maxNewTokens: Int = 256
     @Option(name: .long, help: "0: greedy (always the most likely token); otherwise sample from softmax(logits / temperature).")
@@ -45,10 +45,10 @@ struct LoadedGenerator {
 
     /// Stops at the template's end-of-turn tokens and at the model's stop ids (``ModelSource/stopTokenIDs``:
     /// `generation_config.json`'s `eos_token_id` when it has one, else `config.json`'s, as transformers).
-    init(source: ModelSource, chatTemplate: String?, capacity: (ModelConfig) -> Int) throws {
+    init(source: ModelSource, chatTemplate: ChatTemplate?, capacity: (ModelConfig) -> Int) throws {
         self.source = source
-        Session.warn(source, nil)
-        encoder = try source.textSetup().encoder(chatTemplate: chatTemplate)
+        Session.warn(source)
+        encoder = try source.textSetup().encoder(template: chatTemplate)
         tokenizer = encoder.tokenizer
         store = try ModelExport.denseStore(for: source)
         generator = Generator(config: source.config, capacity: capacity(source.config))

@@ -49,7 +49,7 @@ struct InspectDataCommand: ParsableCommand {
         var encoderUsed: ChatEncoder?
         let loaded = try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize(setup, files: files), options: text.options) {
             // A preset has no tokenizer: TextSetup.encoder says so.
-            let encoder = try setup?.encoder(chatTemplate: text.chatTemplate) ?? TextSetup.encoder(model: model, chatTemplate: text.chatTemplate)
+            let encoder = try setup?.encoder(template: text.chatTemplate) ?? TextSetup.load(model: model).encoder(template: text.chatTemplate)
             encoderUsed = encoder
             return encoder
         }

@@ -49,7 +49,7 @@ struct PlanCommand: ParsableCommand {
     }
 
     func parsedStages() throws -> [ZeroStage] {
-        let values = zeroStage.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)).flatMap(ZeroStage.init(rawValue:)) }
+        let values = zeroStage.split(separator: ",").map { ZeroStage(argument: $0.trimmingCharacters(in: .whitespaces)) }
         guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
             throw ValidationError("--zero-stage must be stages 0–3 separated by commas (got \"\(zeroStage)\")")
         }
@@ -73,7 +73,7 @@ struct PlanCommand: ParsableCommand {
 
     func run() throws {
         let source = try modelOptions.resolve()
-        Session.warn(source, nil)
+        Session.warn(source)
         let config = source.config
         let memory = try hostMemory ?? HostMemory.total()
         var cells: [Cell] = []

@@ -23,7 +23,7 @@ struct ModelOptions: ParsableArguments {
 /// The training options every training-like command takes.
 struct TrainingArguments: ParsableArguments {
     @Option(name: .long, help: "ZeRO stage: 0 data parallel, 1 shard AdamW moments, 2 also gradients, 3 also parameters.")
-    var zeroStage: Int = 3
+    var zeroStage: ZeroStage = .three
     @Option(name: .long, help: ArgumentHelp(
         "Stages 2–3: gradient reduce-scatters in flight at once; each holds one unit's full-size gradient.",
         discussion: "A rank that reaches the cap completes the oldest first. Higher overlaps more communication with the backward and costs one more unit of memory per step of the cap."))
@@ -58,11 +58,8 @@ struct TrainingArguments: ParsableArguments {
     var debug = false
 
     func options() throws -> TrainingOptions {
-        guard let stage = ZeroStage(rawValue: zeroStage) else {
-            throw ValidationError("--zero-stage must be 0, 1, 2 or 3 (got \(zeroStage))")
-        }
         var o = TrainingOptions()
-        o.stage = stage
+        o.stage = zeroStage
         o.reductionsInFlight = reductionsInFlight
         o.microBatchSize = microBatchSize
         o.sequenceLength = seqLen
@@ -112,8 +109,8 @@ struct TrainCommand: ParsableCommand {
         try ModelCheckpoint.checkFreshDirectory(outputDir)
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: options.debug)
-            Session.warn(source, communicator)
-            Session.leaderLog(communicator)("data file: \(loaded.report.summary)")
+            Session.warn(source)
+            Session.logger("train").info("data file: \(loaded.report.summary)")
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples)
             try trainer.train()

@@ -1,4 +1,5 @@
 import Foundation
+import ModelIO
 import Testing
 import Tokenizers
 import Training
