@@ -149,7 +149,7 @@ extension ModelConfig {
     ///
     /// | GGUF key | config key |
     /// |---|---|
-    /// | `{arch}.block_count` | `num_hidden_layers` (must equal the `blk.N` groups present) |
+    /// | `{arch}.block_count` | `num_hidden_layers` (at most the `blk.N` groups present; blocks beyond it are an error listing them) |
     /// | `{arch}.embedding_length` | `hidden_size` |
     /// | `{arch}.feed_forward_length` | `intermediate_size` |
     /// | `{arch}.attention.head_count` / `head_count_kv` | `num_attention_heads` / `num_key_value_heads` |
@@ -195,11 +195,12 @@ extension ModelConfig {
             return v
         }
         let layers = try integer("block_count")
-        // Sizes are checked against the tensors present before anything is built from them.
+        // Sizes are checked against the tensors present before anything is built from them: more layers
+        // than the file holds is refused here; fewer leaves blocks no layer uses, which ModelWeights lists.
         let blocks = Set(file.tensors.keys.compactMap { name -> Int? in
             name.hasPrefix("blk.") ? Int(name.dropFirst(4).prefix { $0 != "." }) : nil
         })
-        guard blocks.count == layers, (blocks.max() ?? -1) + 1 == layers else {
+        guard layers <= blocks.count else {
             throw CheckpointError(.malformedHeader, path: path,
                                   expected: "\(arch).block_count equal to the blk.N tensor groups present (\(blocks.count), N up to \(blocks.max() ?? -1))",
                                   found: "\(layers)")
