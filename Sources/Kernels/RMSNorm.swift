@@ -15,9 +15,9 @@ public enum RMSNorm {
         let x = inp.baseAddress!, y = out.baseAddress!, w = weight.baseAddress!, r = rstd.baseAddress!
         for t in 0..<n {
             let xt = x + t * c, yt = y + t * c
-            var sumSquares: Float = 0
-            for j in 0..<c { sumSquares += xt[j] * xt[j] }
-            let s = 1 / (sumSquares / Float(c) + epsilon).squareRoot()
+            // The mean square in Double (torch's reduction is cascaded; a Float running sum over C drifts).
+            let meanSquare = Float(VectorMath.sumOfSquares(UnsafeBufferPointer(start: xt, count: c)) / Double(c))
+            let s = 1 / (meanSquare + epsilon).squareRoot()
             r[t] = s
             for j in 0..<c { yt[j] = w[j] * (xt[j] * s) }
         }
@@ -43,13 +43,13 @@ public enum RMSNorm {
         for t in 0..<n {
             let xt = x + t * c, dyt = dy + t * c, dxt = dx + t * c
             let s = r[t]
-            var dot: Float = 0
+            var dot = 0.0
             for j in 0..<c {
                 let xhat = xt[j] * s
-                dot += dyt[j] * w[j] * xhat
+                dot += Double(dyt[j] * w[j] * xhat)
                 dw[j] += dyt[j] * xhat
             }
-            let meanDot = dot / Float(c)
+            let meanDot = Float(dot / Double(c))
             for j in 0..<c {
                 let xhat = xt[j] * s
                 dxt[j] += s * (dyt[j] * w[j] - xhat * meanDot)

@@ -31,11 +31,15 @@ public enum VectorMath {
     @inline(__always)
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
 
-    /// Writes `exp(x[i] − shift)` into `x` and returns their sum.
+    /// Writes `exp(x[i] − shift)` into `x` and returns their sum, accumulated in Double.
+    ///
+    /// The sum is a softmax denominator: 49 152 terms for SmolLM2's vocabulary. Eight Float lanes of
+    /// 6 144 terms each drift by ~1e-6 relative (random-walk rounding), which moved the loss 3.5e-6 and
+    /// the gradient norm 7e-6 from torch's (whose sums are cascaded); eight Double lanes keep the loop
+    /// vectorisable and the sum exact to Float's rounding of the terms.
     @inline(__always)
     public static func exponentiate(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {
-        // Eight partial sums keep the loop vectorisable (a single running sum would be serial).
-        var sums = SIMD8<Float>(repeating: 0)
+        var sums = SIMD8<Double>(repeating: 0)
         var i = 0
         while i + 8 <= count {
             var lanes = SIMD8<Float>(repeating: 0)
@@ -44,17 +48,17 @@ public enum VectorMath {
                 x[i + lane] = e
                 lanes[lane] = e
             }
-            sums += lanes
+            sums += SIMD8<Double>(lanes)
             i += 8
         }
         var sum = sums.sum()
         while i < count {
             let e = exp(x[i] - shift)
             x[i] = e
-            sum += e
+            sum += Double(e)
             i += 1
         }
-        return sum
+        return Float(sum)
     }
 
     /// `Σ xᵢ²` in Double: eight Double lanes (vectorisable), each summing every eighth square, so the

@@ -38,10 +38,14 @@ import TestSupport
         func loss() throws -> Double { try model.step(batch, store: store, lossScale: scale, training: false).lossSum / Double(count) }
         // Richardson-extrapolated central differences, (4·D(ε) − D(2ε)) / 3: the O(ε²) truncation cancels,
         // so ε can be large enough that the fp32 forward's rounding (≈ 1e-7 of the loss, divided by ε) stays
-        // far below the gradients checked. With a plain D(2e-3) the qwen2 k_proj.bias (whose gradient is
-        // nearly zero: softmax ignores a shift shared by all keys, only RoPE breaks it) sat at the noise
-        // floor: |fd − analytic| = 3e-5 for an analytic 1.2e-4 on Zen 4's OpenBLAS kernels.
-        let epsilon: Float = 1e-2
+        // below the gradients checked. With a plain D(2e-3) the qwen2 k_proj.bias (whose gradient is nearly
+        // zero: softmax ignores a shift shared by all keys, only RoPE breaks it) sat at the noise floor:
+        // |fd − analytic| = 3e-5 for an analytic 1.2e-4 on Zen 4's OpenBLAS kernels (2.1× the bound).
+        // Measured worst |fd − analytic| / bound over every tensor of both models (one random direction
+        // each; this test's draw where noted): plain ε = 1e-3: 1.0, 2e-3: 0.54 (this test's draw: 2.1),
+        // 5e-3: 0.95 (truncation, in the embedding); extrapolated ε = 2e-3: 1.08, 5e-3: 0.31 (this test's
+        // draw: passes), 1e-2: 1.2 (this test's draw; truncation, in the embedding).
+        let epsilon: Float = 5e-3
         for (_, tensor) in store.layout.allTensors {
             let values = store.tensor(tensor.name)!, gradient = store.gradient(tensor.name)!
             let direction = (0..<tensor.count).map { _ in random.normal() }

@@ -12,9 +12,15 @@ import Testing
 /// transformers in fp32 with the norm summed in float64 (tools/generate_gradnorm_golden.py).
 @Suite(.serialized) struct SmolLM2GradientNormTests {
     struct Golden: Decodable {
+        struct Exact: Decodable {
+            var loss: Double
+            var grad_norm: Double
+        }
         var loss: Double
         var grad_norm: Double
         var supervised: Int
+        /// The same computation in float64 (the model cast to double): the exact value fp32 approximates.
+        var float64: Exact
     }
 
     static let packageRoot = URL(fileURLWithPath: #filePath)
@@ -40,11 +46,14 @@ import Testing
     /// Every rank count and every stage at least once (also measured, equally: (4, 0) and (1, 3)).
     static let cases: [(ranks: Int, stage: Int)] = [(1, 0), (2, 1), (2, 2), (4, 3), (2, 3)]
 
-    /// Against torch: measured 7.0e-6 relative for the norm and 3.5e-6 for the loss at every N and
-    /// stage — the scale of fp32 rounding through 30 layers (torch's own fp32 figures are 7.9e-6 and
-    /// 3.3e-6 from its float64 ones, golden.json's "float64"), so the bound is 2e-5. Before the norm
-    /// was summed in Double the 1-rank norm was 4.1e-3 low, and moved with N. Across rank counts and
-    /// stages the norms must agree to 1e-6 (measured: ≤ 1.2e-9).
+    /// Against torch in float64 (the model cast to double: the value every fp32 implementation
+    /// approximates): measured 1.3e-6 relative for the norm and 1.6e-7 for the loss at every N and stage.
+    /// Torch's own fp32 run is 7.9e-6 and 3.3e-6 from it (golden.json's top-level figures), so two fp32
+    /// implementations cannot agree to 1e-6 with each other; zero-sft agrees with the exact value to 2e-6
+    /// (norm) and 1e-6 (loss), and with torch's fp32 run within torch's own fp32 error (1e-5 bound).
+    /// Before the norm was summed in Double the 1-rank norm was 4.1e-3 low and moved with N; before the
+    /// softmax denominators and RMSNorm's mean square were summed in Double the loss was 6.7e-6 and the
+    /// norm 1.5e-5 from float64. Across rank counts and stages the norms agree to 1e-6 (measured ≤ 1.2e-9).
     @Test func firstStepGradientNormEqualsTorchAtEveryRankCountAndStage() throws {
         guard let model = Self.modelPath() else { return }
         let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("golden.json")))
@@ -56,11 +65,15 @@ import Testing
             let run = try TrainingRun.run(ranks: c.ranks, arguments: Self.arguments(model: model, stage: c.stage, steps: 1),
                                           in: scratch.url, label: label, saveModel: false)
             let norm = run.metrics[0]["grad_norm"] as! Double, loss = run.losses[0]
-            let normError = abs(norm - golden.grad_norm) / golden.grad_norm, lossError = abs(loss - golden.loss) / golden.loss
-            report.append(String(format: "%@: grad norm %.9f (torch %.9f, %.2e relative), loss %.9f (%.2e)",
-                                 label, norm, golden.grad_norm, normError, loss, lossError))
-            #expect(normError <= 2e-5, "\(label): grad norm \(norm), torch \(golden.grad_norm): \(normError) relative")
-            #expect(lossError <= 2e-5, "\(label): loss \(loss), torch \(golden.loss): \(lossError) relative")
+            let exact = golden.float64
+            let normError = abs(norm - exact.grad_norm) / exact.grad_norm, lossError = abs(loss - exact.loss) / exact.loss
+            let normErrorFP32 = abs(norm - golden.grad_norm) / golden.grad_norm, lossErrorFP32 = abs(loss - golden.loss) / golden.loss
+            report.append(String(format: "%@: grad norm %.9f (torch float64 %.9f: %.2e relative; fp32 %.2e), loss %.9f (%.2e; fp32 %.2e)",
+                                 label, norm, exact.grad_norm, normError, normErrorFP32, loss, lossError, lossErrorFP32))
+            #expect(normError <= 2e-6, "\(label): grad norm \(norm), torch float64 \(exact.grad_norm): \(normError) relative")
+            #expect(lossError <= 1e-6, "\(label): loss \(loss), torch float64 \(exact.loss): \(lossError) relative")
+            #expect(normErrorFP32 <= 1e-5 && lossErrorFP32 <= 1e-5,
+                    "\(label): torch fp32 grad norm \(golden.grad_norm) (\(normErrorFP32)), loss \(golden.loss) (\(lossErrorFP32))")
             if let (firstLabel, first) = norms.first {
                 #expect(abs(norm - first) / first <= 1e-6, "\(label): grad norm \(norm), \(firstLabel) \(first)")
             }
