@@ -1,3 +1,4 @@
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -23,14 +24,17 @@ public struct FileReadError: Error, CustomStringConvertible, Sendable, Equatable
 
 /// Whole-file reads with POSIX error messages.
 public enum FileContents {
-    /// The bytes of the file at `path` (the corresponding C functions are `open`, `fstat` and `read`).
+    /// The bytes of the file at `path`. The corresponding C functions are `open` and `read` (through
+    /// swift-system's `FileDescriptor`, which retries `EINTR`) and `fstat`.
     /// Throws ``FileReadError`` naming the path and the failing call; a directory is refused.
     public static func read(_ path: String) throws(FileReadError) -> [UInt8] {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw failure(path, "open") }
-        defer { close(descriptor) }
+        let file: FileDescriptor
+        do { file = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec]) } catch {
+            throw failure(path, "open", error)
+        }
+        defer { try? file.close() }
         var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw failure(path, "fstat") }
+        guard fstat(file.rawValue, &status) == 0 else { throw failure(path, "fstat", Errno(rawValue: errno)) }
         if (status.st_mode & S_IFMT) == S_IFDIR {
             throw FileReadError(path: path, operation: "read", reason: "it is a directory, not a file")
         }
@@ -39,24 +43,16 @@ public enum FileContents {
         bytes.reserveCapacity(max(0, Int(status.st_size)))
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let got = chunk.withUnsafeMutableBytes { systemRead(descriptor, $0.baseAddress, $0.count) }
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw failure(path, "read")
-            }
+            let got: Int
+            do { got = try chunk.withUnsafeMutableBytes { try file.read(into: $0) } } catch { throw failure(path, "read", error) }
             if got == 0 { break }
             bytes.append(contentsOf: chunk[0..<got])
         }
         return bytes
     }
 
-    static func failure(_ path: String, _ call: String) -> FileReadError {
-        let code = errno
-        return FileReadError(path: path, operation: call, reason: "\(String(cString: strerror(code))) (errno \(code))")
+    static func failure(_ path: String, _ call: String, _ error: any Error) -> FileReadError {
+        guard let code = error as? Errno else { return FileReadError(path: path, operation: call, reason: "\(error)") }
+        return FileReadError(path: path, operation: call, reason: "\(String(cString: strerror(code.rawValue))) (errno \(code.rawValue))")
     }
-}
-
-/// The C `read` (a file-scope name, so the static `read(_:)` above does not shadow it).
-private func systemRead(_ descriptor: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
-    read(descriptor, buffer, count)
 }
