@@ -59,15 +59,9 @@ public struct ModelWeights: TensorSource {
             }
         }
 
-        // A config that claims more layers than the file holds (a flipped byte, a wrong config.json) is
-        // refused before a layout of that many layers is built; fewer is reported below, with the unused names.
-        let storedLayers = Set(stored.tensors.keys.compactMap { name -> Int? in
-            guard name.hasPrefix("model.layers.") else { return nil }
-            return Int(name.dropFirst("model.layers.".count).prefix { $0 != "." })
-        })
-        if config.numHiddenLayers > storedLayers.count {
-            try config.checkLayers(against: stored.tensors.keys, location: stored.location)
-        }
+        // More layers than stored is refused before a layout of that many is built; fewer is reported
+        // below, with the unused names.
+        try config.checkLayers(against: stored.tensors.keys, location: stored.location)
 
         var tensors: [String: TensorInfo] = [:]
         var used: Set<String> = duplicates
