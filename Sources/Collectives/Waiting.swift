@@ -11,16 +11,24 @@ import Musl
 ///
 /// The first ``spinNanoseconds`` of a wait poll back to back (a collective that is about to finish
 /// costs no sleep); after that each ``pause()`` sleeps, starting at ``firstSleepNanoseconds`` and
-/// doubling up to ``longestSleepNanoseconds`` (1 ms). A rank that waits for a slow or stalled rank
-/// therefore uses a few per cent of a core instead of all of it, which on an oversubscribed host is
-/// the core the slow rank needs. The price is at most 1 ms of extra latency per long wait.
+/// doubling up to ``longestSleepNanoseconds`` (1 ms). A wait that has lasted ``patientAfterNanoseconds``
+/// (100 ms) is a slow, stalled or dead peer, not a collective about to finish: its sleeps keep
+/// doubling up to ``longestPatientSleepNanoseconds`` (10 ms, at most 10% of what it has already
+/// waited). A rank that waits for a slow or stalled rank therefore uses a few per cent of a core
+/// instead of all of it, which on an oversubscribed host is the core the slow rank needs. (Each poll
+/// is an `MPI_Test*`, which runs Open MPI's whole progress engine: on a loaded 2-core host a poll
+/// every millisecond measured 27% of a core.)
 public struct Backoff: Sendable {
     /// How long a wait polls without sleeping.
     public static let spinNanoseconds = 50_000
     /// The first sleep after the spin.
     public static let firstSleepNanoseconds = 10_000
-    /// The longest sleep between two polls.
+    /// The longest sleep between two polls during the first ``patientAfterNanoseconds`` of a wait.
     public static let longestSleepNanoseconds = 1_000_000
+    /// How long a wait lasts before its sleeps may grow past ``longestSleepNanoseconds``.
+    public static let patientAfterNanoseconds = 100_000_000
+    /// The longest sleep between two polls of a long wait.
+    public static let longestPatientSleepNanoseconds = 10_000_000
 
     private var started: ContinuousClock.Instant? = nil
     private var sleepNanoseconds = Backoff.firstSleepNanoseconds
@@ -34,10 +42,13 @@ public struct Backoff: Sendable {
             self.started = now
             return
         }
-        if now - started < .nanoseconds(Self.spinNanoseconds) { return }
+        let waited = now - started
+        if waited < .nanoseconds(Self.spinNanoseconds) { return }
         var request = timespec(tv_sec: 0, tv_nsec: sleepNanoseconds)
         _ = nanosleep(&request, nil)
-        sleepNanoseconds = min(2 * sleepNanoseconds, Self.longestSleepNanoseconds)
+        let longest = waited < .nanoseconds(Self.patientAfterNanoseconds)
+            ? Self.longestSleepNanoseconds : Self.longestPatientSleepNanoseconds
+        sleepNanoseconds = min(2 * sleepNanoseconds, longest)
     }
 }
 
