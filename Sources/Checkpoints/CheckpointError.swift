@@ -36,6 +36,10 @@ public struct CheckpointError: Error, CustomStringConvertible, Sendable, Equatab
         public static let fileExists = Kind("file already exists")
         /// Creating, writing or renaming the output file failed.
         public static let writeFailed = Kind("write failed")
+        /// A file's checksum differs from the one its manifest records (a training checkpoint's shard).
+        public static let checksumMismatch = Kind("checksum mismatch")
+        /// A training checkpoint without its completion marker, or with files missing: a save that did not finish.
+        public static let incompleteCheckpoint = Kind("incomplete checkpoint")
     }
 
     /// The category of the failure.

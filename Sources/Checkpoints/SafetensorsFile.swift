@@ -151,7 +151,7 @@ struct NameKey: CodingKey {
 
 extension CheckpointError {
     /// Converts a JSON decoding failure into a `.malformedHeader` error naming the tensor (the first path component).
-    static func fromDecodingError(_ error: DecodingError, path: String) -> CheckpointError {
+    public static func fromDecodingError(_ error: DecodingError, path: String) -> CheckpointError {
         let context: DecodingError.Context
         let expected: String
         switch error {

@@ -57,6 +57,12 @@ public final class ShardedAdamW {
 
     public var momentBytes: Int { m.bytes + v.bytes }
 
+    /// Sets the steps taken (AdamW's bias correction counts them) when training resumes from a checkpoint.
+    public func resume(stepCount: Int) {
+        precondition(stepCount >= 0, "ShardedAdamW: step count \(stepCount)")
+        self.stepCount = stepCount
+    }
+
     /// One AdamW step on every owned element: `parameters` and `gradients` are the buffers whose
     /// tables were given at ``init``; the gradient is read times `gradientScale` (clipping).
     public func step(parameters: RoleBuffer, gradients: RoleBuffer, learningRate: Float, gradientScale: Float) {

@@ -9,23 +9,30 @@ public enum ModelCheckpoint {
     /// Writes `config.json` and `model.safetensors` (fp32, HF tensor names) into `directory`.
     /// Every rank must call it (stage 3 gathers each unit, one at a time, in file order); rank 0 writes
     /// (``ModelExport/writeSafetensors(engine:to:)``), so no rank ever holds the whole model.
-    public static func save(engine: ZeroEngine, config: ModelConfig, to directory: URL) throws {
+    /// `overwrite`: replace an existing `model.safetensors` (a resumed run that writes its final model again).
+    public static func save(engine: ZeroEngine, config: ModelConfig, to directory: URL, overwrite: Bool = false) throws {
         if engine.communicator.rank == 0 {
             try FileOperation.perform("create directory", path: directory.path) {
                 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             }
         }
-        try ModelExport.writeSafetensors(engine: engine, to: directory.appendingPathComponent("model.safetensors"))
+        try ModelExport.writeSafetensors(engine: engine, to: directory.appendingPathComponent("model.safetensors"), overwrite: overwrite)
         guard engine.communicator.rank == 0 else { return }
         try ModelExport.writeConfig(config, to: directory)
     }
 
     /// Refuses to write into an existing non-empty directory: nothing the user had is overwritten.
-    public static func checkFreshDirectory(_ path: String?) throws {
+    /// Temporaries a killed save left (``TrainingCheckpointFormat/isTemporary(_:)``) do not count: the
+    /// next save removes them. `resumable`: the message suggests `--resume latest` (HF Trainer's rule: a
+    /// non-empty output directory is only reused when resuming).
+    public static func checkFreshDirectory(_ path: String?, resumable: Bool = false) throws {
         guard let path else { return }
-        let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { !TrainingCheckpointFormat.isTemporary($0) }
         if !contents.isEmpty {
-            throw OptionError(message: "output directory \(path) exists and is not empty: choose a new one")
+            let hint = resumable && contents.contains(where: { TrainingCheckpointFormat.step(ofDirectoryNamed: $0) != nil })
+                ? ": it holds checkpoints of an earlier run; pass --resume latest to continue it, or choose a new directory"
+                : resumable ? ": choose a new one (or pass --resume latest to continue a run saved there)" : ": choose a new one"
+            throw OptionError(message: "output directory \(path) exists and is not empty\(hint)")
         }
     }
 }

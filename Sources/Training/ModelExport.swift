@@ -112,12 +112,13 @@ public enum ModelExport {
     /// Writes `model.safetensors` from a (possibly sharded) engine, one unit at a time: every rank walks
     /// the tensors in file order and joins the gather of each unit as the walk reaches it; rank 0
     /// writes. No rank holds more than one gathered unit (plus the writer's chunk).
-    public static func writeSafetensors(engine: ZeroEngine, to url: URL) throws {
-        try writeSafetensors(parameters: engine.parameters, to: url)
+    public static func writeSafetensors(engine: ZeroEngine, to url: URL, overwrite: Bool = false) throws {
+        try writeSafetensors(parameters: engine.parameters, to: url, overwrite: overwrite)
     }
 
-    /// As ``writeSafetensors(engine:to:)``, from the parameters alone.
-    public static func writeSafetensors(parameters engine: ShardedParameters, to url: URL) throws {
+    /// As ``writeSafetensors(engine:to:overwrite:)``, from the parameters alone. `overwrite`: replace an
+    /// existing file (a resumed run writing its final model again).
+    public static func writeSafetensors(parameters engine: ShardedParameters, to url: URL, overwrite: Bool = false) throws {
         let layout = engine.layout
         var location: [String: (unit: Int, tensor: ParameterTensor)] = [:]
         for (index, unit) in layout.units.enumerated() {
@@ -138,7 +139,7 @@ public enum ModelExport {
             for tensor in SafetensorsWriter.fileOrder(tensors) { try gather(location[tensor.name]!.unit) }
             return
         }
-        try SafetensorsWriter.write(layout: tensors, metadata: ["format": "pt"], to: url) { name, elements, destination in
+        try SafetensorsWriter.write(layout: tensors, metadata: ["format": "pt"], to: url, overwrite: overwrite) { name, elements, destination in
             let (unit, tensor) = location[name]!
             try gather(unit)
             current.withUnsafeBufferPointer { values in

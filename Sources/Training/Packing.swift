@@ -150,3 +150,20 @@ public struct TrainingPlan: Sendable {
         return result.map { $0.sorted() }
     }
 }
+
+extension TrainingPlan {
+    /// Where optimizer step `step` (from 0) starts in the data: its epoch and its step within that
+    /// epoch (each epoch's rows are re-packed from the shuffle of (seed, epoch), so the step alone
+    /// fixes the micro-batches: this is the data cursor a checkpoint records and checks on resume).
+    public mutating func position(step: Int) -> (epoch: Int, stepInEpoch: Int) {
+        precondition(!examples.isEmpty && step >= 0, "TrainingPlan.position: no examples or negative step \(step)")
+        var epoch = 0, first = step
+        while true {
+            while epochs.count <= epoch { epochs.append(packEpoch(epochs.count)) }
+            let steps = (epochs[epoch].count + rowsPerStep - 1) / rowsPerStep
+            if first < steps { return (epoch, first) }
+            first -= steps
+            epoch += 1
+        }
+    }
+}

@@ -99,6 +99,14 @@ public final class Trainer {
     public let schedule: LearningRateSchedule
     public let totalSteps: Int
     public private(set) var history: [StepMetrics] = []
+    /// The first step this process runs: 0, or the step of the checkpoint it resumed from.
+    public private(set) var startStep = 0
+    /// Optimizer steps completed (what a checkpoint saved now records).
+    public private(set) var completedSteps = 0
+    /// Rank 0: every metrics line of the run so far (JSON, no newline), restored ones included: what a
+    /// checkpoint's `metrics.jsonl` holds. Any kind of record (steps, evaluations) goes through ``appendMetrics(_:)``.
+    public private(set) var metricsLines: [String] = []
+    private var metricsHandle: FileHandle?
     /// Step lines at `info` (printed by rank 0), the `--debug` checksum at `debug` (``RankLogHandler``).
     public let logger: Logger
 
@@ -140,26 +148,48 @@ public final class Trainer {
         try MemoryLedger.gather(MemoryLedger(engine: engine, activationBytes: model.activationBytes), communicator: communicator)
     }
 
-    /// Runs `totalSteps` optimizer steps, logging on rank 0 and appending to the metrics file.
-    public func train() throws {
-        let metricsHandle = try openMetricsFile()
-        defer { try? metricsHandle?.close() }
-        for step in 0..<totalSteps {
+    /// Runs optimizer steps `startStep..<totalSteps`, logging on rank 0 and appending to the metrics
+    /// file; `afterStep(completed)` runs after each (every rank: `--save-every` saves there).
+    public func train(afterStep: (_ completedSteps: Int) throws -> Void = { _ in }) throws {
+        metricsHandle = try openMetricsFile()
+        defer { try? metricsHandle?.close(); metricsHandle = nil }
+        for step in startStep..<totalSteps {
             let metrics = try trainStep(step)
             history.append(metrics)
+            completedSteps = step + 1
             if isLeader, step % options.logEvery == 0 || step == totalSteps - 1 {
                 logger.info(.init(stringLiteral: String(format: "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %d supervised | ",
                            step + 1, totalSteps, metrics.loss, metrics.lr, metrics.gradNorm, metrics.tokensPerSec, metrics.supervisedTokens)
                     + "max/rank: " + Self.maxima(metrics.memory).brief))
-                if let metricsHandle {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.sortedKeys]
-                    var line = try encoder.encode(metrics)
-                    line.append(UInt8(ascii: "\n"))
-                    try metricsHandle.write(contentsOf: line)
-                }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                try appendMetrics(encoder.encode(metrics))
             }
+            try afterStep(step + 1)
         }
+    }
+
+    /// Rank 0: records one JSON object (no newline) in ``metricsLines`` and, during ``train(afterStep:)``,
+    /// appends it to `--metrics-file`.
+    public func appendMetrics(_ json: Data) throws {
+        guard isLeader else { return }
+        metricsLines.append(String(decoding: json, as: UTF8.self))
+        guard let metricsHandle else { return }
+        var line = json
+        line.append(UInt8(ascii: "\n"))
+        let path = options.metricsFile ?? "metrics file"
+        try FileOperation.perform("append a metrics line", path: path) { try metricsHandle.write(contentsOf: line) }
+    }
+
+    /// Continues a run from a checkpoint saved after `step` optimizer steps: the next step is `step + 1`,
+    /// AdamW's bias correction counts `optimizerSteps`, and `metricsLines` (the checkpoint's
+    /// `metrics.jsonl`) are the metrics so far. Parameters and moments are already in the engine.
+    public func resume(step: Int, optimizerSteps: Int, metricsLines: [String]) {
+        precondition(step >= 0 && step <= totalSteps, "Trainer.resume: step \(step) of \(totalSteps)")
+        startStep = step
+        completedSteps = step
+        engine.adamW.resume(stepCount: optimizerSteps)
+        if isLeader { self.metricsLines = metricsLines }
     }
 
     /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW.
@@ -221,14 +251,45 @@ public final class Trainer {
         return m
     }
 
+    /// Rank 0 opens `--metrics-file`: a fresh run truncates it; a resumed run keeps the lines of steps
+    /// up to its checkpoint (or writes the checkpoint's lines when the file is gone) and appends, so no
+    /// step appears twice. Lines of later steps (logged after the checkpoint, then lost) move to
+    /// `FILE.superseded`: nothing is dropped.
     private func openMetricsFile() throws -> FileHandle? {
         guard isLeader, let path = options.metricsFile else { return nil }
         let url = URL(fileURLWithPath: path)
-        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-            let code = errno
-            throw FileOperationError(path: path, operation: "create the metrics file", reason: "\(String(cString: strerror(code))) (errno \(code))")
+        var contents = Data()
+        if startStep > 0 {
+            var kept = metricsLines, superseded: [Substring] = []
+            if let existing = try? String(contentsOf: url, encoding: .utf8) {
+                kept = []
+                for line in existing.split(separator: "\n") where !line.isEmpty {
+                    let step = (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["step"] as? Int
+                    if let step, step > startStep { superseded.append(line) } else { kept.append(String(line)) }
+                }
+            }
+            if !superseded.isEmpty {
+                let aside = path + ".superseded"
+                let text = Data((superseded.joined(separator: "\n") + "\n").utf8)
+                try FileOperation.perform("append superseded metrics lines", path: aside) {
+                    if FileManager.default.fileExists(atPath: aside) {
+                        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: aside))
+                        defer { try? handle.close() }
+                        try handle.seekToEnd()
+                        try handle.write(contentsOf: text)
+                    } else {
+                        try text.write(to: URL(fileURLWithPath: aside))
+                    }
+                }
+                logger.info("metrics file: \(superseded.count) line(s) of steps after the checkpoint (step \(startStep)) moved to \(aside)")
+            }
+            metricsLines = kept
+            contents = Data(kept.map { $0 + "\n" }.joined().utf8)
         }
-        return try FileOperation.perform("open for writing", path: path) { try FileHandle(forWritingTo: url) }
+        try FileOperation.perform("write", path: path) { try contents.write(to: url, options: .atomic) }
+        let handle = try FileOperation.perform("open for writing", path: path) { try FileHandle(forWritingTo: url) }
+        _ = try FileOperation.perform("seek to the end", path: path) { try handle.seekToEnd() }
+        return handle
     }
 }
 

@@ -19,12 +19,15 @@ enum Session {
         for warning in source.warnings { logger.warning("\(warning)") }
     }
 
+    /// `initialize`: where the parameters come from instead of `source` (a checkpoint resumed from).
     static func makeTrainer(source: ModelSource, options: TrainingOptions, communicator: Communicator,
-                            examples: [SFTExample]) throws -> Trainer {
+                            examples: [SFTExample],
+                            initialize: ((_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void)? = nil
+    ) throws -> Trainer {
         let logger = logger("train", debug: options.debug)
         let config = source.config, modelName = source.name
         // The weights to start from: the checkpoint's tensors (read range by range), or random from the seed.
-        let initialize = ModelExport.initializer(for: source, seed: options.seed)
+        let initialize = initialize ?? ModelExport.initializer(for: source, seed: options.seed)
         let trainer = try Trainer(config: config, options: options, communicator: communicator, examples: examples,
                                   initialize: initialize, logger: logger)
         let psi = trainer.model.layout.parameterCount

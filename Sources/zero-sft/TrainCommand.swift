@@ -94,10 +94,13 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
     @OptionGroup var collectives: CollectiveOptions
-    @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files); refuses an existing non-empty directory.")
+    @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files) and the checkpoints as checkpoint-STEP folders; refuses an existing non-empty directory unless resuming.")
     var outputDir: String?
+    @OptionGroup var checkpointing: CheckpointArguments
     @Flag(name: .long, help: "Start even if the memory plan exceeds this host's MemAvailable.")
     var force = false
+
+    func validate() throws { try checkpointing.validate(outputDir: outputDir) }
 
     func run() throws {
         let source = try modelOptions.resolve()
@@ -106,17 +109,49 @@ struct TrainCommand: ParsableCommand {
         try MemoryCheck.require(config: config, options: options, force: force)
         let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
         let examples = loaded.examples
-        try ModelCheckpoint.checkFreshDirectory(outputDir)
+        let (resume, notes) = try checkpointing.resolve(outputDir: outputDir, layout: ParameterLayout(config: config))
+        let saveEvery = checkpointing.saveEvery, keepLast = checkpointing.keepLast
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.warn(source)
             Session.logger("train").info("data file: \(loaded.report.summary)")
+            let checkpointLogger = Session.logger("checkpoint")
+            for note in notes { checkpointLogger.info("\(note)") }
+            var initialize: ((Int, Range<Int>, UnsafeMutableBufferPointer<Float>) throws -> Void)? = nil
+            if let resume {
+                let started = Date()
+                let bytes = try communicator.allReduce(Int64(resume.verify(communicator: communicator)), .sum)
+                checkpointLogger.info(.init(stringLiteral: "resuming from \(resume.directory.path): step \(resume.step), saved by "
+                    + "\(resume.reader.manifest.ranks) rank(s) at ZeRO stage \(resume.reader.manifest.stage); "
+                    + String(format: "%d file(s), %.1f MB verified (xxh64) in %.2f s", resume.reader.manifest.shards.count,
+                             Double(bytes) / 1e6, Date().timeIntervalSince(started))))
+                initialize = resume.parameterInitializer(layout: ParameterLayout(config: config))
+            }
+            let loadStarted = Date()
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
-                                                  examples: examples)
-            try trainer.train()
+                                                  examples: examples, initialize: initialize)
+            if let resume {
+                try resume.restore(into: trainer)
+                try communicator.barrier()
+                checkpointLogger.info(.init(stringLiteral: String(format: "restored parameters and AdamW moments in %.2f s; next step %d of %d",
+                                                                  Date().timeIntervalSince(loadStarted), trainer.startStep + 1, trainer.totalSteps)))
+            }
+            let saver = outputDir.map { directory in
+                CheckpointSaver(outputDirectory: URL(fileURLWithPath: directory), keepLast: keepLast, logger: checkpointLogger) { folder in
+                    try ModelExport.writeConfig(config, to: folder)
+                    return ["config.json"] + (try ModelExport.writeSidecars(from: source, config: config, to: folder))
+                }
+            }
+            try trainer.train { completed in
+                if let saver, let saveEvery, completed % saveEvery == 0 { try saver.save(trainer) }
+            }
+            // Always a checkpoint at the end (unless this process ran no step: the one it resumed from is it).
+            if let saver, saver.lastSavedStep != trainer.completedSteps, trainer.completedSteps > trainer.startStep || resume == nil {
+                try saver.save(trainer)
+            }
             if let outputDir {
                 let directory = URL(fileURLWithPath: outputDir)
-                try ModelCheckpoint.save(engine: trainer.engine, config: config, to: directory)
+                try ModelCheckpoint.save(engine: trainer.engine, config: config, to: directory, overwrite: resume != nil)
                 if communicator.rank == 0 { try ModelExport.writeSidecars(from: source, config: config, to: directory) }
             }
         }
