@@ -150,6 +150,11 @@ public struct ModelSource {
             stored = try SafetensorsFile(url: url)
         case .sharded(let index):
             stored = try ShardedSafetensors(indexURL: index)
+        case nil where files.names.contains(TrainingCheckpointFormat.manifestName):
+            // A training checkpoint (`checkpoint-STEP/`): its parameters, every rank file's checksum checked.
+            let reader = try CheckpointReader(directory: files.directory)
+            for index in reader.manifest.shards.indices { try reader.verify(shard: index) }
+            stored = CheckpointParameters(reader: reader)
         case nil:
             throw ModelSourceError(path: path, message: missingWeightsMessage(files))
         }

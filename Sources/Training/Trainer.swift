@@ -286,7 +286,12 @@ public final class Trainer {
             metricsLines = kept
             contents = Data(kept.map { $0 + "\n" }.joined().utf8)
         }
-        try FileOperation.perform("write", path: path) { try contents.write(to: url, options: .atomic) }
+        if startStep > 0 {
+            try FileOperation.perform("rewrite the metrics file up to the checkpoint", path: path) { try contents.write(to: url, options: .atomic) }
+        } else if !FileManager.default.createFile(atPath: url.path, contents: nil) {
+            let code = errno
+            throw FileOperationError(path: path, operation: "create the metrics file", reason: "\(String(cString: strerror(code))) (errno \(code))")
+        }
         let handle = try FileOperation.perform("open for writing", path: path) { try FileHandle(forWritingTo: url) }
         _ = try FileOperation.perform("seek to the end", path: path) { try handle.seekToEnd() }
         return handle

@@ -77,6 +77,21 @@ import Training
         let c = try Data(contentsOf: url("straight/checkpoint-10/rank-00001-of-00002.safetensors"))
         let d = try Data(contentsOf: url("resumed/checkpoint-10/rank-00001-of-00002.safetensors"))
         #expect(c == d, "the final checkpoints differ")
+        // A checkpoint is a model: `export` from it writes the live model's bytes, `eval` gives its loss.
+        let exported = try MPIRun.run(ranks: MPIRun.withoutLauncher,
+                                      arguments: ["export", "--model", url("straight/checkpoint-10").path, "--out", url("exported").path],
+                                      timeout: 120)
+        #expect(exported.status == 0, "\(exported.stdout)\(exported.stderr)")
+        #expect(try Data(contentsOf: url("exported/model.safetensors")) == a, "export from the checkpoint differs from the live export")
+        var losses: [String] = []
+        for model in [url("straight/checkpoint-10"), url("straight")] {
+            let eval = try MPIRun.run(ranks: MPIRun.withoutLauncher,
+                                      arguments: ["eval", "--model", model.path, "--data", data.path, "--seq-len", "64"], timeout: 120)
+            #expect(eval.status == 0, "\(eval.stdout)\(eval.stderr)")
+            let last = eval.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            losses.append(String(describing: (try? JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])?["loss"] ?? "none"))
+        }
+        #expect(losses[0] == losses[1] && losses[0] != "none", "eval of the checkpoint \(losses[0]), of the exported model \(losses[1])")
     }
 
     /// A checkpoint of 4 ranks at stage 3 resumed on 2 ranks at stage 0, whose checkpoint resumed on
