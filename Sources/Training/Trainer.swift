@@ -101,6 +101,10 @@ public final class Trainer {
     public private(set) var history: [StepMetrics] = []
     /// Step lines at `info` (printed by rank 0), the `--debug` checksum at `debug` (``RankLogHandler``).
     public let logger: Logger
+    /// Evaluation during training (`--eval-data`, `--val-fraction`): at step 0, every N steps and at the end.
+    public var evaluator: TrainingEvaluator?
+    /// Set when the evaluator's patience ran out and ``train()`` returned before `totalSteps`.
+    public private(set) var earlyStop: EarlyStop?
 
     /// Sets up the model and this rank's share of the state. `initialize` fills parameter ranges
     /// (random init or a checkpoint); it is called only for the ranges this rank keeps.
@@ -140,10 +144,13 @@ public final class Trainer {
         try MemoryLedger.gather(MemoryLedger(engine: engine, activationBytes: model.activationBytes), communicator: communicator)
     }
 
-    /// Runs `totalSteps` optimizer steps, logging on rank 0 and appending to the metrics file.
+    /// Runs `totalSteps` optimizer steps, logging on rank 0 and appending to the metrics file; with an
+    /// ``evaluator``, evaluates at step 0, when due and at the end, and returns early (``earlyStop`` set)
+    /// when its patience runs out.
     public func train() throws {
         let metricsHandle = try openMetricsFile()
         defer { try? metricsHandle?.close() }
+        if try evaluate(afterStep: 0, metricsHandle: metricsHandle) { return }
         for step in 0..<totalSteps {
             let metrics = try trainStep(step)
             history.append(metrics)
@@ -159,7 +166,29 @@ public final class Trainer {
                     try metricsHandle.write(contentsOf: line)
                 }
             }
+            if try evaluate(afterStep: step + 1, metricsHandle: metricsHandle) { return }
         }
+    }
+
+    /// The evaluator's scores after `completed` optimizer steps, when due (a collective on every rank):
+    /// logged and written to the metrics file by rank 0. Returns whether to stop early.
+    private func evaluate(afterStep completed: Int, metricsHandle: FileHandle?) throws -> Bool {
+        guard let evaluator, evaluator.isDue(afterStep: completed, of: totalSteps) else { return false }
+        let (metrics, stop) = try evaluator.evaluate(step: completed, config: config, store: engine, communicator: communicator)
+        if isLeader {
+            logger.info("\(evaluator.describe(metrics))")
+            if let metricsHandle {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                var line = try encoder.encode(metrics)
+                line.append(UInt8(ascii: "\n"))
+                try metricsHandle.write(contentsOf: line)
+            }
+        }
+        guard let stop else { return false }
+        earlyStop = stop
+        if isLeader { logger.info("\(stop)") }
+        return true
     }
 
     /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW.

@@ -93,6 +93,7 @@ struct TrainCommand: ParsableCommand {
     var data: String
     @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
+    @OptionGroup var evaluation: EvaluationArguments
     @OptionGroup var collectives: CollectiveOptions
     @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files); refuses an existing non-empty directory.")
     var outputDir: String?
@@ -105,14 +106,22 @@ struct TrainCommand: ParsableCommand {
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
         let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
-        let examples = loaded.examples
+        let (examples, evaluationSets) = try evaluation.prepare(training: loaded.examples, text: text, data: data, source: source,
+                                                                vocabularySize: config.vocabSize, options: options)
+        let evaluation = evaluation
         try ModelCheckpoint.checkFreshDirectory(outputDir)
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.warn(source)
-            Session.logger("train").info("data file: \(loaded.report.summary)")
+            let logger = Session.logger("train")
+            logger.info("data file: \(loaded.report.summary)")
+            for set in evaluationSets {
+                let origin = set.name == EvaluationSet.validationName && evaluation.valFraction != nil ? " (held out from --data)" : ""
+                logger.info("eval set \(set.name): \(set.examples.count) examples\(origin)")
+            }
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples)
+            trainer.evaluator = evaluation.evaluator(sets: evaluationSets, options: options)
             try trainer.train()
             if let outputDir {
                 let directory = URL(fileURLWithPath: outputDir)
