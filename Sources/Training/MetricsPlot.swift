@@ -178,6 +178,8 @@ public enum MetricsPlot {
             }
         }
         if series.count > 1 {
+            out += "<rect x=\"\(format(right - 136))\" y=\"\(format(top + 2))\" width=\"132\" height=\"\(format(Double(series.count) * 14 + 4))\" "
+                + "fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ddd\"/>\n"
             for (index, line) in series.enumerated() {
                 let ly = top + 12 + Double(index) * 14
                 out += "<line x1=\"\(format(right - 130))\" y1=\"\(format(ly - 4))\" x2=\"\(format(right - 112))\" y2=\"\(format(ly - 4))\" stroke=\"\(line.color)\" stroke-width=\"2\"/>"

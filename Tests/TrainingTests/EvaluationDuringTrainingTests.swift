@@ -50,6 +50,7 @@ import Training
                 continue
             }
             #expect(abs(step0.loss - loss) <= 1e-9 * abs(loss), "N = \(ranks): step 0 \(step0.loss), zero-sft eval \(loss)")
+            print("evaluation N = \(ranks): step 0 vs zero-sft eval, relative difference \(abs(step0.loss - loss) / abs(loss))")
             #expect(step0.supervised == supervised)
             let deltas = run.evaluations.compactMap { (($0["eval"] as? [String: Any])?["held"] as? [String: Any])?["delta_from_step_0"] as? Double }
             let losses = run.evaluations.compactMap { Self.record($0, "held")?.loss }
@@ -63,6 +64,7 @@ import Training
             // Training's equivalence tolerance (EquivalenceTests): N = 3 sums in another order.
             #expect(abs(x - y) <= 1e-6 * abs(x), "evaluation \(step): N = 1 \(x), N = 3 \(y)")
         }
+        print("evaluation N = 1 vs N = 3: largest relative difference \(zip(a, b).map { abs($0 - $1) / abs($0) }.max() ?? 0)")
     }
 
     @Test("evaluating every step leaves the training losses and final parameters bitwise unchanged", arguments: [(1, 0), (2, 3)])
