@@ -108,7 +108,6 @@ struct TrainCommand: ParsableCommand {
         let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
         let (examples, evaluationSets) = try evaluation.prepare(training: loaded.examples, text: text, data: data, source: source,
                                                                 vocabularySize: config.vocabSize, options: options)
-        let evaluation = evaluation
         try ModelCheckpoint.checkFreshDirectory(outputDir)
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: options.debug)

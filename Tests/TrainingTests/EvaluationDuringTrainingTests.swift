@@ -177,6 +177,7 @@ import Training
             (["--eval-every", "2"], ["--eval-every needs a set"]),
             (["--val-fraction", "0.2", "--early-stop", "2"], ["--early-stop needs --eval-every"]),
             (["--val-fraction", "0.2", "--eval-every", "0"], ["--eval-every must be at least 1"]),
+            (["--val-fraction", "0.2", "--eval-every", "2", "--early-stop", "-1"], ["--early-stop must be at least 1 (got -1)"]),
         ]
         for (extra, expected) in cases {
             let result = try MPIRun.run(ranks: MPIRun.withoutLauncher, arguments: ["train"] + base + extra, timeout: 120)
