@@ -107,8 +107,14 @@ public final class Trainer {
     /// checkpoint's `metrics.jsonl` holds. Any kind of record (steps, evaluations) goes through ``appendMetrics(_:)``.
     public private(set) var metricsLines: [String] = []
     private var metricsHandle: FileHandle?
+    /// Every rank: the metrics lines of the checkpoint resumed from (the evaluator's history is in them).
+    private var restoredMetricsLines: [String] = []
     /// Step lines at `info` (printed by rank 0), the `--debug` checksum at `debug` (``RankLogHandler``).
     public let logger: Logger
+    /// Evaluation during training (`--eval-data`, `--val-fraction`): at step 0, every N steps and at the end.
+    public var evaluator: TrainingEvaluator?
+    /// Set when the evaluator's patience ran out and ``train()`` returned before `totalSteps`.
+    public private(set) var earlyStop: EarlyStop?
 
     /// Sets up the model and this rank's share of the state. `initialize` fills parameter ranges
     /// (random init or a checkpoint); it is called only for the ranges this rank keeps.
@@ -149,10 +155,18 @@ public final class Trainer {
     }
 
     /// Runs optimizer steps `startStep..<totalSteps`, logging on rank 0 and appending to the metrics
-    /// file; `afterStep(completed)` runs after each (every rank: `--save-every` saves there).
+    /// file; `afterStep(completed)` runs after each (every rank: `--save-every` saves there). With an
+    /// ``evaluator``, evaluates at step 0, when due and at the end (before `afterStep`, so a checkpoint
+    /// holds the evaluation of its step), and returns early (``earlyStop`` set) when its patience runs
+    /// out. A resumed run restores the evaluator's history and patience from the checkpoint's metrics.
     public func train(afterStep: (_ completedSteps: Int) throws -> Void = { _ in }) throws {
         metricsHandle = try openMetricsFile()
         defer { try? metricsHandle?.close(); metricsHandle = nil }
+        if startStep > 0 {
+            try evaluator?.restore(from: restoredMetricsLines)
+        } else if try evaluate(afterStep: 0) {
+            return
+        }
         for step in startStep..<totalSteps {
             let metrics = try trainStep(step)
             history.append(metrics)
@@ -165,8 +179,27 @@ public final class Trainer {
                 encoder.outputFormatting = [.sortedKeys]
                 try appendMetrics(encoder.encode(metrics))
             }
+            if try evaluate(afterStep: step + 1) { return }
             try afterStep(step + 1)
         }
+    }
+
+    /// The evaluator's scores after `completed` optimizer steps, when due (a collective on every rank):
+    /// logged and written to the metrics file by rank 0. Returns whether to stop early.
+    private func evaluate(afterStep completed: Int) throws -> Bool {
+        guard let evaluator, evaluator.isDue(afterStep: completed, of: totalSteps) else { return false }
+        let (metrics, stop) = try evaluator.evaluate(step: completed, config: config, store: engine, communicator: communicator)
+        if isLeader {
+            logger.info("\(evaluator.describe(metrics))")
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            try appendMetrics(encoder.encode(metrics))
+        }
+        guard let stop else { return false }
+        earlyStop = stop
+        completedSteps = completed
+        if isLeader { logger.info("\(stop)") }
+        return true
     }
 
     /// Rank 0: records one JSON object (no newline) in ``metricsLines`` and, during ``train(afterStep:)``,
@@ -183,12 +216,14 @@ public final class Trainer {
 
     /// Continues a run from a checkpoint saved after `step` optimizer steps: the next step is `step + 1`,
     /// AdamW's bias correction counts `optimizerSteps`, and `metricsLines` (the checkpoint's
-    /// `metrics.jsonl`) are the metrics so far. Parameters and moments are already in the engine.
+    /// `metrics.jsonl`, read by every rank) are the metrics so far. Parameters and moments are already
+    /// in the engine.
     public func resume(step: Int, optimizerSteps: Int, metricsLines: [String]) {
         precondition(step >= 0 && step <= totalSteps, "Trainer.resume: step \(step) of \(totalSteps)")
         startStep = step
         completedSteps = step
         engine.adamW.resume(stepCount: optimizerSteps)
+        restoredMetricsLines = metricsLines
         if isLeader { self.metricsLines = metricsLines }
     }
 

@@ -93,6 +93,7 @@ struct TrainCommand: ParsableCommand {
     var data: String
     @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
+    @OptionGroup var evaluation: EvaluationArguments
     @OptionGroup var collectives: CollectiveOptions
     @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files) and the checkpoints as checkpoint-STEP folders; refuses an existing non-empty directory unless resuming.")
     var outputDir: String?
@@ -108,13 +109,19 @@ struct TrainCommand: ParsableCommand {
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
         let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
-        let examples = loaded.examples
+        let (examples, evaluationSets) = try evaluation.prepare(training: loaded.examples, text: text, data: data, source: source,
+                                                                vocabularySize: config.vocabSize, options: options)
         let (resume, notes) = try checkpointing.resolve(outputDir: outputDir, layout: ParameterLayout(config: config))
         let saveEvery = checkpointing.saveEvery, keepLast = checkpointing.keepLast
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.warn(source)
-            Session.logger("train").info("data file: \(loaded.report.summary)")
+            let logger = Session.logger("train")
+            logger.info("data file: \(loaded.report.summary)")
+            for set in evaluationSets {
+                let origin = set.name == EvaluationSet.validationName && evaluation.valFraction != nil ? " (held out from --data)" : ""
+                logger.info("eval set \(set.name): \(set.examples.count) examples\(origin)")
+            }
             let checkpointLogger = Session.logger("checkpoint")
             for note in notes { checkpointLogger.info("\(note)") }
             var initialize: ((Int, Range<Int>, UnsafeMutableBufferPointer<Float>) throws -> Void)? = nil
@@ -130,6 +137,7 @@ struct TrainCommand: ParsableCommand {
             let loadStarted = Date()
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples, initialize: initialize)
+            trainer.evaluator = evaluation.evaluator(sets: evaluationSets, options: options)
             if let resume {
                 try resume.restore(into: trainer)
                 try communicator.barrier()

@@ -6,9 +6,12 @@ import Training
 
 /// Runs `zero-sft train` on `ranks` ranks and reads back its metrics and final parameters.
 struct TrainingRun {
+    /// The step lines of the metrics file.
     var metrics: [[String: Any]]
     var parameters: [String: [Float]]
     var stdout: String
+    /// The evaluation lines of the metrics file (`{"step", "eval": {NAME: {...}}}`), in order.
+    var evaluations: [[String: Any]] = []
 
     var losses: [Double] { metrics.map { $0["loss"] as! Double } }
     func memory(step: Int) -> [[String: Int]] {
@@ -27,12 +30,13 @@ struct TrainingRun {
             throw TestFailure("\(label): zero-sft exited \(result.status)\nstdout:\n\(result.stdout)\nstderr:\n\(result.stderr)")
         }
         let lines = try String(contentsOf: metricsURL, encoding: .utf8).split(separator: "\n")
-        let metrics = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
-        guard saveModel else { return TrainingRun(metrics: metrics, parameters: [:], stdout: result.stdout) }
+        let records = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let metrics = records.filter { $0["eval"] == nil }, evaluations = records.filter { $0["eval"] != nil }
+        guard saveModel else { return TrainingRun(metrics: metrics, parameters: [:], stdout: result.stdout, evaluations: evaluations) }
         let file = try SafetensorsFile(url: outputURL.appendingPathComponent("model.safetensors"))
         var parameters: [String: [Float]] = [:]
         for name in file.tensors.keys { parameters[name] = try file.read(name) }
-        return TrainingRun(metrics: metrics, parameters: parameters, stdout: result.stdout)
+        return TrainingRun(metrics: metrics, parameters: parameters, stdout: result.stdout, evaluations: evaluations)
     }
 }
 
