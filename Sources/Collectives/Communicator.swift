@@ -57,6 +57,9 @@ public final class Communicator {
     /// Whether a wait on this rank has passed ``collectiveTimeout``: the job is being aborted, and
     /// requests released on the way out no longer wait for their collectives.
     public internal(set) var hasGivenUp = false
+    /// Bytes sent (ring model), collectives started and seconds waited by this rank so far; see
+    /// ``CommunicationCounters``.
+    public internal(set) var counters = CommunicationCounters()
 
     private let storedHostName: String
     /// The collectives this rank started (counted only while ``checksConsistency`` is on).
@@ -159,6 +162,7 @@ public final class Communicator {
     public func barrier() throws {
         guard let handle else { return }
         try checkConsistency("barrier", bytes: 0)
+        countTraffic(bytes: 0, phases: 0)
         var requests: [MPI_Request?] = [nil]
         try check(MPI_Ibarrier(handle, &requests[0]), "MPI_Ibarrier", "")
         try waitForRequests(&requests, "MPI_Ibarrier", "")
@@ -174,6 +178,7 @@ public final class Communicator {
         guard let handle, buffer.count > 0, let base = buffer.baseAddress else { return }
         let count = buffer.count
         try checkConsistency("broadcast from rank \(root)", bytes: count * MemoryLayout<T>.stride)
+        countTraffic(bytes: count * MemoryLayout<T>.stride, phases: 1)
         var requests: [MPI_Request?] = []  // a failure to start a piece aborts the job: nothing to clean up
         for piece in Pieces(count: count, limit: elementsPerCall(T.self, ranksPerCall: 1)) {
             var request: MPI_Request? = nil
@@ -196,6 +201,7 @@ public final class Communicator {
         guard let handle, buffer.count > 0, let base = buffer.baseAddress else { return }
         let count = buffer.count, bytes = count * MemoryLayout<T>.stride
         try checkConsistency("allReduce \(op)", bytes: bytes)
+        countTraffic(bytes: bytes, phases: 2)
         let details = "\(count) × \(T.collectiveElementKind), \(op)"
         if bytes <= Self.largestPolledAllReduceBytes {
             var requests: [MPI_Request?] = []
@@ -209,6 +215,8 @@ public final class Communicator {
             try waitForRequests(&requests, "MPI_Iallreduce", details)
             return
         }
+        let started = ContinuousClock.now
+        defer { countWait(since: started) }
         for piece in Pieces(count: count, limit: elementsPerCall(T.self, ranksPerCall: 1)) {
             let pieceDetails = details + piece.describe(total: count)
             try BlockingCallGuard.run(

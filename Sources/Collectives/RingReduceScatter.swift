@@ -172,6 +172,7 @@ extension Communicator {
                          "ringReduceScatter: buffer and scratch overlap")
         }
         try checkConsistency("ringReduceScatter", bytes: buffer.count * MemoryLayout<T>.stride)
+        if size > 1 { countTraffic(bytes: buffer.count * MemoryLayout<T>.stride, phases: 1) }
         let tag = nextRingTag
         nextRingTag = (nextRingTag + 1) % 32_767  // the least MPI_TAG_UB allows
         let ring = try RingReduceScatter(buffer: buffer, scratch: scratch, communicator: self,

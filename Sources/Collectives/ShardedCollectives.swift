@@ -56,6 +56,7 @@ extension Communicator {
         _ shard: UnsafeBufferPointer<T>, into output: UnsafeMutableBufferPointer<T>
     ) throws -> CollectiveRequest {
         try checkConsistency("allGather", bytes: output.count * MemoryLayout<T>.stride)
+        if handle != nil { countTraffic(bytes: output.count * MemoryLayout<T>.stride, phases: 1) }
         var pending = PendingCalls()
         do {
             try allGatherCalls(shard, into: output, nonBlocking: true, &pending)
@@ -76,6 +77,7 @@ extension Communicator {
         _ input: UnsafeBufferPointer<T>, into shard: UnsafeMutableBufferPointer<T>, _ op: ReductionOperation
     ) throws -> CollectiveRequest {
         try checkConsistency("reduceScatter \(op)", bytes: input.count * MemoryLayout<T>.stride)
+        if handle != nil { countTraffic(bytes: input.count * MemoryLayout<T>.stride, phases: 1) }
         var pending = PendingCalls()
         try reduceScatterCalls(input, into: shard, op, nonBlocking: true, &pending)
         return CollectiveRequest(

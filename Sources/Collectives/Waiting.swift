@@ -76,6 +76,7 @@ extension Communicator {
     public func poll(_ what: @autoclosure () -> String, until done: () throws -> Bool) throws {
         if try done() { return }
         let deadline = Deadline(seconds: collectiveTimeout)
+        defer { countWait(since: deadline.start) }
         var backoff = Backoff()
         while true {
             try progressRings()
@@ -94,6 +95,7 @@ extension Communicator {
     ) throws(CollectiveError) {
         if try done() { return }
         let deadline = Deadline(seconds: collectiveTimeout)
+        defer { countWait(since: deadline.start) }
         var backoff = Backoff()
         while true {
             try progressRings()

@@ -75,9 +75,13 @@ public struct StepMetrics: Sendable, Codable, Equatable {
     public var optimizerSeconds: Double
     public var parameterChecksum: Double?
     public var memory: [MemoryLedger]
+    /// This rank's collectives during the step (rank 0's in the metrics file): bytes sent under the
+    /// ring model of the ZeRO paper, collectives started and seconds waited for them
+    /// (``CommunicationCounters``); without the memory ledger's gather and the `--debug` checksum.
+    public var communication: CommunicationCounters = CommunicationCounters()
 
     enum CodingKeys: String, CodingKey {
-        case step, loss, lr, tokens, memory
+        case step, loss, lr, tokens, memory, communication
         case gradNorm = "grad_norm"
         case tokensPerSec = "tokens_per_sec"
         case supervisedTokens = "supervised_tokens"
@@ -230,6 +234,7 @@ public final class Trainer {
     /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW.
     public func trainStep(_ step: Int) throws -> StepMetrics {
         let started = Date()
+        let countersBefore = communicator.counters
         communicator.context = "step \(step + 1)"  // named by a collective timeout or --debug mismatch
         let batches = plan.microBatches(step: step, rank: communicator.rank)
         // The loss is normalised by the supervised tokens of the whole step, on all ranks.
@@ -266,12 +271,14 @@ public final class Trainer {
         let optimized = Date()
         let globalLoss = try communicator.allReduce(lossSum, .sum)
         let seconds = Date().timeIntervalSince(started)
+        let communication = communicator.counters.subtracting(countersBefore)
         let checksum = options.debug ? try engine.parameterChecksum() : nil
         if let checksum { logger.debug("\(String(format: "  debug: step %d parameter checksum %.9e", step + 1, checksum))") }
         return StepMetrics(step: step + 1, loss: supervised > 0 ? globalLoss / Double(supervised) : 0, lr: lr, gradNorm: gradNorm,
                            tokensPerSec: Double(tokens) / seconds, supervisedTokens: supervised, tokens: tokens,
                            stepSeconds: seconds, computeSeconds: computed.timeIntervalSince(started),
-                           optimizerSeconds: optimized.timeIntervalSince(computed), parameterChecksum: checksum, memory: try ledgers())
+                           optimizerSeconds: optimized.timeIntervalSince(computed), parameterChecksum: checksum, memory: try ledgers(),
+                           communication: communication)
     }
 
     static func maxima(_ ledgers: [MemoryLedger]) -> MemoryLedger {

@@ -13,7 +13,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Time training steps (forward, backward, AdamW) and print tokens/s and achieved GFLOP/s against sgemm's.",
-        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops and step_seconds.")
+        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step and compute_seconds_per_step.")
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Rows per micro-batch on each rank.") var microBatchSize: Int = 4
@@ -21,10 +21,13 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "ZeRO stage.") var zeroStage: ZeroStage = .three
     @Option(name: .long, help: "Timed steps (after one untimed warm-up step).") var steps: Int = 3
     @Option(name: .long, help: "Fraction of positions that carry a label.") var supervisedFraction: Double = 1
+    @Option(name: .long, help: "The engine's cap on stage 2–3 gradient reduce-scatters in flight (as `train --reductions-in-flight`).")
+    var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
 
     func validate() throws {
         guard steps >= 1, microBatchSize >= 1, seqLen >= 2 else { throw ValidationError("--steps, --micro-batch-size and --seq-len must be positive") }
         guard supervisedFraction > 0, supervisedFraction <= 1 else { throw ValidationError("--supervised-fraction must be in (0, 1]") }
+        guard reductionsInFlight >= 1 else { throw ValidationError("--reductions-in-flight must be at least 1 (got \(reductionsInFlight))") }
     }
 
     func run() throws {
@@ -39,6 +42,7 @@ struct BenchCommand: ParsableCommand {
             options.maxSteps = steps + 1
             options.shuffle = false
             options.logEvery = 1
+            options.reductionsInFlight = reductionsInFlight
             // One row per example, `ranks × micro-batch` rows per step, random tokens.
             var state: UInt64 = 12345
             func next() -> Int32 {
@@ -56,11 +60,15 @@ struct BenchCommand: ParsableCommand {
                                                   examples: examples)
             _ = try trainer.trainStep(0)
             var seconds = 0.0, tokens = 0, supervised = 0
+            var communication = CommunicationCounters()
             for step in 1...steps {
                 let metrics = try trainer.trainStep(step)
                 seconds += metrics.stepSeconds
                 tokens += metrics.tokens
                 supervised += metrics.supervisedTokens
+                communication.bytesSent += metrics.communication.bytesSent
+                communication.collectives += metrics.communication.collectives
+                communication.waitSeconds += metrics.communication.waitSeconds
                 logger.info(.init(stringLiteral: String(format: "step %d: %.3f s (forward+backward %.3f s, optimizer %.3f s), %.0f tokens/s, loss %.4f", step, metrics.stepSeconds,
                            metrics.computeSeconds, metrics.optimizerSeconds, metrics.tokensPerSec, metrics.loss)))
             }
@@ -78,10 +86,21 @@ struct BenchCommand: ParsableCommand {
             logger.info(.init(stringLiteral: String(format: "%d ranks × %d threads: %.3f s/step, %.1f tokens/s, %.2f GFLOP/s per rank = %.0f%% of sgemm (%.2f GFLOP/s), peak RSS/rank %@",
                        communicator.size, BLAS.threadCount, seconds / Double(steps), Double(tokens) / seconds, gflops,
                        100 * gflops / sgemm, sgemm, MemoryLedger.format(peak))))
+            // Rank 0's traffic against the ZeRO paper's (section 7): 2Ψ per step at stages 0-2, 3Ψ at
+            // stage 3, times (N-1)/N, 4 bytes per fp32 element (see CommunicationCounters).
+            let ranks = Double(communicator.size)
+            let paperBytes = (zeroStage == .three ? 3 : 2) * psi * (ranks - 1) / ranks * 4
+            let bytesPerStep = Double(communication.bytesSent) / Double(steps)
+            let waitPerStep = communication.waitSeconds / Double(steps)
+            logger.info(.init(stringLiteral: String(format: "communication per step per rank: %.2f MB sent (ring model; ZeRO paper %dΨ(N-1)/N·4 = %.2f MB, ratio %.3f), %d collectives, %.3f s waited of %.3f s (%.0f%%)",
+                       bytesPerStep / 1e6, zeroStage == .three ? 3 : 2, paperBytes / 1e6, paperBytes > 0 ? bytesPerStep / paperBytes : 0,
+                       communication.collectives / steps, waitPerStep, seconds / Double(steps), 100 * waitPerStep / (seconds / Double(steps)))))
             let summary: [String: Double] = [
                 "tokens_per_sec": Double(tokens) / seconds, "gflops": gflops, "sgemm_gflops": sgemm,
                 "step_seconds": seconds / Double(steps), "ranks": Double(communicator.size), "threads": Double(BLAS.threadCount),
                 "zero_stage": Double(zeroStage.rawValue), "peak_rss": Double(peak),
+                "bytes_sent_per_step": bytesPerStep, "paper_bytes_per_step": paperBytes, "parameters": psi,
+                "wait_seconds_per_step": waitPerStep, "compute_seconds_per_step": seconds / Double(steps) - waitPerStep,
             ]
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

@@ -29,6 +29,52 @@ extension ProcessTests {
             }
         }
 
+        @Test("an unreachable or unknown host: launch/run stops within its connect timeout and names the host")
+        func unreachableHostIsNamed() throws {
+            let root = ZeroSFTBinary.packageRoot.path
+            var environment = ProcessInfo.processInfo.environment
+            environment["ZERO_SFT_BINARY"] = try ZeroSFTBinary.locate().path
+            func shell(_ command: String) throws -> (status: Int32, stdout: String, stderr: String) {
+                try ChildProcess.run(["/bin/sh", "-c", command], environment: environment, timeout: 120)
+            }
+            func timedRun(_ hostfile: String, ranks: Int) throws -> (status: Int32, stderr: String, seconds: Double) {
+                let start = ContinuousClock.now
+                let result = try shell("\(root)/launch/run --connect-timeout 3 --hostfile \(hostfile) -n \(ranks) -- self-test")
+                let elapsed = ContinuousClock.now - start
+                return (result.status, result.stderr, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            }
+            try LocalCluster.withCluster(hosts: 2, name: "zctu", subnet: "10.213.250") { cluster in
+                // The bridge's end of zctu-h2's link down: its packets go nowhere. mpirun alone waited
+                // for that host's daemon for minutes (400 s and counting, measured), without a word.
+                #expect(try shell("ip link set zctu-h2 down").status == 0)
+                let down = try timedRun(cluster.hostfile, ranks: 4)
+                #expect(down.status == 2, "status \(down.status), stderr:\n\(down.stderr)")
+                #expect(down.stderr.contains("launch/run: host zctu-h2 cannot reach mpirun's address 10.213.250.1"),
+                        "stderr does not name zctu-h2:\n\(down.stderr)")
+                #expect(!down.stderr.contains("host zctu-h1 "), "the reachable host is named:\n\(down.stderr)")
+                #expect(down.seconds < 20, "took \(down.seconds) s with a 3 s connect timeout")
+                #expect(try shell("ip link set zctu-h2 up").status == 0)
+
+                // A host the cluster does not have, in a copy of its hostfile.
+                let text = try String(contentsOfFile: cluster.hostfile, encoding: .utf8)
+                let extra = FileManager.default.temporaryDirectory.appendingPathComponent("zctu-hosts-\(ProcessInfo.processInfo.processIdentifier)").path
+                try (text + "zctu-h9 slots=2\n").write(toFile: extra, atomically: true, encoding: .utf8)
+                defer { try? FileManager.default.removeItem(atPath: extra) }
+                let unknown = try timedRun(extra, ranks: 6)
+                #expect(unknown.status == 2, "status \(unknown.status), stderr:\n\(unknown.stderr)")
+                #expect(unknown.stderr.contains("launch/run: host zctu-h9 is not a host of this cluster"), "stderr:\n\(unknown.stderr)")
+                #expect(unknown.seconds < 20, "took \(unknown.seconds) s")
+            }
+            // An ordinary (ssh) hostfile naming a host that does not resolve.
+            let plain = FileManager.default.temporaryDirectory.appendingPathComponent("nohost-\(ProcessInfo.processInfo.processIdentifier)").path
+            try "nohost.invalid slots=2\n".write(toFile: plain, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: plain) }
+            let unresolved = try timedRun(plain, ranks: 2)
+            #expect(unresolved.status == 2, "status \(unresolved.status), stderr:\n\(unresolved.stderr)")
+            #expect(unresolved.stderr.contains("launch/run: host nohost.invalid does not resolve"), "stderr:\n\(unresolved.stderr)")
+            #expect(unresolved.seconds < 20, "took \(unresolved.seconds) s")
+        }
+
         @Test("a failed `up` removes what it made, and `down` is idempotent")
         func failedUpCleansUp() throws {
             let script = ZeroSFTBinary.packageRoot.appendingPathComponent("launch/cluster").path

@@ -1,0 +1,56 @@
+/// What one rank's collectives sent and how long the rank waited for them, summed since the
+/// communicator was made: ``Communicator/counters``. Take the difference of two readings for a
+/// step (``subtracting(_:)``).
+///
+/// ``bytesSent`` is the traffic model of the ZeRO paper (Rajbhandari et al. 2020, section 7):
+/// bandwidth-optimal ring algorithms, in which every rank sends `(N-1)/N` of a buffer of `B` bytes
+/// per phase on `N` ranks. An all-gather (of `B` bytes gathered) and a reduce-scatter (of `B` bytes
+/// reduced) are one phase each, an all-reduce two (a reduce-scatter and an all-gather), a broadcast
+/// one (a scatter and an all-gather, averaged over the ranks). It is a deterministic figure of the
+/// algorithm, independent of CPU load and of the algorithm Open MPI picks (for small buffers it may
+/// send more, e.g. recursive doubling's `log2 N × B`); the link counters of the simulated cluster
+/// (`launch/cluster exec HOST -- ip -s link`) give what actually crossed the wire. With one rank
+/// everything is 0.
+public struct CommunicationCounters: Sendable, Equatable, Codable {
+    /// Bytes this rank sends under the ring model above.
+    public var bytesSent: Int = 0
+    /// Collectives started (barriers, broadcasts, all-reduces, all-gathers, reduce-scatters and
+    /// rings; not ``Communicator/checkConsistency(_:bytes:)``'s own all-gathers).
+    public var collectives: Int = 0
+    /// Seconds this rank spent waiting for collectives to complete: in ``Communicator/poll(_:until:)``
+    /// and its typed twin after the first unsuccessful test, and inside blocking all-reduces. The
+    /// communication that compute did not hide.
+    public var waitSeconds: Double = 0
+
+    public init() {}
+
+    /// The counts since `earlier`: `self - earlier`, field by field.
+    public func subtracting(_ earlier: CommunicationCounters) -> CommunicationCounters {
+        var difference = CommunicationCounters()
+        difference.bytesSent = bytesSent - earlier.bytesSent
+        difference.collectives = collectives - earlier.collectives
+        difference.waitSeconds = waitSeconds - earlier.waitSeconds
+        return difference
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case bytesSent = "bytes_sent"
+        case collectives
+        case waitSeconds = "wait_seconds"
+    }
+}
+
+extension Communicator {
+    /// Counts one collective over a buffer of `bytes` bytes with `phases` ring phases
+    /// (``CommunicationCounters``): `phases × bytes × (N-1)/N` bytes sent.
+    func countTraffic(bytes: Int, phases: Int) {
+        counters.collectives += 1
+        counters.bytesSent += phases * (bytes / size) * (size - 1) + phases * (bytes % size) * (size - 1) / size
+    }
+
+    /// Adds the time since `start` to ``CommunicationCounters/waitSeconds``.
+    func countWait(since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        counters.waitSeconds += Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Models
+import TestSupport
+import Testing
+import Training
+
+/// Bytes sent per step per rank (``CommunicationCounters``, the ring model) against the ZeRO
+/// paper's figures (Rajbhandari et al. 2020, section 7): 2Ψ·(N-1)/N·4 bytes at stages 0–2 and
+/// 3Ψ·(N-1)/N·4 at stage 3, Ψ the parameter count. A deterministic figure, independent of load.
+///
+/// zero-sft's schedule (``DecoderModel/parameterSchedule(training:)``) differs from the paper's
+/// "every parameter gathered in the forward and again in the backward" in three exact ways, with E
+/// the embedding's and F the final unit's (norm, and the head when untied) elements:
+/// - stage 3 does not gather the embedding in the backward (its gradient needs only the token
+///   ids) nor the final unit (still gathered from the end of the forward): −E − F;
+/// - a tied embedding is gathered a second time at the head in the forward (+E at stage 3) and its
+///   gradient is reduce-scattered twice, after the head and after the lookup (+E at stages 2–3).
+/// Every count uses units padded to a multiple of N. The only other traffic is the step's small
+/// all-reduces (token counts 16 bytes, loss 8, gradient norm 8: 32 bytes, 2 phases = 48 bytes at
+/// N = 4), so the tolerance is 64 bytes.
+@Suite(.serialized) struct CommunicationBytesTests {
+    static let ranks = 4
+
+    static func bytesPerStep(model: String, stage: Int, in scratch: ScratchDirectory, data: URL) throws -> [Int] {
+        let run = try TrainingRun.run(
+            ranks: ranks,
+            arguments: ["--model", model, "--data", data.path, "--seq-len", "32", "--max-steps", "2", "--micro-batch-size", "1",
+                        "--zero-stage", "\(stage)", "--seed", "3"],
+            in: scratch.url, label: "\(model)-stage\(stage)", saveModel: false)
+        return run.metrics.map { (($0["communication"] as? [String: Any])?["bytes_sent"] as? NSNumber)?.intValue ?? -1 }
+    }
+
+    /// Ψ, E and F in padded elements, and whether the embedding is tied.
+    static func sizes(_ model: String) -> (psi: Int, embedding: Int, final: Int, tied: Bool) {
+        let config = ModelPreset.config(named: model)!
+        let layout = ParameterLayout(config: config)
+        func padded(_ count: Int) -> Int { (count + ranks - 1) / ranks * ranks }
+        return (layout.units.reduce(0) { $0 + padded($1.count) }, padded(layout.units[layout.embeddingUnit].count),
+                padded(layout.units[layout.finalUnit].count), config.tieWordEmbeddings)
+    }
+
+    @Test("bytes per step: 2Ψ(N-1)/N·4 at stages 0-1, the paper's 2Ψ/3Ψ at stages 2-3 corrected by the schedule's E and F",
+          arguments: ["tiny-qwen2", "tiny"])
+    func bytesMatchThePaper(model: String) throws {
+        let scratch = try ScratchDirectory()
+        let data = scratch.url.appendingPathComponent("data.jsonl")
+        try writeJSONL(syntheticExamples(count: 16, seed: 4), to: data)
+        let (psi, e, f, tied) = Self.sizes(model)
+        let n = Self.ranks
+        for stage in 0...3 {
+            let paperElements = (stage == 3 ? 3 : 2) * psi
+            var elements = paperElements
+            if stage >= 2 && tied { elements += e }       // the tied embedding's second reduce-scatter
+            if stage == 3 { elements += (tied ? e : 0) - e - f }  // second forward gather if tied; no backward gather of E and F
+            let expected = elements * 4 * (n - 1) / n + 48
+            let paper = Double(paperElements * 4 * (n - 1) / n)
+            let measured = try Self.bytesPerStep(model: model, stage: stage, in: scratch, data: data)
+            #expect(measured.count == 2, "\(model) stage \(stage): \(measured)")
+            for bytes in measured {
+                #expect(abs(bytes - expected) <= 64,
+                        "\(model) stage \(stage): \(bytes) bytes per step, expected \(expected) (paper \(Int(paper)), ratio \(Double(bytes) / paper))")
+            }
+            if stage <= 1 { #expect(measured.allSatisfy { abs(Double($0) - paper) <= 64 }, "stage \(stage) is exactly the paper's 2Ψ") }
+        }
+    }
+}
