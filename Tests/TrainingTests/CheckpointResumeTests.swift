@@ -136,6 +136,37 @@ import Training
         #expect(output.contains("\(shard.path): truncated file"), "\(output)")
     }
 
+    /// A disk that fills during a save (a 2 MB tmpfs: one tiny 2-rank checkpoint is 1.2 MB): the job
+    /// ends non-zero naming the file and the failed write, and the previous checkpoint stays complete
+    /// and resumable. Skipped where a tmpfs cannot be mounted (not root).
+    @Test func aFullDiskLeavesThePreviousCheckpoint() throws {
+        let mountPoint = url("small")
+        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
+        func command(_ arguments: [String]) throws -> Int32 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        guard getuid() == 0, (try? command(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint.path])) == 0 else {
+            print("aFullDiskLeavesThePreviousCheckpoint: skipped (cannot mount a tmpfs here)")
+            return
+        }
+        defer { _ = try? command(["umount", mountPoint.path]) }
+        let run = mountPoint.appendingPathComponent("run")
+        let output = try train(ranks: 2, stage: 3, ["--output-dir", run.path, "--max-steps", "3", "--save-every", "1"], expectFailure: true)
+        #expect(output.contains("No space left on device") && output.contains(".safetensors") && output.contains("write failed"), "\(output)")
+        let reader = try CheckpointReader(directory: run.appendingPathComponent("checkpoint-1"))
+        for index in reader.manifest.shards.indices { try reader.verify(shard: index) }
+        #expect(TrainingCheckpointDirectory.latest(in: run).latest?.step == 1)
+        try train(ranks: 2, stage: 3, ["--output-dir", url("after-full").path, "--max-steps", "3",
+                                       "--resume", run.appendingPathComponent("checkpoint-1").path])
+    }
+
     /// `--resume latest` skips a checkpoint without its completion marker and says why; a temporary
     /// folder left by a killed save neither counts as content nor breaks a rerun, and the next save
     /// removes it; `--keep-last` keeps the newest complete checkpoints; a non-empty output directory
