@@ -94,6 +94,33 @@ import Training
         #expect(losses[0] == losses[1] && losses[0] != "none", "eval of the checkpoint \(losses[0]), of the exported model \(losses[1])")
     }
 
+    /// Evaluation during training across a resume: the resumed run replays the checkpoint's evaluation
+    /// lines, so its later evaluations report the same loss and the same change since step 0 (the
+    /// starting model's, measured by the first run) as the uninterrupted run, and step 0 is not re-scored.
+    @Test func evaluationContinuesAcrossAResume() throws {
+        let evalData = url("eval.jsonl")
+        try writeJSONL(syntheticExamples(count: 12, seed: 21), to: evalData)
+        let evaluation = ["--eval-data", "task=\(evalData.path)", "--eval-every", "2"]
+        try train(ranks: 2, stage: 3, evaluation + ["--output-dir", url("straight").path, "--metrics-file", url("straight.jsonl").path,
+                                                    "--save-every", "5"])
+        try FileManager.default.createDirectory(at: url("resumed"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: url("straight/checkpoint-5"), to: url("resumed/checkpoint-5"))
+        try train(ranks: 2, stage: 3, evaluation + ["--output-dir", url("resumed").path, "--metrics-file", url("resumed.jsonl").path,
+                                                    "--resume", "latest"])
+        func evaluations(_ name: String) throws -> [(step: Int, loss: Double, delta: Double)] {
+            try metrics(name).compactMap { line in
+                guard let sets = line["eval"] as? [String: Any], let task = sets["task"] as? [String: Any] else { return nil }
+                return (line["step"] as! Int, task["loss"] as! Double, task["delta_from_step_0"] as! Double)
+            }
+        }
+        let straight = try evaluations("straight.jsonl"), resumed = try evaluations("resumed.jsonl")
+        #expect(straight.map(\.step) == [0, 2, 4, 6, 8, 10], "\(straight.map(\.step))")
+        #expect(resumed.map(\.step) == straight.map(\.step), "evaluation steps after the resume: \(resumed.map(\.step))")
+        for (a, b) in zip(straight, resumed) {
+            #expect(a.loss == b.loss && a.delta == b.delta, "step \(a.step): loss \(b.loss) (straight \(a.loss)), since step 0 \(b.delta) (straight \(a.delta))")
+        }
+    }
+
     /// A checkpoint of 4 ranks at stage 3 resumed on 2 ranks at stage 0, whose checkpoint resumed on
     /// 1 rank at stage 2: the losses and final parameters of the straight 4-rank run within the
     /// equivalence tolerances (losses 1e-6 relative, parameters 1e-6 absolute).
