@@ -16,7 +16,7 @@ import Tokenizers
 ///    F32, F16 or BF16. A directory without safetensors weights is an error saying what it holds
 ///    (`pytorch_model.bin`: how to convert it), never a random model;
 /// 4. a `config.json` file: random initialisation (the tokenizer, if any, from its directory);
-/// 5. a zero-sft training checkpoint folder `OUTPUT_DIR/checkpoint-STEP` (it holds `trainer_state.json`
+/// 5. a zero-sft training checkpoint folder `OUTPUT_DIR/checkpoint-STEP` (it holds `COMPLETE` or rank files
 ///    and no safetensors weights): the config and the tokenizer/template files the save copied into it,
 ///    the parameters from its `params` role (``CheckpointTensors``: every shard file's xxh64 checked on
 ///    opening, then read by range). An output directory that holds checkpoints but no final model is an
@@ -184,10 +184,13 @@ public struct ModelSource {
         return message
     }
 
-    /// Whether `files` is a zero-sft training checkpoint folder: its manifest or completion marker, and no
-    /// safetensors weights (an HF Trainer checkpoint, which also has a `trainer_state.json`, holds `model.safetensors`).
+    /// Whether `files` is a zero-sft training checkpoint folder: its completion marker or a rank file
+    /// (`rank-00000-of-00002.safetensors`), and no safetensors weights. An HF Trainer checkpoint also has a
+    /// `trainer_state.json` but neither of these: it is the HF directory it is (or, with only
+    /// `pytorch_model.bin`, refused with the conversion hint).
     static func isTrainingCheckpoint(_ files: ModelFiles) -> Bool {
-        (files.contains(TrainingCheckpointFormat.manifestName) || files.contains(TrainingCheckpointFormat.completionMarkerName))
+        let hasRankFile = files.names.contains { $0.hasPrefix("rank-") && $0.hasSuffix(".safetensors") && $0.contains("-of-") }
+        return (files.contains(TrainingCheckpointFormat.completionMarkerName) || hasRankFile)
             && SafetensorsWeights.find(in: files.directory) == nil
     }
 

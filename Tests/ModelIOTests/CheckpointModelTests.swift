@@ -22,6 +22,27 @@ import Testing
         return result.stdout
     }
 
+    /// Each rank's stderr from mpirun `--tag-output` text (`[JOB,RANK]<stderr>:` before every piece a rank wrote).
+    static func perRank(_ tagged: String) -> [Int: String] {
+        var streams: [Int: String] = [:]
+        var rank: Int? = nil
+        var rest = Substring(tagged)
+        while let open = rest.firstIndex(of: "[") {
+            if let rank { streams[rank, default: ""] += rest[..<open] }
+            let tail = rest[open...]
+            guard let close = tail.firstIndex(of: "]"), tail[close...].hasPrefix("]<stderr>:"),
+                  let number = tail[tail.index(after: open)..<close].split(separator: ",").last.flatMap({ Int($0) }) else {
+                if let rank { streams[rank, default: ""] += "[" }
+                rest = rest[rest.index(after: open)...]
+                continue
+            }
+            rank = number
+            rest = tail[tail.index(close, offsetBy: "]<stderr>:".count)...]
+        }
+        if let rank { streams[rank, default: ""] += rest }
+        return streams
+    }
+
     /// The JSON object of stdout's last line.
     static func lastJSON(_ stdout: String) throws -> [String: Any] {
         let last = stdout.split(separator: "\n").last.map(String.init) ?? ""
@@ -153,12 +174,18 @@ import Testing
             try FileManager.default.copyItem(at: output.appendingPathComponent("checkpoint-2"), to: url)
             return url
         }
+        /// On several ranks every rank reports (each checks every file); their unbuffered stderr is interleaved by
+        /// mpirun, so it runs with `--tag-output` and each rank's text is reassembled from its tagged pieces.
         func expectFailure(_ arguments: [String], ranks: Int = MPIRun.withoutLauncher, mentions fragments: [String],
                            sourceLocation: SourceLocation = #_sourceLocation) throws {
-            let result = try Self.run(arguments, ranks: ranks)
+            let result = try MPIRun.run(ranks: ranks, arguments: arguments, launcherArguments: ranks > 0 ? ["--tag-output"] : [], timeout: 180)
             #expect(result.status != 0, "exited 0: \(arguments)", sourceLocation: sourceLocation)
-            for fragment in fragments {
-                #expect(result.stderr.contains(fragment), "stderr lacks '\(fragment)':\n\(result.stderr)", sourceLocation: sourceLocation)
+            let streams = ranks > 0 ? Self.perRank(result.stderr) : [0: result.stderr]
+            #expect(streams.count == max(ranks, 1), "stderr of \(streams.count) rank(s):\n\(result.stderr)", sourceLocation: sourceLocation)
+            for (rank, stderr) in streams.sorted(by: { $0.key < $1.key }) {
+                for fragment in fragments {
+                    #expect(stderr.contains(fragment), "rank \(rank)'s stderr lacks '\(fragment)':\n\(stderr)", sourceLocation: sourceLocation)
+                }
             }
             #expect(!result.stdout.contains("step 1/"), "a rank started work:\n\(result.stdout)", sourceLocation: sourceLocation)
         }
@@ -233,12 +260,17 @@ import Testing
         }
         try Data(#"{"global_step": 500, "log_history": []}"#.utf8).write(to: hfTrainer.appendingPathComponent("trainer_state.json"))
         guard case .huggingFace = try ModelSource.open(hfTrainer.path).kind else { Issue.record("an HF Trainer checkpoint is an HF directory"); return }
+        // With PyTorch pickles only, it is refused as such (not as an incomplete zero-sft checkpoint).
+        try FileManager.default.removeItem(at: hfTrainer.appendingPathComponent("model.safetensors"))
+        try Data().write(to: hfTrainer.appendingPathComponent("pytorch_model.bin"))
+        #expect(throws: ModelSourceError.self) { _ = try ModelSource.open(hfTrainer.path) }
 
         let output = scratch.url.appendingPathComponent("out")
         for (step, complete) in [(2, true), (4, true), (6, false)] {
             let folder = output.appendingPathComponent("checkpoint-\(step)")
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             try Data("{}".utf8).write(to: folder.appendingPathComponent(TrainingCheckpointFormat.manifestName))
+            try Data().write(to: folder.appendingPathComponent(TrainingCheckpointFormat.shardName(rank: 0, ranks: 1)))
             if complete { try Data().write(to: folder.appendingPathComponent(TrainingCheckpointFormat.completionMarkerName)) }
         }
         do {
