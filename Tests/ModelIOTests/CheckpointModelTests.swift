@@ -159,6 +159,16 @@ import Testing
             runs.append(try Self.losses(metrics))
         }
         #expect(runs[0].count == 2 && runs[0] == runs[1], "losses from the checkpoint \(runs[0]), from its export \(runs[1])")
+        // Its first loss is the checkpoint's eval loss on that batch (one example: the whole batch).
+        let one = scratch.url.appendingPathComponent("one.jsonl")
+        let firstLine = try String(contentsOf: data, encoding: .utf8).split(separator: "\n")[0]
+        try Data((firstLine + "\n").utf8).write(to: one)
+        let metrics = scratch.url.appendingPathComponent("metrics-one.jsonl")
+        _ = try Self.succeed(["train", "--model", checkpoint.path, "--data", one.path, "--max-steps", "1", "--micro-batch-size", "1",
+                              "--seq-len", "32", "--metrics-file", metrics.path])
+        let trained = try Self.losses(metrics).first ?? .nan
+        let evaluated = try Self.lastJSON(try Self.succeed(["eval", "--model", checkpoint.path, "--data", one.path]))["loss"] as? Double ?? .nan
+        #expect(abs(trained - evaluated) <= 1e-5 * abs(evaluated), "first training loss \(trained), eval of the checkpoint \(evaluated)")
         // Not the resumed run: the checkpoint's own step 2 (moments carried) had another loss.
         let resumedLosses = try Self.losses(output.appendingPathComponent("checkpoint-2/metrics.jsonl"))
         #expect(resumedLosses.count == 2 && resumedLosses[1] != runs[0][0])
