@@ -342,23 +342,3 @@ public final class CheckpointReader: @unchecked Sendable {
         return file.count
     }
 }
-
-/// The parameters of a training checkpoint as a ``TensorSource`` (role `params`, F32, HF names):
-/// what makes a checkpoint folder usable as `--model` — eval, generate, export and train read it
-/// tensor by tensor, range by range, wherever the saving ranks put each piece.
-public struct CheckpointParameters: TensorSource, @unchecked Sendable {
-    public let reader: CheckpointReader
-    public let tensors: [String: TensorInfo]
-
-    public init(reader: CheckpointReader) {
-        self.reader = reader
-        tensors = Dictionary(reader.manifest.tensors.map { ($0.name, TensorInfo(name: $0.name, shape: $0.shape, dtype: .f32)) },
-                             uniquingKeysWith: { a, _ in a })
-    }
-
-    public var location: String { reader.directory.path }
-
-    public func read(_ name: String, elements: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        try reader.read(role: "params", tensor: name, elements: elements, into: destination)
-    }
-}

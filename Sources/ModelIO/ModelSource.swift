@@ -15,7 +15,12 @@ import Tokenizers
 ///    else `model.safetensors.index.json` (when both are there, the single file, with a warning);
 ///    F32, F16 or BF16. A directory without safetensors weights is an error saying what it holds
 ///    (`pytorch_model.bin`: how to convert it), never a random model;
-/// 4. a `config.json` file: random initialisation (the tokenizer, if any, from its directory).
+/// 4. a `config.json` file: random initialisation (the tokenizer, if any, from its directory);
+/// 5. a zero-sft training checkpoint folder `OUTPUT_DIR/checkpoint-STEP` (it holds `COMPLETE` or rank files
+///    and no safetensors weights): the config and the tokenizer/template files the save copied into it,
+///    the parameters from its `params` role (``CheckpointTensors``: every shard file's xxh64 checked on
+///    opening, then read by range). An output directory that holds checkpoints but no final model is an
+///    error that names them: as transformers, only the checkpoint folder itself is a model.
 ///
 /// Opening checks every tensor's name and shape against the config once (``ModelWeights``), and applies
 /// transformers' rule for a stored head that differs from a tied embedding (the resolved ``config``
@@ -28,14 +33,14 @@ import Tokenizers
 public struct ModelSource {
     /// Where the model comes from.
     ///
-    /// A zero-sft training checkpoint folder is meant to become one more case here (its config, its tensors
-    /// as a `TensorSource` checked by ``ModelWeights``, and the ``ModelFiles`` of the model it started from
-    /// for the tokenizer and the export's sidecars); nothing outside ``open(_:)`` switches on the kind to load.
+    /// Nothing outside ``open(_:)`` switches on the kind to load.
     public enum Kind: Sendable, Equatable {
         case preset(String)
         case configFile(URL)
         case huggingFace(URL)
         case gguf(URL)
+        /// A zero-sft training checkpoint folder (`checkpoint-STEP`): its `params`, config and tokenizer files.
+        case checkpoint(URL)
     }
 
     /// The `--model` value as given.
@@ -66,6 +71,7 @@ public struct ModelSource {
         case .configFile(let url): url.path
         case .huggingFace(let url): weights?.location ?? url.path
         case .gguf(let url): url.path
+        case .checkpoint(let url): url.path
         }
     }
 
@@ -131,9 +137,11 @@ public struct ModelSource {
 
     static func openDirectory(_ files: ModelFiles, name: String) throws -> ModelSource {
         let path = files.directory.path
+        if isTrainingCheckpoint(files) { return try openCheckpoint(files, name: name) }
         guard let configData = try files.data("config.json") else {
             let ggufs = files.names(endingWith: ".gguf")
             if ggufs.count == 1 { return try openGGUF(files.url(ggufs[0]), name: name) }
+            if let hint = checkpointsHint(files) { throw ModelSourceError(path: path, message: "no config.json and no model weights" + hint) }
             throw CheckpointError(.unreadableFile, path: path,
                                   expected: "an HF model directory (config.json with model.safetensors or model.safetensors.index.json) or exactly one .gguf file",
                                   found: ggufs.isEmpty ? "no config.json and no .gguf file" : "\(ggufs.count) .gguf files and no config.json")
@@ -150,11 +158,6 @@ public struct ModelSource {
             stored = try SafetensorsFile(url: url)
         case .sharded(let index):
             stored = try ShardedSafetensors(indexURL: index)
-        case nil where files.names.contains(TrainingCheckpointFormat.manifestName):
-            // A training checkpoint (`checkpoint-STEP/`): its parameters, every rank file's checksum checked.
-            let reader = try CheckpointReader(directory: files.directory)
-            for index in reader.manifest.shards.indices { try reader.verify(shard: index) }
-            stored = CheckpointParameters(reader: reader)
         case nil:
             throw ModelSourceError(path: path, message: missingWeightsMessage(files))
         }
@@ -173,10 +176,52 @@ public struct ModelSource {
                 + ModelSourceError.conversionHint
         } else if !ggufs.isEmpty {
             message += "; found \(ggufs.joined(separator: ", ")): name the .gguf file itself as --model"
+        } else if let hint = checkpointsHint(files) {
+            message += hint
         } else {
             message += " (no weights at all; random initialisation is only for a preset or a config.json named as a file)"
         }
         return message
+    }
+
+    /// Whether `files` is a zero-sft training checkpoint folder: its completion marker or a rank file
+    /// (`rank-00000-of-00002.safetensors`), and no safetensors weights. An HF Trainer checkpoint also has a
+    /// `trainer_state.json` but neither of these: it is the HF directory it is (or, with only
+    /// `pytorch_model.bin`, refused with the conversion hint).
+    static func isTrainingCheckpoint(_ files: ModelFiles) -> Bool {
+        let hasRankFile = files.names.contains { $0.hasPrefix("rank-") && $0.hasSuffix(".safetensors") && $0.contains("-of-") }
+        return (files.contains(TrainingCheckpointFormat.completionMarkerName) || hasRankFile)
+            && SafetensorsWeights.find(in: files.directory) == nil
+    }
+
+    /// A training checkpoint folder as a model: its `config.json`, its `params` (every shard file's xxh64 checked
+    /// first; ``CheckpointTensors``) checked against the config by ``ModelWeights``, and its files (tokenizer,
+    /// template, `generation_config.json`, copied in by the save) for the tokenizer and an export's sidecars.
+    /// Throws `CheckpointError` (incomplete checkpoint, checksum mismatch, truncated shard file: each naming the
+    /// file), `ModelSourceError` (no config.json).
+    static func openCheckpoint(_ files: ModelFiles, name: String) throws -> ModelSource {
+        let reader = try CheckpointReader(directory: files.directory)
+        guard let configData = try files.data("config.json") else {
+            throw ModelSourceError(path: files.directory.path,
+                                   message: "a training checkpoint without config.json (the save copies the model's config.json into the folder)")
+        }
+        let declared = try decodeConfig(configData, path: files.url("config.json").path)
+        let stored = try CheckpointTensors(reader: reader, role: "params")
+        let (weights, config, warnings) = try ModelWeights.check(stored, config: declared)
+        return ModelSource(name: name, kind: .checkpoint(files.directory), config: config, weights: weights, gguf: nil, files: files,
+                           stopTokenIDs: try stopTokenIDs(files, config: config), warnings: warnings)
+    }
+
+    /// For an output directory that holds `checkpoint-STEP` folders but no model: which, and what to pass instead
+    /// (as transformers, `--model` names the checkpoint folder itself, never the output directory). Nil otherwise.
+    static func checkpointsHint(_ files: ModelFiles) -> String? {
+        let entries = TrainingCheckpointDirectory.entries(in: files.directory)
+        guard !entries.isEmpty else { return nil }
+        let names = entries.map(\.url.lastPathComponent)
+        let shown = names.suffix(6).joined(separator: ", ") + (names.count > 6 ? " (\(names.count) in all)" : "")
+        let latest = TrainingCheckpointDirectory.latest(in: files.directory).latest
+        return "; it is a training output directory holding \(shown): name a checkpoint folder itself as --model"
+            + (latest.map { " (the latest complete one: \($0.url.path))" } ?? " (none of them is complete)")
     }
 
     /// `generation_config.json`'s `eos_token_id` when that file exists (transformers' `GenerationConfig.from_pretrained`),

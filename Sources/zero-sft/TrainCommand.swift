@@ -9,7 +9,7 @@ import Training
 /// Options shared by every command that builds a model.
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "An HF model directory (config.json + model.safetensors or an index; F32/F16/BF16), a .gguf file, a preset name (random init: \(ModelPreset.all.map(\.name).joined(separator: ", "))) or an HF config.json (random init).",
+        "An HF model directory (config.json + model.safetensors or an index; F32/F16/BF16), a .gguf file, a preset name (random init: \(ModelPreset.all.map(\.name).joined(separator: ", "))), an HF config.json (random init) or a training checkpoint folder OUTPUT_DIR/checkpoint-STEP (its parameters; train starts from them at step 0 with fresh optimizer state).",
         valueName: "model"))
     var model: String = "tiny"
 
