@@ -20,7 +20,7 @@ enum Session {
     }
 
     static func makeTrainer(source: ModelSource, options: TrainingOptions, communicator: Communicator,
-                            examples: [SFTExample]) throws -> Trainer {
+                            examples: any ExampleSource) throws -> Trainer {
         let logger = logger("train", debug: options.debug)
         let config = source.config, modelName = source.name
         // The weights to start from: the checkpoint's tensors (read range by range), or random from the seed.
@@ -32,7 +32,8 @@ enum Session {
             + "\(String(format: "%.2f", Double(psi) / 1e6))M parameters) on \(communicator.size) rank(s), ZeRO \(options.stage)"))
         logger.info("data: \(trainer.plan.report.summary)")
         logger.info(.init(stringLiteral: "plan: \(trainer.totalSteps) steps × \(trainer.plan.rowsPerStep) rows of \(options.sequenceLength) "
-            + "(\(options.microBatchSize) per micro-batch × \(options.gradientAccumulation) accumulation × \(communicator.size) ranks)"))
+            + "(\(options.microBatchSize) per micro-batch × \(options.gradientAccumulation) accumulation × \(communicator.size) ranks); "
+            + Self.describeEpochs(trainer.epochSteps, totalSteps: trainer.totalSteps)))
         logger.debug("\(trainer.engine.plan.describe())")
         let hosts = try communicator.hostNames()
         logger.info("ranks: \(Communicator.describePlacement(hosts))")
@@ -42,5 +43,15 @@ enum Session {
             logger.info("memory rank \(ledger.rank)\(host): \(ledger.brief) (model states \(MemoryLedger.format(ledger.modelStates)))")
         }
         return trainer
+    }
+
+    /// "2 epochs of 57, 58 steps" or "one epoch of 57 steps"; with --max-steps, where the run stops.
+    static func describeEpochs(_ steps: [Int], totalSteps: Int) -> String {
+        let sum = steps.reduce(0, +)
+        let counts = steps.count <= 6 ? steps.map(String.init).joined(separator: ", ")
+            : "\(steps.min() ?? 0)–\(steps.max() ?? 0) (\(sum) in all)"
+        var text = steps.count == 1 ? "1 epoch of \(counts) steps" : "\(steps.count) epochs of \(counts) steps"
+        if sum != totalSteps { text += String(format: " (the run stops at %.2f epochs)", Double(steps.count - 1) + Double(totalSteps - (sum - (steps.last ?? 0))) / Double(max(1, steps.last ?? 1))) }
+        return text
     }
 }
