@@ -105,8 +105,8 @@ public final class Trainer {
     public private(set) var plan: TrainingPlan
     public let schedule: LearningRateSchedule
     public let totalSteps: Int
-    /// Optimizer steps of each epoch the run covers (with `--max-steps`, the epochs it reaches into;
-    /// the last may be partial). Each epoch is packed from its own shuffle, so the counts may differ.
+    /// Optimizer steps of each epoch the run covers (with `--max-steps`, of the first epoch only: later
+    /// ones are packed when reached). Each epoch is packed from its own shuffle, so the counts may differ.
     public let epochSteps: [Int]
     public private(set) var history: [StepMetrics] = []
     /// Step lines at `info` (printed by rank 0), the `--debug` checksum at `debug` (``RankLogHandler``).
@@ -133,13 +133,8 @@ public final class Trainer {
             throw OptionError(message: "no example has a supervised token: nothing to train on (\(plan.report.summary))")
         }
         if let maxSteps = options.maxSteps {
-            // The epochs that many steps reach into (plans them, so the start-up report can show them).
-            var counts: [Int] = [], covered = 0
-            while covered < maxSteps {
-                counts = plan.stepsPerEpoch(epochs: counts.count + 1)
-                covered += counts.last ?? maxSteps
-            }
-            epochSteps = counts
+            // Later epochs are packed when the run reaches them (--max-steps may be far beyond the data).
+            epochSteps = plan.stepsPerEpoch(epochs: 1)
             totalSteps = maxSteps
         } else {
             // The learning-rate schedule spans every epoch.

@@ -33,7 +33,7 @@ enum Session {
         logger.info("data: \(trainer.plan.report.summary)")
         logger.info(.init(stringLiteral: "plan: \(trainer.totalSteps) steps × \(trainer.plan.rowsPerStep) rows of \(options.sequenceLength) "
             + "(\(options.microBatchSize) per micro-batch × \(options.gradientAccumulation) accumulation × \(communicator.size) ranks); "
-            + Self.describeEpochs(trainer.epochSteps, totalSteps: trainer.totalSteps)))
+            + Self.describeEpochs(trainer.epochSteps, totalSteps: trainer.totalSteps, maxSteps: options.maxSteps)))
         logger.debug("\(trainer.engine.plan.describe())")
         let hosts = try communicator.hostNames()
         logger.info("ranks: \(Communicator.describePlacement(hosts))")
@@ -45,13 +45,15 @@ enum Session {
         return trainer
     }
 
-    /// "2 epochs of 57, 58 steps" or "one epoch of 57 steps"; with --max-steps, where the run stops.
-    static func describeEpochs(_ steps: [Int], totalSteps: Int) -> String {
-        let sum = steps.reduce(0, +)
+    /// "3 epochs of 57, 58, 57 steps"; with --max-steps (`steps` holds the first epoch only), how far
+    /// that goes at the first epoch's size.
+    static func describeEpochs(_ steps: [Int], totalSteps: Int, maxSteps: Int?) -> String {
+        if maxSteps != nil {
+            let first = max(1, steps.first ?? 1)
+            return "epoch 1 has \(first) steps" + (totalSteps == first ? "" : String(format: " (≈ %.2f epochs)", Double(totalSteps) / Double(first)))
+        }
         let counts = steps.count <= 6 ? steps.map(String.init).joined(separator: ", ")
-            : "\(steps.min() ?? 0)–\(steps.max() ?? 0) (\(sum) in all)"
-        var text = steps.count == 1 ? "1 epoch of \(counts) steps" : "\(steps.count) epochs of \(counts) steps"
-        if sum != totalSteps { text += String(format: " (the run stops at %.2f epochs)", Double(steps.count - 1) + Double(totalSteps - (sum - (steps.last ?? 0))) / Double(max(1, steps.last ?? 1))) }
-        return text
+            : "\(steps.min() ?? 0)–\(steps.max() ?? 0) (\(steps.reduce(0, +)) in all)"
+        return steps.count == 1 ? "1 epoch of \(counts) steps" : "\(steps.count) epochs of \(counts) steps"
     }
 }
