@@ -182,9 +182,6 @@ public enum ChatDataset {
             if let bad = example.inputIDs.firstIndex(where: { Int($0) >= vocabularySize }) {
                 throw fail("token id \(example.inputIDs[bad]) at position \(bad) is outside the model's vocabulary (0..<\(vocabularySize))")
             }
-            let pieces = try applyLongExamplePolicy(example, options: options, report: &report, record: record.number, fail: fail) {
-                encoder.turnBoundaries(messages, ids: example.inputIDs.map(Int.init))
-            }
             if example.supervisedCount == 0 {
                 if options.strict {
                     throw fail("no supervised token (no assistant turn to train on with --train-on \(options.trainOn.rawValue)); "
@@ -193,11 +190,15 @@ public enum ChatDataset {
                 report.skippedUnsupervised.append(record.number)
                 continue
             }
+            let pieces = try applyLongExamplePolicy(example, options: options, report: &report, record: record.number, fail: fail) {
+                encoder.turnBoundaries(messages, ids: example.inputIDs.map(Int.init))
+            }
             examples += pieces
             numbers += [Int](repeating: record.number, count: pieces.count)
         }
         if examples.isEmpty {
-            throw DataError(path: url.path, line: nil, message: "no example has a supervised token (\(report.records) records read)")
+            let dropped = report.long.map { $0.policy == .drop && $0.count > 0 ? ", \($0.count) dropped as longer than --seq-len \($0.sequenceLength)" : "" } ?? ""
+            throw DataError(path: url.path, line: nil, message: "no example has a supervised token (\(report.records) records read\(dropped))")
         }
         return LoadedData(examples: examples, report: report, recordNumbers: numbers)
     }
