@@ -24,10 +24,59 @@ public struct ChatDataOptions: Sendable, Equatable {
     public var trainOn: TrainOn = .assistant
     /// A conversation without any supervised token is an error instead of being skipped and counted.
     public var strict = false
+    /// The training sequence length the long-example policy applies to (nil: no policy, nothing counted).
+    public var sequenceLength: Int?
+    /// What happens to an example longer than `sequenceLength` (`--long-examples`).
+    public var longExamples = LongExamplePolicy.truncate
 
-    public init(trainOn: TrainOn = .assistant, strict: Bool = false) {
+    public init(trainOn: TrainOn = .assistant, strict: Bool = false, sequenceLength: Int? = nil,
+                longExamples: LongExamplePolicy = .truncate) {
         self.trainOn = trainOn
         self.strict = strict
+        self.sequenceLength = sequenceLength
+        self.longExamples = longExamples
+    }
+}
+
+/// What the long-example policy did (`--long-examples`, against `--seq-len`).
+public struct LongExampleReport: Sendable, Equatable {
+    public var policy = LongExamplePolicy.truncate
+    public var sequenceLength = 0
+    /// Records longer than the sequence length, and the first of them (line, or position in a JSON array).
+    public var count = 0
+    public var first: Int?
+    /// Supervised tokens of those records: in all, within their first `sequenceLength` tokens (what
+    /// `truncate` keeps), and what the policy kept (`split`: in the pieces; `drop`: none).
+    public var supervised = 0
+    public var keptByTruncation = 0
+    public var kept = 0
+    /// `split`: records cut into pieces, the pieces, and pieces whose one turn alone exceeds the sequence
+    /// length (its prompt left out, then cut to it: ``LongExamples/split(_:at:limit:)``).
+    public var split = 0
+    public var pieces = 0
+    public var truncatedPieces = 0
+    /// `split`: records without an exact cut point (``ChatEncoder/turnBoundaries(_:ids:)``), kept whole
+    /// and truncated.
+    public var unsplittable = 0
+
+    public var summary: String {
+        guard count > 0 else { return "none longer than --seq-len \(sequenceLength)" }
+        let first = first.map { " (the first: \($0))" } ?? ""
+        var text = "\(count) longer than --seq-len \(sequenceLength)\(first), "
+        switch policy {
+        case .truncate, .error:
+            text += "truncated: \(keptByTruncation) of their \(supervised) supervised tokens kept"
+        case .drop:
+            text += "dropped with their \(supervised) supervised tokens (truncate would keep \(keptByTruncation))"
+        case .split:
+            text += "\(split) split into \(pieces) examples: \(kept) of their \(supervised) supervised tokens kept "
+                + "(truncate would keep \(keptByTruncation))"
+            if truncatedPieces > 0 {
+                text += "; \(truncatedPieces) turn(s) longer than --seq-len with the system prompt: trained without their prompt, cut to fit"
+            }
+            if unsplittable > 0 { text += "; \(unsplittable) without a cut point at a special token, truncated" }
+        }
+        return text
     }
 }
 
@@ -41,6 +90,8 @@ public struct DataLoadReport: Sendable, Equatable {
     public var skippedUnsupervised: [Int] = []
     /// Whether records are numbered by line (JSONL) or by position in a JSON array.
     public var numberedByLine = true
+    /// Examples longer than the sequence length (when the options give one).
+    public var long: LongExampleReport?
 
     public var summary: String {
         var text = "\(path): \(records) record\(records == 1 ? "" : "s") (\(format.rawValue))"
@@ -48,6 +99,9 @@ public struct DataLoadReport: Sendable, Equatable {
             let shown = skippedUnsupervised.prefix(10).map(String.init).joined(separator: ", ")
             text += "; \(skippedUnsupervised.count) skipped: no supervised token (\(numberedByLine ? "line" : "record")"
                 + "\(skippedUnsupervised.count == 1 ? "" : "s") \(shown)\(skippedUnsupervised.count > 10 ? ", …" : ""))"
+        }
+        if let long, long.count > 0 {
+            text += "; " + long.summary.replacingOccurrences(of: "(the first: ", with: "(the first: \(numberedByLine ? "line" : "record") ")
         }
         return text
     }
@@ -85,22 +139,39 @@ public enum ChatDataset {
             guard report.numberedByLine else {
                 throw DataError(path: url.path, line: nil, message: "pre-tokenized data must be JSONL (one {\"input_ids\": …} object per line), not a JSON array")
             }
-            let examples = try TokenizedDataset.load(from: url, vocabularySize: vocabularySize)
-            report.records = examples.count
-            var numbers: [Int] = []
+            if options.sequenceLength != nil && options.longExamples == .split {
+                throw DataError(path: url.path, line: nil, message: "--long-examples split cuts conversations at turn boundaries, which "
+                                + "pre-tokenized records do not carry: give the text data (messages, prompt/completion, alpaca), "
+                                + "or --long-examples truncate, drop or error")
+            }
+            let all = try TokenizedDataset.load(from: url, vocabularySize: vocabularySize)
+            report.records = all.count
+            var allNumbers: [Int] = []
             for (index, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
-            where !isBlank(line) { numbers.append(index + 1) }
+            where !isBlank(line) { allNumbers.append(index + 1) }
+            var examples: [SFTExample] = [], numbers: [Int] = []
+            for (example, number) in zip(all, allNumbers) {
+                let kept = try applyLongExamplePolicy(example, options: options, report: &report, record: number) {
+                    DataError(path: url.path, line: number, message: $0)
+                } split: { nil }
+                examples += kept
+                numbers += [Int](repeating: number, count: kept.count)
+            }
+            if examples.isEmpty {
+                throw DataError(path: url.path, line: nil, message: "no example left: all \(all.count) are longer than --seq-len and dropped")
+            }
             return LoadedData(examples: examples, report: report, recordNumbers: numbers)
         }
         let records = try self.records(in: data, path: url.path)
         let encoder = try encoder()
         var examples: [SFTExample] = []
         var numbers: [Int] = []
+        let numberedByLine = report.numberedByLine
         for record in records {
             report.records += 1
-            let line = report.numberedByLine ? record.number : nil
+            let line = numberedByLine ? record.number : nil
             func fail(_ message: String) -> DataError {
-                DataError(path: url.path, line: line, message: report.numberedByLine ? message : "record \(record.number): \(message)")
+                DataError(path: url.path, line: line, message: numberedByLine ? message : "record \(record.number): \(message)")
             }
             let found = try detect(record.object, path: url.path, line: line)
             guard found == format else {
@@ -119,13 +190,57 @@ public enum ChatDataset {
                 report.skippedUnsupervised.append(record.number)
                 continue
             }
-            examples.append(example)
-            numbers.append(record.number)
+            let pieces = try applyLongExamplePolicy(example, options: options, report: &report, record: record.number, fail: fail) {
+                encoder.turnBoundaries(messages, ids: example.inputIDs.map(Int.init))
+            }
+            examples += pieces
+            numbers += [Int](repeating: record.number, count: pieces.count)
         }
         if examples.isEmpty {
-            throw DataError(path: url.path, line: nil, message: "no example has a supervised token (\(report.records) records read)")
+            let dropped = report.long.map { $0.policy == .drop && $0.count > 0 ? ", \($0.count) dropped as longer than --seq-len \($0.sequenceLength)" : "" } ?? ""
+            throw DataError(path: url.path, line: nil, message: "no example has a supervised token (\(report.records) records read\(dropped))")
         }
         return LoadedData(examples: examples, report: report, recordNumbers: numbers)
+    }
+
+    /// The examples `example` becomes under `options.longExamples` (itself when it fits or is truncated
+    /// later, when packed; none when dropped; its pieces when split), counted in `report.long`.
+    static func applyLongExamplePolicy(
+        _ example: SFTExample, options: ChatDataOptions, report: inout DataLoadReport, record: Int,
+        fail: (String) -> DataError, split boundaries: () -> TurnBoundaries?
+    ) throws -> [SFTExample] {
+        guard let limit = options.sequenceLength else { return [example] }
+        var long = report.long ?? LongExampleReport(policy: options.longExamples, sequenceLength: limit)
+        defer { report.long = long }
+        guard example.count > limit else { return [example] }
+        if options.longExamples == .error {
+            throw fail("\(example.count) tokens, longer than --seq-len \(limit) (--long-examples error; "
+                       + "truncate, split or drop would take it)")
+        }
+        long.count += 1
+        if long.first == nil { long.first = record }
+        let supervised = example.supervisedCount, truncated = LongExamples.supervisedWithin(example, limit: limit)
+        long.supervised += supervised
+        long.keptByTruncation += truncated
+        switch options.longExamples {
+        case .truncate, .error:
+            long.kept += truncated
+            return [example]
+        case .drop:
+            return []
+        case .split:
+            guard let boundaries = boundaries() else {
+                long.unsplittable += 1
+                long.kept += truncated
+                return [example]
+            }
+            let (pieces, cut) = LongExamples.split(example, at: boundaries, limit: limit)
+            long.split += 1
+            long.pieces += pieces.count
+            long.truncatedPieces += cut
+            long.kept += pieces.reduce(0) { $0 + $1.supervisedCount }
+            return pieces
+        }
     }
 
     /// The format of a file, from its first record.

@@ -31,6 +31,8 @@ public struct ChatEncoder: Sendable {
     let prefixIDs: [Int]
     /// UTF-8 byte count of each id's text (-1 when unknown).
     let byteLengths: [Int]
+    /// Whether each id is an added token (split out of the text before the model's pre-tokenizer).
+    let isAddedToken: [Bool]
 
     public init(tokenizer: Tokenizer, template: ChatTemplate) throws(ChatTemplateError) {
         self.tokenizer = tokenizer
@@ -60,8 +62,13 @@ public struct ChatEncoder: Sendable {
             // A model token's text is byte-level: one character per byte.
             if let token = tokenizer.token(of: id) { lengths[id] = token.unicodeScalars.count }
         }
-        for token in tokenizer.addedTokens { lengths[token.id] = token.content.utf8.count }
+        var added = [Bool](repeating: false, count: tokenizer.vocabularySize)
+        for token in tokenizer.addedTokens {
+            lengths[token.id] = token.content.utf8.count
+            added[token.id] = true
+        }
         byteLengths = lengths
+        isAddedToken = added
     }
 
     /// The rendering of `messages` with the special texts of this tokenizer.
@@ -135,6 +142,44 @@ public struct ChatEncoder: Sendable {
             pieceStart = pieceEnd
         }
         return turns
+    }
+
+    /// Where the tokens of `messages` (`ids`, as ``tokens(_:)`` gives them) can be cut exactly, for
+    /// `--long-examples split`; nil when no turn can be cut off.
+    ///
+    /// A message start is a cut point when it falls on a token boundary at an added (special) token
+    /// (`<|im_start|>`, `<|start_header_id|>`): HF tokenizers split the text at added tokens before
+    /// anything else, so the tokens on either side do not depend on the other side, and a slice of `ids`
+    /// between two such points equals the tokenization of its own text. The template writes each message
+    /// the same way wherever it stands (the BOS and a default system prompt come before the first message
+    /// only, and belong to the prefix every piece repeats), so that text is the template applied to the
+    /// system prompt and those messages. The `plain` template has no such token, and a normalizer that
+    /// rewrites text breaks the byte accounting: such conversations cannot be split (nil).
+    public func turnBoundaries(_ messages: [ChatMessage], ids: [Int]) -> TurnBoundaries? {
+        let rendering = render(messages)
+        guard rendering.messageStarts.count == messages.count else { return nil }
+        // Byte offset of each token (after the post-processor's prefix, which has no text).
+        var tokenAtByte: [Int: Int] = [:]
+        var offset = 0
+        for position in prefixIDs.count..<ids.count {
+            let id = ids[position]
+            guard id >= 0, id < byteLengths.count, byteLengths[id] >= 0 else { return nil }
+            tokenAtByte[offset] = position
+            offset += byteLengths[id]
+        }
+        guard offset == rendering.text.utf8.count else { return nil }
+        func cut(_ message: Int) -> Int? {
+            guard let position = tokenAtByte[rendering.messageStarts[message]], isAddedToken[ids[position]] else { return nil }
+            return position
+        }
+        guard let firstTurn = messages.firstIndex(where: { $0.role != .system }), let prefixEnd = cut(firstTurn) else { return nil }
+        var turnStarts = [prefixEnd], messageStarts = [prefixEnd]
+        for message in (firstTurn + 1)..<max(firstTurn + 1, messages.count) {
+            guard let position = cut(message) else { continue }
+            messageStarts.append(position)
+            if messages[message - 1].role == .assistant { turnStarts.append(position) }
+        }
+        return TurnBoundaries(prefixEnd: prefixEnd, turnStarts: turnStarts, messageStarts: messageStarts)
     }
 
     /// A training example: labels equal the ids on the trained tokens (``TrainOn``), -100 elsewhere.

@@ -186,6 +186,9 @@ public struct ChatTemplate: Sendable, Equatable, CustomStringConvertible {
         }
 
         public var pieces: [Piece]
+        /// The UTF-8 offset in `text` where each message's own markup starts (after the BOS and a default
+        /// system prompt written before the first message), one per message.
+        public var messageStarts: [Int] = []
         public var text: String { pieces.map(\.text).joined() }
     }
 
@@ -194,17 +197,21 @@ public struct ChatTemplate: Sendable, Equatable, CustomStringConvertible {
     public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool, special: SpecialTexts) -> Rendering {
         var pieces: [Rendering.Piece] = []
         var prompt = ""
+        var written = 0, messageStarts: [Int] = []  // UTF-8 bytes in `pieces`; where each message starts
         func assistant(_ text: String, turn: Int) {
             if !prompt.isEmpty { pieces.append(Rendering.Piece(text: prompt, assistantTurn: nil)) }
             pieces.append(Rendering.Piece(text: text, assistantTurn: turn))
+            written += prompt.utf8.count + text.utf8.count
             prompt = ""
         }
+        func markMessageStart() { messageStarts.append(written + prompt.utf8.count) }
         switch style {
         case .chatML:
             for (index, message) in messages.enumerated() {
                 if index == 0, message.role != .system, let defaultSystemPrompt {
                     prompt += "<|im_start|>system\n\(defaultSystemPrompt)<|im_end|>\n"
                 }
+                markMessageStart()
                 prompt += "<|im_start|>\(message.role.rawValue)\n"
                 if message.role == .assistant {
                     assistant(message.content + "<|im_end|>", turn: index)
@@ -217,6 +224,7 @@ public struct ChatTemplate: Sendable, Equatable, CustomStringConvertible {
         case .llama3:
             for (index, message) in messages.enumerated() {
                 if index == 0 { prompt += special.beginOfText }
+                markMessageStart()
                 prompt += "<|start_header_id|>\(message.role.rawValue)<|end_header_id|>\n\n"
                 let content = Self.pythonStrip(message.content)
                 if message.role == .assistant {
@@ -228,6 +236,7 @@ public struct ChatTemplate: Sendable, Equatable, CustomStringConvertible {
             if addGenerationPrompt { prompt += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
         case .plain:
             for (index, message) in messages.enumerated() {
+                markMessageStart()
                 if message.role == .assistant {
                     assistant(message.content + special.endOfText, turn: index)
                 } else {
@@ -236,7 +245,7 @@ public struct ChatTemplate: Sendable, Equatable, CustomStringConvertible {
             }
         }
         if !prompt.isEmpty { pieces.append(Rendering.Piece(text: prompt, assistantTurn: nil)) }
-        return Rendering(pieces: pieces)
+        return Rendering(pieces: pieces, messageStarts: messageStarts)
     }
 
     /// The special tokens the layout writes, which the tokenizer must have as single tokens.

@@ -19,8 +19,12 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
     public var learningRate = 2e-5
     public var minimumLearningRate = 0.0
     public var warmupSteps = 0
-    /// Optimizer steps; nil: one epoch.
+    /// Optimizer steps; nil: `epochs` epochs.
     public var maxSteps: Int? = nil
+    /// Epochs to train when `maxSteps` is nil (nil: one); giving both is an error.
+    public var epochs: Int? = nil
+    /// How examples are packed into rows (``PackingMethod``).
+    public var packing = PackingMethod.bfd
     public var weightDecay = 0.0
     public var beta1 = 0.9
     public var beta2 = 0.999
@@ -46,6 +50,9 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
                   "--min-lr must be in [0, --lr] = [0, \(learningRate)] (got \(minimumLearningRate))")
         try check(warmupSteps >= 0, "--warmup-steps must not be negative (got \(warmupSteps))")
         try check(maxSteps.map { $0 >= 1 } ?? true, "--max-steps must be at least 1 (got \(maxSteps ?? 0))")
+        try check(epochs.map { $0 >= 1 } ?? true, "--epochs must be at least 1 (got \(epochs ?? 0))")
+        try check(maxSteps == nil || epochs == nil,
+                  "--max-steps \(maxSteps ?? 0) and --epochs \(epochs ?? 0) both set the run's length: give one of them")
         try check(weightDecay >= 0, "--weight-decay must not be negative (got \(weightDecay))")
         try check(clipGradientNorm >= 0, "--clip-grad-norm must not be negative (got \(clipGradientNorm))")
         try check(logEvery >= 1, "--log-every must be at least 1 (got \(logEvery))")
@@ -102,6 +109,9 @@ public final class Trainer {
     public private(set) var plan: TrainingPlan
     public let schedule: LearningRateSchedule
     public let totalSteps: Int
+    /// Optimizer steps of each epoch the run covers (with `--max-steps`, of the first epoch only: later
+    /// ones are packed when reached). Each epoch is packed from its own shuffle, so the counts may differ.
+    public let epochSteps: [Int]
     public private(set) var history: [StepMetrics] = []
     /// The first step this process runs: 0, or the step of the checkpoint it resumed from.
     public private(set) var startStep = 0
@@ -123,7 +133,7 @@ public final class Trainer {
     /// Sets up the model and this rank's share of the state. `initialize` fills parameter ranges
     /// (random init or a checkpoint); it is called only for the ranges this rank keeps.
     public init(
-        config: ModelConfig, options: TrainingOptions, communicator: Communicator, examples: [SFTExample],
+        config: ModelConfig, options: TrainingOptions, communicator: Communicator, examples: any ExampleSource,
         initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void,
         logger: Logger = .zeroSFT("zero-sft.train")
     ) throws {
@@ -136,11 +146,19 @@ public final class Trainer {
         self.logger = logger
         plan = TrainingPlan(examples: examples, sequenceLength: options.sequenceLength, microBatchSize: options.microBatchSize,
                             gradientAccumulation: options.gradientAccumulation, ranks: communicator.size,
-                            seed: options.seed, shuffle: options.shuffle)
-        guard !plan.examples.isEmpty else {
+                            seed: options.seed, shuffle: options.shuffle, packing: options.packing)
+        guard !plan.kept.isEmpty else {
             throw OptionError(message: "no example has a supervised token: nothing to train on (\(plan.report.summary))")
         }
-        totalSteps = options.maxSteps ?? plan.stepsPerEpoch
+        if let maxSteps = options.maxSteps {
+            // Later epochs are packed when the run reaches them (--max-steps may be far beyond the data).
+            epochSteps = plan.stepsPerEpoch(epochs: 1)
+            totalSteps = maxSteps
+        } else {
+            // The learning-rate schedule spans every epoch.
+            epochSteps = plan.stepsPerEpoch(epochs: options.epochs ?? 1)
+            totalSteps = epochSteps.reduce(0, +)
+        }
         schedule = LearningRateSchedule(peak: options.learningRate, warmupSteps: options.warmupSteps,
                                         totalSteps: totalSteps, minimum: options.minimumLearningRate)
         model = DecoderModel(config: config, maxTokens: plan.maxTokensPerMicroBatch)

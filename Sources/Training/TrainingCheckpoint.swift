@@ -180,7 +180,7 @@ public final class CheckpointSaver {
                     step: step, totalSteps: trainer.totalSteps,
                     data: .init(epoch: position.epoch, stepInEpoch: position.stepInEpoch, seed: trainer.options.seed,
                                 shuffle: trainer.options.shuffle, rowsPerStep: trainer.plan.rowsPerStep,
-                                sequenceLength: trainer.options.sequenceLength, examples: trainer.plan.examples.count,
+                                sequenceLength: trainer.options.sequenceLength, examples: trainer.plan.kept.count,
                                 tokens: report.tokens, supervisedTokens: report.supervisedTokens),
                     schedule: trainer.schedule, nextLearningRate: trainer.schedule.rate(at: step),
                     optimizerSteps: engine.adamW.stepCount, options: trainer.options, arguments: arguments,
@@ -265,7 +265,8 @@ public final class CheckpointResume {
         compare("--seq-len", data.sequenceLength, trainer.options.sequenceLength)
         compare("--seed", data.seed, trainer.options.seed)
         compare("shuffle", data.shuffle, trainer.options.shuffle)
-        compare("examples kept", data.examples, trainer.plan.examples.count)
+        compare("--packing", state.options.packing, trainer.options.packing)
+        compare("examples kept", data.examples, trainer.plan.kept.count)
         compare("tokens", data.tokens, report.tokens)
         compare("supervised tokens", data.supervisedTokens, report.supervisedTokens)
         if problems.isEmpty {

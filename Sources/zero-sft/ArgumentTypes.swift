@@ -18,3 +18,9 @@ extension ChatTemplate: ExpressibleByArgument {
     public static var allValueStrings: [String] { all.map(\.name) }
     public var defaultValueDescription: String { name }
 }
+
+/// `--packing bfd|greedy|none`.
+extension PackingMethod: ExpressibleByArgument {}
+
+/// `--long-examples truncate|split|drop|error`.
+extension LongExamplePolicy: ExpressibleByArgument {}

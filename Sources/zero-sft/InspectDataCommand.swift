@@ -28,8 +28,9 @@ struct InspectDataCommand: ParsableCommand {
     @Option(name: .long, help: "The data file (messages / prompt-completion / alpaca JSONL, alpaca JSON, or pre-tokenized JSONL).")
     var data: String
     @OptionGroup var text: TextDataOptions
-    @Option(name: .long, help: "Tokens per packed training row: longer examples are truncated by train.")
+    @Option(name: .long, help: "Tokens per packed training row: longer examples are handled by --long-examples.")
     var seqLen: Int = 512
+    @OptionGroup var long: LongExampleOptions
     @Option(name: .long, help: "Which example to show, counted from 1.")
     var example: Int = 1
     @Flag(name: .long, help: "Print every example as {\"input_ids\": [...], \"labels\": [...]} on stdout (statistics go to stderr).")
@@ -47,7 +48,10 @@ struct InspectDataCommand: ParsableCommand {
         let setup: TextSetup? = ModelPreset.config(named: model) != nil ? nil
             : try files.map { try TextSetup.directory($0, model: model) } ?? TextSetup.load(model: model)
         var encoderUsed: ChatEncoder?
-        let loaded = try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize(setup, files: files), options: text.options) {
+        var options = text.options
+        options.sequenceLength = seqLen
+        options.longExamples = long.longExamples
+        let loaded = try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize(setup, files: files), options: options) {
             // A preset has no tokenizer: TextSetup.encoder says so.
             let encoder = try setup?.encoder(template: text.chatTemplate) ?? TextSetup.load(model: model).encoder(template: text.chatTemplate)
             encoderUsed = encoder
@@ -184,8 +188,18 @@ struct DataStatistics {
     /// Examples left without a trained token by truncation (train skips them).
     var emptiedByTruncation = 0
 
+    /// How each ``PackingMethod`` fills rows of `sequenceLength` (one epoch, train's default seed).
+    var packingLines: [String] = []
+
     init(_ loaded: LoadedData, sequenceLength: Int) {
         self.sequenceLength = sequenceLength
+        for method in PackingMethod.allCases {
+            let plan = TrainingPlan(examples: loaded.examples, sequenceLength: sequenceLength, microBatchSize: 1, gradientAccumulation: 1,
+                                    ranks: 1, seed: TrainingOptions().seed, packing: method)
+            guard !plan.kept.isEmpty else { break }
+            packingLines.append("packing \(method.rawValue)\(method == .bfd ? " (default)" : ""): \(plan.report.rowsPerEpoch) rows of \(sequenceLength), "
+                                + String(format: "%.1f%% filled, ", plan.report.fill * 100) + "\(plan.report.paddingTokens) padding tokens")
+        }
         for (example, record) in zip(loaded.examples, loaded.recordNumbers) {
             examples += 1
             tokens += example.count
@@ -212,6 +226,7 @@ struct DataStatistics {
     func lines(_ report: DataLoadReport) -> [String] {
         let unit = report.numberedByLine ? "line" : "record"
         var lines = ["data: \(report.summary)"]
+        lines += packingLines
         lines.append("examples: \(examples)")
         lines.append("tokens: \(tokens) (mean \(examples > 0 ? String(format: "%.1f", Double(tokens) / Double(examples)) : "0") per example)")
         lines.append("supervised tokens: \(supervised) (\(tokens > 0 ? String(format: "%.1f", 100 * Double(supervised) / Double(tokens)) : "0")% of tokens)")

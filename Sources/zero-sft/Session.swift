@@ -21,7 +21,7 @@ enum Session {
 
     /// `initialize`: where the parameters come from instead of `source` (a checkpoint resumed from).
     static func makeTrainer(source: ModelSource, options: TrainingOptions, communicator: Communicator,
-                            examples: [SFTExample],
+                            examples: any ExampleSource,
                             initialize: ((_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void)? = nil
     ) throws -> Trainer {
         let logger = logger("train", debug: options.debug)
@@ -35,7 +35,8 @@ enum Session {
             + "\(String(format: "%.2f", Double(psi) / 1e6))M parameters) on \(communicator.size) rank(s), ZeRO \(options.stage)"))
         logger.info("data: \(trainer.plan.report.summary)")
         logger.info(.init(stringLiteral: "plan: \(trainer.totalSteps) steps × \(trainer.plan.rowsPerStep) rows of \(options.sequenceLength) "
-            + "(\(options.microBatchSize) per micro-batch × \(options.gradientAccumulation) accumulation × \(communicator.size) ranks)"))
+            + "(\(options.microBatchSize) per micro-batch × \(options.gradientAccumulation) accumulation × \(communicator.size) ranks); "
+            + Self.describeEpochs(trainer.epochSteps, totalSteps: trainer.totalSteps, maxSteps: options.maxSteps)))
         logger.debug("\(trainer.engine.plan.describe())")
         let hosts = try communicator.hostNames()
         logger.info("ranks: \(Communicator.describePlacement(hosts))")
@@ -45,5 +46,17 @@ enum Session {
             logger.info("memory rank \(ledger.rank)\(host): \(ledger.brief) (model states \(MemoryLedger.format(ledger.modelStates)))")
         }
         return trainer
+    }
+
+    /// "3 epochs of 57, 58, 57 steps"; with --max-steps (`steps` holds the first epoch only), how far
+    /// that goes at the first epoch's size.
+    static func describeEpochs(_ steps: [Int], totalSteps: Int, maxSteps: Int?) -> String {
+        if maxSteps != nil {
+            let first = max(1, steps.first ?? 1)
+            return "epoch 1 has \(first) steps" + (totalSteps == first ? "" : String(format: " (≈ %.2f epochs)", Double(totalSteps) / Double(first)))
+        }
+        let counts = steps.count <= 6 ? steps.map(String.init).joined(separator: ", ")
+            : "\(steps.min() ?? 0)–\(steps.max() ?? 0) (\(steps.reduce(0, +)) in all)"
+        return steps.count == 1 ? "1 epoch of \(counts) steps" : "\(steps.count) epochs of \(counts) steps"
     }
 }

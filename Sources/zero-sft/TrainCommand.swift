@@ -30,7 +30,7 @@ struct TrainingArguments: ParsableArguments {
     var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
     @Option(name: .long, help: "Packed rows per micro-batch on each rank.")
     var microBatchSize: Int = 4
-    @Option(name: .long, help: "Tokens per packed row; longer examples are truncated (and counted).")
+    @Option(name: .long, help: "Tokens per packed row; longer examples are handled by --long-examples (and counted).")
     var seqLen: Int = 512
     @Option(name: .long, help: "Micro-batches per optimizer step on each rank.")
     var gradAccum: Int = 1
@@ -40,8 +40,14 @@ struct TrainingArguments: ParsableArguments {
     var minLr: Double = 0
     @Option(name: .long, help: "Linear warm-up steps before the cosine decay.")
     var warmupSteps: Int = 0
-    @Option(name: .long, help: "Optimizer steps (default: one epoch of the data).")
+    @Option(name: .long, help: "Optimizer steps (default: --epochs epochs of the data).")
     var maxSteps: Int?
+    @Option(name: .long, help: "Epochs to train, the alternative to --max-steps (default 1); the learning-rate schedule spans them all.")
+    var epochs: Int?
+    @Option(name: .long, help: ArgumentHelp(
+        "How examples fill rows of --seq-len tokens: bfd (best-fit decreasing within shuffled windows of 2048 examples), greedy (in shuffled order), none (one example per row).",
+        valueName: "bfd|greedy|none"))
+    var packing: PackingMethod = .bfd
     @Option(name: .long, help: "AdamW decoupled weight decay (not applied to norm weights and biases).")
     var weightDecay: Double = 0
     @Option(name: .long, help: "Clip the global gradient L2 norm to this value (0: no clipping).")
@@ -68,6 +74,8 @@ struct TrainingArguments: ParsableArguments {
         o.minimumLearningRate = minLr
         o.warmupSteps = warmupSteps
         o.maxSteps = maxSteps
+        o.epochs = epochs
+        o.packing = packing
         o.weightDecay = weightDecay
         o.clipGradientNorm = clipGradNorm
         o.seed = seed
@@ -94,6 +102,7 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
     @OptionGroup var evaluation: EvaluationArguments
+    @OptionGroup var long: LongExampleOptions
     @OptionGroup var collectives: CollectiveOptions
     @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files) and the checkpoints as checkpoint-STEP folders; refuses an existing non-empty directory unless resuming.")
     var outputDir: String?
@@ -108,7 +117,8 @@ struct TrainCommand: ParsableCommand {
         let config = source.config
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
-        let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
+        let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize,
+                                   long: (options.sequenceLength, long.longExamples))
         let (examples, evaluationSets) = try evaluation.prepare(training: loaded.examples, text: text, data: data, source: source,
                                                                 vocabularySize: config.vocabSize, options: options)
         let (resume, notes) = try checkpointing.resolve(outputDir: outputDir, layout: ParameterLayout(config: config))
