@@ -33,7 +33,8 @@ let package = Package(
         .target(name: "ModelIO", dependencies: ["Models", "Checkpoints", "Tokenizers"]),
         .target(name: "Sharding", dependencies: ["Collectives", "Kernels", "Models"]),
         .target(name: "Training", dependencies: ["Collectives", "Kernels", "Models", "ModelIO", "Sharding", "Checkpoints", "Tokenizers",
-                                                .product(name: "Logging", package: "swift-log")]),
+                                                .product(name: "Logging", package: "swift-log"),
+                                                .product(name: "SystemPackage", package: "swift-system")]),
         .executableTarget(
             name: "zero-sft",
             dependencies: [

@@ -42,6 +42,11 @@ public struct DataLoadReport: Sendable, Equatable {
     /// Whether records are numbered by line (JSONL) or by position in a JSON array.
     public var numberedByLine = true
 
+    public init(path: String, format: DataFormat) {
+        self.path = path
+        self.format = format
+    }
+
     public var summary: String {
         var text = "\(path): \(records) record\(records == 1 ? "" : "s") (\(format.rawValue))"
         if !skippedUnsupervised.isEmpty {
@@ -92,40 +97,44 @@ public enum ChatDataset {
             where !isBlank(line) { numbers.append(index + 1) }
             return LoadedData(examples: examples, report: report, recordNumbers: numbers)
         }
+        let parsed = try parseText(data, url: url, format: format, numberedByLine: report.numberedByLine)
+        let encoded = try parsed.encode(0..<parsed.conversations.count, encoder: try encoder(), options: options, vocabularySize: vocabularySize)
+        return try parsed.loaded(encoded, options: options)
+    }
+
+    /// Parses and validates `url` without tokenizing: pre-tokenized files are loaded whole (nothing to
+    /// tokenize), text files become validated conversations (``ParsedChatData``) to encode later, possibly
+    /// in slices on several ranks. Every error a record can have except its token ids is found here.
+    public static func parse(from url: URL, vocabularySize: Int) throws -> ParsedData {
+        let data = try readText(url)
+        guard let first = try records(in: data, path: url.path, limit: 1).first else {
+            throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)")
+        }
+        let format = try detect(first.object, path: url.path, line: first.number)
+        if format == .pretokenized {
+            return .pretokenized(try load(from: url, vocabularySize: vocabularySize) { preconditionFailure("pre-tokenized data needs no encoder") })
+        }
+        return .text(try parseText(data, url: url, format: format, numberedByLine: !isJSONArray(data)))
+    }
+
+    static func parseText(_ data: Data, url: URL, format: DataFormat, numberedByLine: Bool) throws -> ParsedChatData {
+        var parsed = ParsedChatData(path: url.path, format: format, numberedByLine: numberedByLine, bytes: data.count)
         let records = try self.records(in: data, path: url.path)
-        let encoder = try encoder()
-        var examples: [SFTExample] = []
-        var numbers: [Int] = []
-        for record in records {
-            report.records += 1
-            let line = report.numberedByLine ? record.number : nil
+        parsed.conversations.reserveCapacity(records.count)
+        for (index, record) in records.enumerated() {
+            let line = numberedByLine ? record.number : nil
             func fail(_ message: String) -> DataError {
-                DataError(path: url.path, line: line, message: report.numberedByLine ? message : "record \(record.number): \(message)")
+                DataError(path: url.path, line: line, message: numberedByLine ? message : "record \(record.number): \(message)")
             }
             let found = try detect(record.object, path: url.path, line: line)
             guard found == format else {
                 throw fail("a \(found.rawValue) record in a \(format.rawValue) file (the first record decides the format)")
             }
-            let messages = try conversation(record.object, format: format, fail: fail)
-            let example = encoder.example(messages, trainOn: options.trainOn)
-            if let bad = example.inputIDs.firstIndex(where: { Int($0) >= vocabularySize }) {
-                throw fail("token id \(example.inputIDs[bad]) at position \(bad) is outside the model's vocabulary (0..<\(vocabularySize))")
-            }
-            if example.supervisedCount == 0 {
-                if options.strict {
-                    throw fail("no supervised token (no assistant turn to train on with --train-on \(options.trainOn.rawValue)); "
-                               + "without --strict such records are skipped and counted")
-                }
-                report.skippedUnsupervised.append(record.number)
-                continue
-            }
-            examples.append(example)
-            numbers.append(record.number)
+            parsed.conversations.append(try conversation(record.object, format: format, fail: fail))
+            parsed.recordNumbers.append(record.number)
+            parsed.recordEnds.append(record.end ?? (index + 1) * data.count / records.count)
         }
-        if examples.isEmpty {
-            throw DataError(path: url.path, line: nil, message: "no example has a supervised token (\(report.records) records read)")
-        }
-        return LoadedData(examples: examples, report: report, recordNumbers: numbers)
+        return parsed
     }
 
     /// The format of a file, from its first record.
@@ -155,6 +164,8 @@ public enum ChatDataset {
         /// Line number (JSONL) or position in the array counted from 1.
         var number: Int
         var object: [String: Any]
+        /// Byte offset of the end of its line (JSONL).
+        var end: Int? = nil
     }
 
     static func isJSONArray(_ data: Data) -> Bool {
@@ -197,7 +208,7 @@ public enum ChatDataset {
             guard let dictionary = object as? [String: Any] else {
                 throw DataError(path: path, line: lineNumber, message: "expected a JSON object, found \(typeName(object))")
             }
-            result.append(Record(number: lineNumber, object: dictionary))
+            result.append(Record(number: lineNumber, object: dictionary, end: line.endIndex - data.startIndex))
             if result.count == limit { break }
         }
         return result
@@ -301,5 +312,83 @@ public enum ChatDataset {
     static func describe(_ error: Error) -> String {
         let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "not valid JSON"
         return text
+    }
+}
+
+/// A data file parsed: pre-tokenized examples, or validated conversations still to tokenize.
+public enum ParsedData: Sendable {
+    case pretokenized(LoadedData)
+    case text(ParsedChatData)
+}
+
+/// The validated conversations of a text data file, in file order, not yet tokenized.
+public struct ParsedChatData: Sendable {
+    public var path: String
+    public var format: DataFormat
+    public var numberedByLine: Bool
+    /// Bytes of the file (for progress in MB/s).
+    public var bytes: Int
+    public var conversations: [[ChatMessage]] = []
+    /// Line number (JSONL) or array position of each conversation.
+    public var recordNumbers: [Int] = []
+    /// Byte offset where each record ends (estimated for a JSON array).
+    public var recordEnds: [Int] = []
+
+    init(path: String, format: DataFormat, numberedByLine: Bool, bytes: Int) {
+        self.path = path
+        self.format = format
+        self.numberedByLine = numberedByLine
+        self.bytes = bytes
+    }
+
+    /// Examples of a slice of the conversations.
+    public struct Encoded: Sendable {
+        public var examples: [SFTExample] = []
+        /// Record number of each example.
+        public var recordNumbers: [Int] = []
+        /// Records skipped for having no supervised token.
+        public var skipped: [Int] = []
+        public init() {}
+    }
+
+    /// Tokenizes the conversations in `range` with `encoder`. A token id at or above `vocabularySize`, or
+    /// (with `--strict`) a conversation without a supervised token, is a ``DataError`` naming the record.
+    public func encode(_ range: Range<Int>, encoder: ChatEncoder, options: ChatDataOptions, vocabularySize: Int,
+                       each: (Int) -> Void = { _ in }) throws -> Encoded {
+        var result = Encoded()
+        for index in range {
+            let number = recordNumbers[index]
+            let example = encoder.example(conversations[index], trainOn: options.trainOn)
+            func fail(_ message: String) -> DataError {
+                DataError(path: path, line: numberedByLine ? number : nil, message: numberedByLine ? message : "record \(number): \(message)")
+            }
+            if let bad = example.inputIDs.firstIndex(where: { Int($0) >= vocabularySize }) {
+                throw fail("token id \(example.inputIDs[bad]) at position \(bad) is outside the model's vocabulary (0..<\(vocabularySize))")
+            }
+            if example.supervisedCount == 0 {
+                if options.strict {
+                    throw fail("no supervised token (no assistant turn to train on with --train-on \(options.trainOn.rawValue)); "
+                               + "without --strict such records are skipped and counted")
+                }
+                result.skipped.append(number)
+            } else {
+                result.examples.append(example)
+                result.recordNumbers.append(number)
+            }
+            each(index)
+        }
+        return result
+    }
+
+    /// The loaded data of the whole file from its encoded slices (in order).
+    public func loaded(_ encoded: Encoded, options: ChatDataOptions) throws -> LoadedData {
+        var report = DataLoadReport(path: path, format: format)
+        report.numberedByLine = numberedByLine
+        report.records = conversations.count
+        report.skippedUnsupervised = encoded.skipped
+        if encoded.examples.isEmpty {
+            throw DataError(path: path, line: nil, message: "no example has a supervised token (\(report.records) records read)")
+        }
+        return LoadedData(examples: encoded.examples, report: report, recordNumbers: encoded.recordNumbers)
     }
 }

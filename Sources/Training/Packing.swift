@@ -31,7 +31,8 @@ public struct PackingReport: Sendable, Equatable, Codable {
 /// length and dealt to the least-loaded rank that has room, then likewise to that rank's micro-batches.
 /// Every rank runs the same number of micro-steps; a missing row is an empty micro-batch (zero loss).
 public struct TrainingPlan: Sendable {
-    public let examples: [SFTExample]
+    /// The examples trained on: those with a supervised token, cut to the sequence length.
+    public let examples: PlannedExamples
     public let sequenceLength: Int
     public let microBatchSize: Int
     public let gradientAccumulation: Int
@@ -42,35 +43,22 @@ public struct TrainingPlan: Sendable {
     /// Rows (lists of example indices) of each epoch planned so far.
     private var epochs: [[[Int]]] = []
 
-    public init(examples raw: [SFTExample], sequenceLength: Int, microBatchSize: Int, gradientAccumulation: Int,
+    /// Plans from lengths and supervised counts only; tokens are read (from memory or a mapped prepared
+    /// file) when ``microBatches(step:rank:)`` builds a batch, and only a truncated example's tokens are
+    /// read here (its supervised count within the sequence length).
+    public init(examples raw: any ExampleSource, sequenceLength: Int, microBatchSize: Int, gradientAccumulation: Int,
                 ranks: Int, seed: UInt64, shuffle: Bool = true) {
         precondition(sequenceLength > 1 && microBatchSize > 0 && gradientAccumulation > 0 && ranks > 0, "TrainingPlan: invalid sizes")
-        var report = PackingReport()
-        var kept: [SFTExample] = []
-        for var example in raw {
-            report.examples += 1
-            if example.count > sequenceLength {
-                report.truncated += 1
-                example = SFTExample(inputIDs: Array(example.inputIDs.prefix(sequenceLength)), labels: Array(example.labels.prefix(sequenceLength)))
-            }
-            if example.supervisedCount == 0 {
-                report.skippedUnsupervised += 1
-                continue
-            }
-            report.tokens += example.count
-            report.supervisedTokens += example.supervisedCount
-            report.longestExample = max(report.longestExample, example.count)
-            kept.append(example)
-        }
-        self.examples = kept
+        let planned = PlannedExamples(raw, sequenceLength: sequenceLength)
+        self.examples = planned
+        self.report = planned.report
         self.sequenceLength = sequenceLength
         self.microBatchSize = microBatchSize
         self.gradientAccumulation = gradientAccumulation
         self.ranks = ranks
         self.seed = seed
         self.shuffle = shuffle
-        self.report = report
-        if !kept.isEmpty {
+        if !planned.isEmpty {
             let rows = packEpoch(0)
             epochs.append(rows)
             self.report.rowsPerEpoch = rows.count
@@ -85,7 +73,7 @@ public struct TrainingPlan: Sendable {
 
     /// The example order of an epoch: shuffled from (seed, epoch), or as given.
     func order(epoch: Int) -> [Int] {
-        var order = Array(examples.indices)
+        var order = Array(0..<examples.count)
         guard shuffle else { return order }
         var state = seed &+ UInt64(epoch) &* 0xA076_1D64_78BD_642F
         for i in stride(from: order.count - 1, to: 0, by: -1) {
@@ -103,7 +91,7 @@ public struct TrainingPlan: Sendable {
     func packEpoch(_ epoch: Int) -> [[Int]] {
         var rows: [[Int]] = [], current: [Int] = [], used = 0
         for index in order(epoch: epoch) {
-            let length = examples[index].count
+            let length = examples.length(index)
             if used + length > sequenceLength, !current.isEmpty {
                 rows.append(current)
                 current = []
@@ -130,12 +118,12 @@ public struct TrainingPlan: Sendable {
         }
         let rows = epochs[epoch]
         let stepRows = Array(rows[(first * rowsPerStep)..<min(rows.count, (first + 1) * rowsPerStep)])
-        let length = { (row: [Int]) in row.reduce(0) { $0 + examples[$1].count } }
+        let length = { (row: [Int]) in row.reduce(0) { $0 + examples.length($1) } }
         let perRank = Self.deal(stepRows.map(length), bins: ranks, capacity: gradientAccumulation * microBatchSize)
         let mine = perRank[rank].map { stepRows[$0] }
         let perMicro = Self.deal(mine.map(length), bins: gradientAccumulation, capacity: microBatchSize)
         return perMicro.map { indices in
-            TokenBatch(examples: indices.flatMap { mine[$0] }.map { (examples[$0].inputIDs, examples[$0].labels) })
+            TokenBatch(examples: indices.flatMap { mine[$0] }.map { let example = examples.example($0); return (example.inputIDs, example.labels) })
         }
     }
 
@@ -149,4 +137,61 @@ public struct TrainingPlan: Sendable {
         }
         return result.map { $0.sorted() }
     }
+}
+
+/// The examples a plan trains on, as indices into its source: those with a supervised token within the
+/// sequence length, each cut to it. Memory: three `Int`s per example (24 bytes), whatever their length.
+public struct PlannedExamples: ExampleSource {
+    public let source: any ExampleSource
+    public let sequenceLength: Int
+    /// Index in `source` of each kept example, its length and supervised count after truncation.
+    let indices: [Int]
+    let lengths: [Int]
+    let supervised: [Int]
+    /// The counts ``TrainingPlan`` reports (rows and fill are the plan's).
+    let report: PackingReport
+
+    init(_ source: any ExampleSource, sequenceLength: Int) {
+        self.source = source
+        self.sequenceLength = sequenceLength
+        var report = PackingReport()
+        var indices: [Int] = [], lengths: [Int] = [], supervised: [Int] = []
+        for index in 0..<source.count {
+            report.examples += 1
+            var length = source.length(index), count = source.supervisedCount(index)
+            if length > sequenceLength {
+                report.truncated += 1
+                length = sequenceLength
+                let labels = source.example(index).labels.prefix(sequenceLength)
+                count = labels.dropFirst().reduce(0) { $0 + ($1 == -100 ? 0 : 1) }
+            }
+            if count == 0 {
+                report.skippedUnsupervised += 1
+                continue
+            }
+            report.tokens += length
+            report.supervisedTokens += count
+            report.longestExample = max(report.longestExample, length)
+            indices.append(index)
+            lengths.append(length)
+            supervised.append(count)
+        }
+        self.indices = indices
+        self.lengths = lengths
+        self.supervised = supervised
+        self.report = report
+    }
+
+    public var count: Int { indices.count }
+    public var isEmpty: Bool { indices.isEmpty }
+    public func length(_ index: Int) -> Int { lengths[index] }
+    public func supervisedCount(_ index: Int) -> Int { supervised[index] }
+    public func example(_ index: Int) -> SFTExample {
+        let example = source.example(indices[index])
+        guard example.count > sequenceLength else { return example }
+        return SFTExample(inputIDs: Array(example.inputIDs.prefix(sequenceLength)), labels: Array(example.labels.prefix(sequenceLength)))
+    }
+
+    /// Bytes of this rank's memory the plan's per-example arrays take.
+    public var indexBytes: Int { 3 * MemoryLayout<Int>.stride * indices.count }
 }

@@ -105,7 +105,7 @@ public final class Trainer {
     /// Sets up the model and this rank's share of the state. `initialize` fills parameter ranges
     /// (random init or a checkpoint); it is called only for the ranges this rank keeps.
     public init(
-        config: ModelConfig, options: TrainingOptions, communicator: Communicator, examples: [SFTExample],
+        config: ModelConfig, options: TrainingOptions, communicator: Communicator, examples: any ExampleSource,
         initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void,
         logger: Logger = .zeroSFT("zero-sft.train")
     ) throws {
@@ -135,9 +135,12 @@ public final class Trainer {
 
     public var isLeader: Bool { communicator.rank == 0 }
 
+    /// This rank's memory for the training data (the ledger's `data` category), measured once.
+    public private(set) lazy var dataMemory = DataMemory(plan: plan.examples)
+
     /// The memory ledger of every rank (a collective).
     public func ledgers() throws -> [MemoryLedger] {
-        try MemoryLedger.gather(MemoryLedger(engine: engine, activationBytes: model.activationBytes), communicator: communicator)
+        try MemoryLedger.gather(MemoryLedger(engine: engine, activationBytes: model.activationBytes, data: dataMemory), communicator: communicator)
     }
 
     /// Runs `totalSteps` optimizer steps, logging on rank 0 and appending to the metrics file.
@@ -217,6 +220,7 @@ public final class Trainer {
             m.optimizerMoments = max(m.optimizerMoments, l.optimizerMoments); m.activations = max(m.activations, l.activations)
             m.communication = max(m.communication, l.communication); m.peakRSS = max(m.peakRSS, l.peakRSS)
             m.currentRSS = max(m.currentRSS, l.currentRSS)
+            m.data = max(m.data, l.data); m.mappedData = max(m.mappedData, l.mappedData)
         }
         return m
     }

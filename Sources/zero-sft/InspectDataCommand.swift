@@ -47,7 +47,15 @@ struct InspectDataCommand: ParsableCommand {
         let setup: TextSetup? = ModelPreset.config(named: model) != nil ? nil
             : try files.map { try TextSetup.directory($0, model: model) } ?? TextSetup.load(model: model)
         var encoderUsed: ChatEncoder?
-        let loaded = try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize(setup, files: files), options: text.options) {
+        let vocabulary = try vocabularySize(setup, files: files)
+        let loaded = PreparedFile.isPrepared(path: data)
+            ? try text.openPrepared(data, fingerprint: {
+                guard let setup else { throw ValidationError("--model \(model) has no tokenizer to check the prepared file's against") }
+                let encoder = try setup.encoder(template: text.chatTemplate)
+                encoderUsed = encoder
+                return DataFingerprint(encoder: encoder, tokenizerFingerprint: setup.fingerprint, trainOn: text.trainOn)
+            }, vocabularySize: vocabulary).loadedData()
+            : try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabulary, options: text.options) {
             // A preset has no tokenizer: TextSetup.encoder says so.
             let encoder = try setup?.encoder(template: text.chatTemplate) ?? TextSetup.load(model: model).encoder(template: text.chatTemplate)
             encoderUsed = encoder

@@ -20,7 +20,7 @@ enum Session {
     }
 
     static func makeTrainer(source: ModelSource, options: TrainingOptions, communicator: Communicator,
-                            examples: [SFTExample]) throws -> Trainer {
+                            examples: any ExampleSource) throws -> Trainer {
         let logger = logger("train", debug: options.debug)
         let config = source.config, modelName = source.name
         // The weights to start from: the checkpoint's tensors (read range by range), or random from the seed.

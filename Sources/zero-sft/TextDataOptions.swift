@@ -1,4 +1,5 @@
 import ArgumentParser
+import Collectives
 import Foundation
 import ModelIO
 import Models
@@ -24,11 +25,63 @@ struct TextDataOptions: ParsableArguments {
 
     var options: ChatDataOptions { ChatDataOptions(trainOn: trainOn, strict: strict) }
 
-    /// Loads `data` for the resolved model: pre-tokenized JSONL as is, text formats with the model's tokenizer
-    /// and chat template (loaded only when the file holds text, from files the resolution already found).
+    /// Loads `data` for the resolved model: a prepared token file (checked against this run, every example
+    /// decoded), pre-tokenized JSONL as is, text formats with the model's tokenizer and chat template (loaded
+    /// only when the file holds text, from files the resolution already found).
     func load(data: String, source: ModelSource, vocabularySize: Int) throws -> LoadedData {
-        try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize, options: options) {
+        if PreparedFile.isPrepared(path: data) {
+            return try openPrepared(data, fingerprint: { try fingerprint(setup: source.textSetup()) }, vocabularySize: vocabularySize).loadedData()
+        }
+        return try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize, options: options) {
             try source.textSetup().encoder(template: chatTemplate)
         }
     }
+
+    /// The fingerprint this run gives text data: the tokenizer's, the chosen template's and `--train-on`.
+    func fingerprint(setup: TextSetup) throws -> DataFingerprint {
+        DataFingerprint(encoder: try setup.encoder(template: chatTemplate), tokenizerFingerprint: setup.fingerprint, trainOn: trainOn)
+    }
+
+    /// Maps a prepared file and refuses it when it was made with another tokenizer, template or `--train-on`
+    /// (`fingerprint` is asked only for a file prepared from text). Before any rank starts.
+    func openPrepared(_ path: String, fingerprint: () throws -> DataFingerprint, vocabularySize: Int) throws -> PreparedFile {
+        let file = try PreparedFile(path: path)
+        try file.check(against: file.fingerprint.isPretokenized ? nil : fingerprint(), modelVocabularySize: vocabularySize)
+        return file
+    }
+
+    /// `--data` resolved before any rank starts: every error a record can have is found here, except
+    /// those only tokenizing shows (an id past the model's vocabulary, `--strict`), which ``examples(_:communicator:)``
+    /// agrees on across ranks.
+    func resolve(data: String, source: ModelSource, vocabularySize: Int) throws -> ResolvedData {
+        if PreparedFile.isPrepared(path: data) {
+            return .prepared(try openPrepared(data, fingerprint: { try fingerprint(setup: source.textSetup()) }, vocabularySize: vocabularySize))
+        }
+        switch try ChatDataset.parse(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize) {
+        case .pretokenized(let loaded): return .loaded(loaded)
+        case .text(let parsed): return .text(parsed, try source.textSetup().encoder(template: chatTemplate), vocabularySize)
+        }
+    }
+
+    /// The examples of resolved data on this rank: a mapped file as is; text tokenized in slices across the
+    /// ranks and gathered (``Training/ParsedChatData/encodeSharded(encoder:options:vocabularySize:communicator:)``).
+    func examples(_ data: ResolvedData, communicator: Communicator) throws -> (source: any ExampleSource, report: DataLoadReport) {
+        switch data {
+        case .prepared(let file): return (file, file.report)
+        case .loaded(let loaded): return (loaded.examples, loaded.report)
+        case .text(let parsed, let encoder, let vocabularySize):
+            let loaded = try parsed.encodeSharded(encoder: encoder, options: options, vocabularySize: vocabularySize, communicator: communicator)
+            return (loaded.examples, loaded.report)
+        }
+    }
+}
+
+/// A `--data` file checked before any rank starts (``TextDataOptions/resolve(data:source:vocabularySize:)``).
+enum ResolvedData {
+    /// A prepared token file, mapped and checked against the run.
+    case prepared(PreparedFile)
+    /// Pre-tokenized JSONL, loaded.
+    case loaded(LoadedData)
+    /// Text records parsed and validated, to tokenize across the ranks.
+    case text(ParsedChatData, ChatEncoder, Int)
 }

@@ -89,7 +89,7 @@ struct TrainCommand: ParsableCommand {
         abstract: "Fine-tune with the masked SFT loss, ZeRO-sharded across the MPI ranks (one rank without mpirun).")
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(name: .long, help: "Data: JSONL of messages, prompt/completion or alpaca records (or alpaca JSON), or pre-tokenized {\"input_ids\": [...], \"labels\": [...]} (-100: not trained).")
+    @Option(name: .long, help: "Data: JSONL of messages, prompt/completion or alpaca records (or alpaca JSON), pre-tokenized {\"input_ids\": [...], \"labels\": [...]} (-100: not trained), or a token file from zero-sft prepare (recognised by its magic).")
     var data: String
     @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
@@ -104,13 +104,14 @@ struct TrainCommand: ParsableCommand {
         let config = source.config
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
-        let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
-        let examples = loaded.examples
+        let resolved = try text.resolve(data: data, source: source, vocabularySize: config.vocabSize)
         try ModelCheckpoint.checkFreshDirectory(outputDir)
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.warn(source)
-            Session.logger("train").info("data file: \(loaded.report.summary)")
+            communicator.context = "data"
+            let (examples, report) = try text.examples(resolved, communicator: communicator)
+            Session.logger("train").info("data file: \(report.summary)\(PreparedFile.isPrepared(path: data) ? " (prepared token file, memory-mapped)" : "")")
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples)
             try trainer.train()
