@@ -55,6 +55,6 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Sharding", "Models", "Collectives", "Checkpoints", "TestSupport"],
                     exclude: ["Fixtures"]),
-        .testTarget(name: "ChatDataTests", dependencies: ["Training", "ModelIO", "Tokenizers", "TestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChatDataTests", dependencies: ["Training", "ModelIO", "Tokenizers", "Checkpoints", "TestSupport"], resources: [.copy("Fixtures")]),
     ]
 )

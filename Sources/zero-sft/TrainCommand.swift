@@ -100,6 +100,7 @@ struct TrainCommand: ParsableCommand {
     var force = false
 
     func run() throws {
+        let started = Date()
         let source = try modelOptions.resolve()
         let config = source.config
         let options = try training.options()
@@ -111,9 +112,12 @@ struct TrainCommand: ParsableCommand {
             Session.warn(source)
             communicator.context = "data"
             let (examples, report) = try text.examples(resolved, communicator: communicator)
+            let dataReady = Date()
             Session.logger("train").info("data file: \(report.summary)\(PreparedFile.isPrepared(path: data) ? " (prepared token file, memory-mapped)" : "")")
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples)
+            Session.logger("train").info(.init(stringLiteral: String(format: "start-up: %.2f s to the first step (data ready at %.2f s)",
+                                                                     Date().timeIntervalSince(started), dataReady.timeIntervalSince(started))))
             try trainer.train()
             if let outputDir {
                 let directory = URL(fileURLWithPath: outputDir)
