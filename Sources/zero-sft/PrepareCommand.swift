@@ -43,7 +43,7 @@ struct PrepareCommand: ParsableCommand {
         let parsed = try ChatDataset.parse(from: url, vocabularySize: vocabularySize)
         let parseSeconds = Date().timeIntervalSince(started)
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: data)[.size] as? Int) ?? 0
-        var progress = Progress(totalBytes: fileBytes, enabled: !quiet)
+        var progress = PrepareProgress(totalBytes: fileBytes, enabled: !quiet)
         let writer: PreparedFileWriter
         var metadata: [String: Any] = ["source": data, "prepared_by": "zero-sft prepare", "model": modelOptions.model]
         var report: DataLoadReport
@@ -100,7 +100,7 @@ struct PrepareCommand: ParsableCommand {
 
 /// Progress on stderr: a bar redrawn in place on a terminal (at most 10 times a second), or a plain line
 /// every 10 s when stderr is a file or pipe (a log stays readable).
-struct Progress {
+struct PrepareProgress {
     let totalBytes: Int
     let enabled: Bool
     let terminal = isatty(2) != 0

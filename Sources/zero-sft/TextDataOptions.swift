@@ -84,4 +84,9 @@ enum ResolvedData {
     case loaded(LoadedData)
     /// Text records parsed and validated, to tokenize across the ranks.
     case text(ParsedChatData, ChatEncoder, Int)
+
+    var isPrepared: Bool {
+        if case .prepared = self { return true }
+        return false
+    }
 }

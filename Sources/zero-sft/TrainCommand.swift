@@ -113,7 +113,7 @@ struct TrainCommand: ParsableCommand {
             communicator.context = "data"
             let (examples, report) = try text.examples(resolved, communicator: communicator)
             let dataReady = Date()
-            Session.logger("train").info("data file: \(report.summary)\(PreparedFile.isPrepared(path: data) ? " (prepared token file, memory-mapped)" : "")")
+            Session.logger("train").info("data file: \(report.summary)\(resolved.isPrepared ? " (prepared token file, memory-mapped)" : "")")
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples)
             Session.logger("train").info(.init(stringLiteral: String(format: "start-up: %.2f s to the first step (data ready at %.2f s)",
