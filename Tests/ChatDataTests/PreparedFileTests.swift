@@ -159,6 +159,15 @@ import Training
         #expect(fromJSONL.steps.count == 5)
         #expect(fromFile.steps == fromJSONL.steps, "losses and checksums differ:\n\(fromFile.steps)\n\(fromJSONL.steps)")
         #expect(fromFile.stdout.contains("mapped, shared"), "the ledger does not show the mapping:\n\(fromFile.stdout.prefix(1500))")
+        // eval reads it too: the same loss, sums and counts (the last line's JSON, but for the seconds).
+        func evaluation(_ data: String) throws -> String {
+            let result = try MPIRun.run(ranks: 2, arguments: ["eval", "--model", "tiny", "--seq-len", "64", "--data", data], timeout: 300)
+            let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            return last.replacingOccurrences(of: #""seconds":[0-9.e-]+"#, with: "", options: .regularExpression)
+        }
+        let evaluated = try evaluation(prepared)
+        #expect(evaluated.contains("\"loss\""), "\(evaluated)")
+        #expect(evaluated == (try evaluation(jsonl.path)))
     }
 
     /// A random-init model directory (config.json) with SmolLM2's tokenizer and chat template.
