@@ -50,6 +50,33 @@ import Training
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.url.path) == ["data.tokens"])
     }
 
+    @Test("the data category: a mapped file costs a rank only the plan's 24 bytes per example; in memory, 8 per token more")
+    func dataMemory() throws {
+        let scratch = try Scratch()
+        let examples = Self.examples(count: 500, vocabulary: 256, longest: 40, seed: 9)
+        let path = scratch.url.appendingPathComponent("data.tokens").path
+        try Self.write(examples, vocabulary: 256, to: path)
+        let file = try PreparedFile(path: path)
+        let mapped = TrainingPlan(examples: file, sequenceLength: 32, microBatchSize: 2, gradientAccumulation: 1, ranks: 2, seed: 1)
+        let inMemory = TrainingPlan(examples: examples, sequenceLength: 32, microBatchSize: 2, gradientAccumulation: 1, ranks: 2, seed: 1)
+        #expect(mapped.report == inMemory.report)
+        let kept = mapped.examples.count
+        #expect(kept > 0 && kept < examples.count)
+        #expect(DataMemory(plan: mapped.examples) == {
+            var memory = DataMemory(); memory.privateBytes = 24 * kept; memory.mappedBytes = file.mappedBytes; return memory }())
+        let tokens = examples.reduce(0) { $0 + $1.count }
+        #expect(DataMemory(plan: inMemory.examples).privateBytes == 24 * kept + 8 * tokens + 80 * examples.count)
+        #expect(DataMemory(plan: inMemory.examples).mappedBytes == 0)
+        // Every micro-batch of the first steps is the same from the mapping as from memory.
+        var first = mapped, second = inMemory
+        for step in 0..<4 {
+            for rank in 0..<2 {
+                let a = first.microBatches(step: step, rank: rank), b = second.microBatches(step: step, rank: rank)
+                #expect(a.map(\.count) == b.map(\.count) && a.map(\.supervisedCount) == b.map(\.supervisedCount), "step \(step) rank \(rank)")
+            }
+        }
+    }
+
     @Test("a truncated or corrupt file is an error naming the file, never a trap")
     func damagedFiles() throws {
         let scratch = try Scratch()
