@@ -33,7 +33,8 @@ let package = Package(
         .target(name: "ModelIO", dependencies: ["Models", "Checkpoints", "Tokenizers"]),
         .target(name: "Sharding", dependencies: ["Collectives", "Kernels", "Models"]),
         .target(name: "Training", dependencies: ["Collectives", "Kernels", "Models", "ModelIO", "Sharding", "Checkpoints", "Tokenizers",
-                                                .product(name: "Logging", package: "swift-log")]),
+                                                .product(name: "Logging", package: "swift-log"),
+                                                .product(name: "SystemPackage", package: "swift-system")]),
         .executableTarget(
             name: "zero-sft",
             dependencies: [
@@ -54,6 +55,6 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Sharding", "Models", "Collectives", "Checkpoints", "TestSupport"],
                     exclude: ["Fixtures"]),
-        .testTarget(name: "ChatDataTests", dependencies: ["Training", "ModelIO", "Tokenizers", "TestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChatDataTests", dependencies: ["Training", "ModelIO", "Tokenizers", "Checkpoints", "TestSupport"], resources: [.copy("Fixtures")]),
     ]
 )

@@ -14,13 +14,15 @@ import Darwin
 /// Pages are faulted in on first touch, so reading a range of a tensor costs only the pages that hold
 /// it. The mapping is immutable after `init`, which makes sharing it across threads safe.
 /// The corresponding C functions are `open` (swift-system's `FileDescriptor.open`), `fstat`, `mmap` and `munmap`.
-final class MappedFile: @unchecked Sendable {
+/// `MAP_PRIVATE` read-only pages are the page cache's own: every process that maps the file shares one copy.
+public final class MappedFile: @unchecked Sendable {
     /// The path the file was opened with, for error messages.
-    let path: String
+    public let path: String
     /// The file's bytes; empty (with a nil base address) for an empty file.
     let bytes: UnsafeRawBufferPointer
 
-    init(path: String) throws {
+    /// Maps the file at `path`. Throws ``CheckpointError`` (`.unreadableFile`) naming the path and the failed call.
+    public init(path: String) throws {
         self.path = path
         let file = try Self.open(path)
         defer { try? file.close() }
@@ -45,7 +47,24 @@ final class MappedFile: @unchecked Sendable {
     }
 
     /// The size of the file in bytes.
-    var count: Int { bytes.count }
+    public var count: Int { bytes.count }
+
+    /// Calls `body` with the mapped bytes; the pointer must not escape it (the mapping lives as long as `self`).
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(bytes) }
+    }
+
+    /// Whether the file at `path` begins with `magic` (reads only those bytes; a shorter file does not).
+    public static func starts(with magic: [UInt8], path: String) throws -> Bool {
+        let file = try open(path)
+        defer { try? file.close() }
+        var head = [UInt8](repeating: 0, count: magic.count)
+        let got: Int
+        do { got = try head.withUnsafeMutableBytes { try file.read(into: $0) } } catch let error as Errno {
+            throw systemError(path, "read", code: error.rawValue)
+        }
+        return got == magic.count && head == magic
+    }
 
     /// Whether the file at `path` begins with the four bytes `GGUF` (reads only those bytes).
     static func startsWithGGUFMagic(path: String) throws -> Bool {

@@ -18,11 +18,20 @@ public struct TextSetup: Sendable {
     public let chatTemplateSource: String?
     /// Where the tokenizer came from, for logs (e.g. "models/x.gguf (GGUF metadata)").
     public let origin: String
+    /// SHA-256 (hex) of what defines the tokenizer: the bytes of `tokenizer.json` (or `vocab.json` and
+    /// `merges.txt`), or a GGUF's `tokenizer.ggml.*` tokens, merges, types and pre-tokenizer name; then the
+    /// BOS/EOS ids and the vocabulary size. A prepared token file records it (``Training/PreparedFile``).
+    public let fingerprint: String
 
-    public init(tokenizer: Tokenizer, chatTemplateSource: String?, origin: String) {
+    public init(tokenizer: Tokenizer, chatTemplateSource: String?, origin: String, definition: [UInt8] = []) {
         self.tokenizer = tokenizer
         self.chatTemplateSource = chatTemplateSource
         self.origin = origin
+        var hasher = SHA256()
+        hasher.update(definition)
+        hasher.update(field: "bos \(tokenizer.bosTokenID.map(String.init) ?? "none") eos \(tokenizer.eosTokenID.map(String.init) ?? "none") "
+                      + "vocabulary \(tokenizer.vocabularySize)")
+        self.fingerprint = SHA256.hex(hasher.finalize())
     }
 
     /// Loads the tokenizer and the template source of `model` (see the type's documentation), for commands
@@ -54,12 +63,15 @@ public struct TextSetup: Sendable {
     public static func directory(_ files: ModelFiles, model: String) throws -> TextSetup {
         let tokenizer: Tokenizer
         let origin: String
+        var definition: [UInt8] = []
         if let tokenizerJSON = try files.data("tokenizer.json") {
+            definition = Array(tokenizerJSON)
             let config = try files.data("tokenizer_config.json").map { (data: $0, url: files.url("tokenizer_config.json")) }
             tokenizer = try Tokenizer(tokenizerJSON: tokenizerJSON, url: files.url("tokenizer.json"), tokenizerConfigJSON: config)
             origin = files.url("tokenizer.json").path
         } else if files.contains("vocab.json"), files.contains("merges.txt") {
             tokenizer = try Tokenizer(vocabJSON: files.url("vocab.json"), mergesTXT: files.url("merges.txt"))
+            definition = Array(try files.data("vocab.json") ?? Data()) + [0] + Array(try files.data("merges.txt") ?? Data())
             origin = files.url("vocab.json + merges.txt").path
         } else {
             let ggufs = files.names(endingWith: ".gguf")
@@ -69,7 +81,7 @@ public struct TextSetup: Sendable {
                 message: "has no tokenizer: expected tokenizer.json, or vocab.json and merges.txt, or a single .gguf file"
                     + (ggufs.count > 1 ? " (found \(ggufs.count) .gguf files: name one)" : ""))
         }
-        return TextSetup(tokenizer: tokenizer, chatTemplateSource: try chatTemplateSource(in: files), origin: origin)
+        return TextSetup(tokenizer: tokenizer, chatTemplateSource: try chatTemplateSource(in: files), origin: origin, definition: definition)
     }
 
     /// `chat_template.jinja`, `chat_template.json` (`{"chat_template": "…"}`) or `tokenizer_config.json`'s
@@ -126,8 +138,13 @@ public struct TextSetup: Sendable {
             ggufTokens: tokens, merges: merges, tokenTypes: types, pre: metadata["tokenizer.ggml.pre"]?.string,
             bosTokenID: metadata["tokenizer.ggml.bos_token_id"]?.int, eosTokenID: metadata["tokenizer.ggml.eos_token_id"]?.int,
             addBOSToken: metadata["tokenizer.ggml.add_bos_token"]?.bool ?? false)
+        var definition: [UInt8] = []
+        for token in tokens { definition += Array(token.utf8) + [0] }
+        definition += [1]
+        for merge in merges { definition += Array(merge.utf8) + [0] }
+        definition += Array("types \(types) pre \(metadata["tokenizer.ggml.pre"]?.string ?? "none")".utf8)
         return TextSetup(tokenizer: tokenizer, chatTemplateSource: metadata["tokenizer.chat_template"]?.string,
-                         origin: "\(url.path) (GGUF metadata)")
+                         origin: "\(url.path) (GGUF metadata)", definition: definition)
     }
 }
 

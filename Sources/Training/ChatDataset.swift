@@ -93,6 +93,11 @@ public struct DataLoadReport: Sendable, Equatable {
     /// Examples longer than the sequence length (when the options give one).
     public var long: LongExampleReport?
 
+    public init(path: String, format: DataFormat) {
+        self.path = path
+        self.format = format
+    }
+
     public var summary: String {
         var text = "\(path): \(records) record\(records == 1 ? "" : "s") (\(format.rawValue))"
         if !skippedUnsupervised.isEmpty {
@@ -162,13 +167,32 @@ public enum ChatDataset {
             }
             return LoadedData(examples: examples, report: report, recordNumbers: numbers)
         }
-        let records = try self.records(in: data, path: url.path)
+        let parsed = try parseText(data, url: url, format: format, numberedByLine: report.numberedByLine)
         let encoder = try encoder()
-        var examples: [SFTExample] = []
-        var numbers: [Int] = []
-        let numberedByLine = report.numberedByLine
-        for record in records {
-            report.records += 1
+        let encoded = try parsed.encode(0..<parsed.conversations.count, encoder: encoder, options: options, vocabularySize: vocabularySize)
+        return try parsed.loaded(encoded, options: options, encoder: encoder)
+    }
+
+    /// Parses and validates `url` without tokenizing: pre-tokenized files are loaded whole (nothing to
+    /// tokenize), text files become validated conversations (``ParsedChatData``) to encode later, possibly
+    /// in slices on several ranks. Every error a record can have except its token ids is found here.
+    public static func parse(from url: URL, vocabularySize: Int) throws -> ParsedData {
+        let data = try readText(url)
+        guard let first = try records(in: data, path: url.path, limit: 1).first else {
+            throw DataError(path: url.path, line: nil, message: "no examples (the file is empty)")
+        }
+        let format = try detect(first.object, path: url.path, line: first.number)
+        if format == .pretokenized {
+            return .pretokenized(try load(from: url, vocabularySize: vocabularySize) { preconditionFailure("pre-tokenized data needs no encoder") })
+        }
+        return .text(try parseText(data, url: url, format: format, numberedByLine: !isJSONArray(data)))
+    }
+
+    static func parseText(_ data: Data, url: URL, format: DataFormat, numberedByLine: Bool) throws -> ParsedChatData {
+        var parsed = ParsedChatData(path: url.path, format: format, numberedByLine: numberedByLine, bytes: data.count)
+        let records = try self.records(in: data, path: url.path)
+        parsed.conversations.reserveCapacity(records.count)
+        for (index, record) in records.enumerated() {
             let line = numberedByLine ? record.number : nil
             func fail(_ message: String) -> DataError {
                 DataError(path: url.path, line: line, message: numberedByLine ? message : "record \(record.number): \(message)")
@@ -177,30 +201,11 @@ public enum ChatDataset {
             guard found == format else {
                 throw fail("a \(found.rawValue) record in a \(format.rawValue) file (the first record decides the format)")
             }
-            let messages = try conversation(record.object, format: format, fail: fail)
-            let example = encoder.example(messages, trainOn: options.trainOn)
-            if let bad = example.inputIDs.firstIndex(where: { Int($0) >= vocabularySize }) {
-                throw fail("token id \(example.inputIDs[bad]) at position \(bad) is outside the model's vocabulary (0..<\(vocabularySize))")
-            }
-            if example.supervisedCount == 0 {
-                if options.strict {
-                    throw fail("no supervised token (no assistant turn to train on with --train-on \(options.trainOn.rawValue)); "
-                               + "without --strict such records are skipped and counted")
-                }
-                report.skippedUnsupervised.append(record.number)
-                continue
-            }
-            let pieces = try applyLongExamplePolicy(example, options: options, report: &report, record: record.number, fail: fail) {
-                encoder.turnBoundaries(messages, ids: example.inputIDs.map(Int.init))
-            }
-            examples += pieces
-            numbers += [Int](repeating: record.number, count: pieces.count)
+            parsed.conversations.append(try conversation(record.object, format: format, fail: fail))
+            parsed.recordNumbers.append(record.number)
+            parsed.recordEnds.append(record.end ?? (index + 1) * data.count / records.count)
         }
-        if examples.isEmpty {
-            let dropped = report.long.map { $0.policy == .drop && $0.count > 0 ? ", \($0.count) dropped as longer than --seq-len \($0.sequenceLength)" : "" } ?? ""
-            throw DataError(path: url.path, line: nil, message: "no example has a supervised token (\(report.records) records read\(dropped))")
-        }
-        return LoadedData(examples: examples, report: report, recordNumbers: numbers)
+        return parsed
     }
 
     /// The examples `example` becomes under `options.longExamples` (itself when it fits or is truncated
@@ -270,6 +275,8 @@ public enum ChatDataset {
         /// Line number (JSONL) or position in the array counted from 1.
         var number: Int
         var object: [String: Any]
+        /// Byte offset of the end of its line (JSONL).
+        var end: Int? = nil
     }
 
     static func isJSONArray(_ data: Data) -> Bool {
@@ -312,7 +319,7 @@ public enum ChatDataset {
             guard let dictionary = object as? [String: Any] else {
                 throw DataError(path: path, line: lineNumber, message: "expected a JSON object, found \(typeName(object))")
             }
-            result.append(Record(number: lineNumber, object: dictionary))
+            result.append(Record(number: lineNumber, object: dictionary, end: line.endIndex - data.startIndex))
             if result.count == limit { break }
         }
         return result
@@ -416,5 +423,106 @@ public enum ChatDataset {
     static func describe(_ error: Error) -> String {
         let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "not valid JSON"
         return text
+    }
+}
+
+/// A data file parsed: pre-tokenized examples, or validated conversations still to tokenize.
+public enum ParsedData: Sendable {
+    case pretokenized(LoadedData)
+    case text(ParsedChatData)
+}
+
+/// The validated conversations of a text data file, in file order, not yet tokenized.
+public struct ParsedChatData: Sendable {
+    public var path: String
+    public var format: DataFormat
+    public var numberedByLine: Bool
+    /// Bytes of the file (for progress in MB/s).
+    public var bytes: Int
+    public var conversations: [[ChatMessage]] = []
+    /// Line number (JSONL) or array position of each conversation.
+    public var recordNumbers: [Int] = []
+    /// Byte offset where each record ends (estimated for a JSON array).
+    public var recordEnds: [Int] = []
+
+    init(path: String, format: DataFormat, numberedByLine: Bool, bytes: Int) {
+        self.path = path
+        self.format = format
+        self.numberedByLine = numberedByLine
+        self.bytes = bytes
+    }
+
+    /// Examples of a slice of the conversations.
+    public struct Encoded: Sendable {
+        public var examples: [SFTExample] = []
+        /// Record number of each example.
+        public var recordNumbers: [Int] = []
+        /// Records skipped for having no supervised token.
+        public var skipped: [Int] = []
+        public init() {}
+    }
+
+    /// Tokenizes the conversations in `range` with `encoder`. A token id at or above `vocabularySize`, or
+    /// (with `--strict`) a conversation without a supervised token, is a ``DataError`` naming the record.
+    public func encode(_ range: Range<Int>, encoder: ChatEncoder, options: ChatDataOptions, vocabularySize: Int,
+                       each: (Int) -> Void = { _ in }) throws -> Encoded {
+        var result = Encoded()
+        for index in range {
+            let number = recordNumbers[index]
+            let example = encoder.example(conversations[index], trainOn: options.trainOn)
+            func fail(_ message: String) -> DataError {
+                DataError(path: path, line: numberedByLine ? number : nil, message: numberedByLine ? message : "record \(number): \(message)")
+            }
+            if let bad = example.inputIDs.firstIndex(where: { Int($0) >= vocabularySize }) {
+                throw fail("token id \(example.inputIDs[bad]) at position \(bad) is outside the model's vocabulary (0..<\(vocabularySize))")
+            }
+            if example.supervisedCount == 0 {
+                if options.strict {
+                    throw fail("no supervised token (no assistant turn to train on with --train-on \(options.trainOn.rawValue)); "
+                               + "without --strict such records are skipped and counted")
+                }
+                result.skipped.append(number)
+            } else {
+                result.examples.append(example)
+                result.recordNumbers.append(number)
+            }
+            each(index)
+        }
+        return result
+    }
+
+    /// The loaded data of the whole file from its encoded slices (in order), with `options.longExamples`
+    /// applied to each example longer than `options.sequenceLength` (`split` cuts at the turn boundaries
+    /// `encoder` finds in the example's conversation). Every rank computes the same from the same slices.
+    public func loaded(_ encoded: Encoded, options: ChatDataOptions, encoder: ChatEncoder) throws -> LoadedData {
+        var report = DataLoadReport(path: path, format: format)
+        report.numberedByLine = numberedByLine
+        report.records = conversations.count
+        report.skippedUnsupervised = encoded.skipped
+        var examples: [SFTExample] = [], numbers: [Int] = []
+        examples.reserveCapacity(encoded.examples.count)
+        numbers.reserveCapacity(encoded.examples.count)
+        for (example, number) in zip(encoded.examples, encoded.recordNumbers) {
+            func fail(_ message: String) -> DataError {
+                DataError(path: path, line: numberedByLine ? number : nil, message: numberedByLine ? message : "record \(number): \(message)")
+            }
+            let pieces = try ChatDataset.applyLongExamplePolicy(example, options: options, report: &report, record: number, fail: fail) {
+                // recordNumbers ascend: the conversation of record `number` by binary search.
+                var low = 0, high = recordNumbers.count
+                while low < high {
+                    let middle = (low + high) / 2
+                    if recordNumbers[middle] < number { low = middle + 1 } else { high = middle }
+                }
+                guard low < recordNumbers.count, recordNumbers[low] == number else { return nil }
+                return encoder.turnBoundaries(conversations[low], ids: example.inputIDs.map(Int.init))
+            }
+            examples += pieces
+            numbers += [Int](repeating: number, count: pieces.count)
+        }
+        if examples.isEmpty {
+            let dropped = report.long.map { $0.policy == .drop && $0.count > 0 ? ", \($0.count) dropped as longer than --seq-len \($0.sequenceLength)" : "" } ?? ""
+            throw DataError(path: path, line: nil, message: "no example has a supervised token (\(report.records) records read\(dropped))")
+        }
+        return LoadedData(examples: examples, report: report, recordNumbers: numbers)
     }
 }

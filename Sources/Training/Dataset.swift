@@ -30,6 +30,11 @@ public struct DataError: Error, CustomStringConvertible {
     public var path: String
     public var line: Int?
     public var message: String
+    public init(path: String, line: Int?, message: String) {
+        self.path = path
+        self.line = line
+        self.message = message
+    }
     public var description: String { line.map { "\(path):\($0): \(message)" } ?? "\(path): \(message)" }
 }
 

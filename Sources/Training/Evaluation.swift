@@ -48,7 +48,7 @@ public enum Evaluation {
     ///     a trainer's ``ZeroEngine``; every rank runs the same number of forwards.
     ///   - sequenceLength: longer examples are cut to their first `sequenceLength` tokens (and counted).
     public static func run(
-        _ examples: [SFTExample], config: ModelConfig, store: UnitStore, communicator: Communicator,
+        _ examples: any ExampleSource, config: ModelConfig, store: UnitStore, communicator: Communicator,
         sequenceLength: Int, tokensPerForward: Int
     ) throws -> EvaluationResult {
         let started = Date()
@@ -58,7 +58,7 @@ public enum Evaluation {
         var batches: [[(inputIDs: [Int32], labels: [Int32])]] = [[]]
         var used = 0, truncated = 0, emptiedByTruncation = 0
         for index in stride(from: rank, to: examples.count, by: ranks) {
-            let example = examples[index]
+            let example = examples.example(index)
             if example.count > sequenceLength {
                 truncated += 1
                 if !example.labels.prefix(sequenceLength).dropFirst().contains(where: { $0 != -100 }),
@@ -114,9 +114,10 @@ public struct EmptyEvaluationError: Error, CustomStringConvertible, Equatable {
 
     /// Throws when no example keeps a supervised token within its first `sequenceLength` tokens: the
     /// check a command makes before any rank starts work.
-    public static func check(_ examples: [SFTExample], sequenceLength: Int) throws(EmptyEvaluationError) {
+    public static func check(_ examples: any ExampleSource, sequenceLength: Int) throws(EmptyEvaluationError) {
         var cutOff = 0
-        for example in examples {
+        for index in 0..<examples.count {
+            let example = examples.example(index)
             // A label at position t is scored when 0 < t < sequenceLength (nothing predicts position 0).
             if example.labels.prefix(sequenceLength).dropFirst().contains(where: { $0 != -100 }) { return }
             if example.labels.dropFirst(max(1, sequenceLength)).contains(where: { $0 != -100 }) { cutOff += 1 }

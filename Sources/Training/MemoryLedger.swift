@@ -20,12 +20,18 @@ public struct MemoryLedger: Sendable, Codable, Equatable {
     public var activations = 0
     /// Peak of receive buffers of collectives.
     public var communication = 0
+    /// The training data in this rank's own memory: in-memory examples (JSONL), or only the plan's
+    /// per-example index when the data is a memory-mapped prepared file (``DataMemory``).
+    public var data = 0
+    /// Bytes of a mapped prepared file: page cache, one copy per host whatever the rank count (not in ``accounted``).
+    public var mappedData = 0
     /// Peak resident set size (`getrusage`), and the current one (`/proc/self/statm`).
     public var peakRSS = 0
     public var currentRSS = 0
 
     enum CodingKeys: String, CodingKey {
-        case rank, parameters, gradients, activations, communication
+        case rank, parameters, gradients, activations, communication, data
+        case mappedData = "mapped_data"
         case gatheredParameters = "gathered_parameters"
         case gradientBuffers = "gradient_buffers"
         case optimizerMoments = "optimizer_moments"
@@ -35,7 +41,7 @@ public struct MemoryLedger: Sendable, Codable, Equatable {
 
     public init() {}
 
-    public init(engine: ZeroEngine, activationBytes: Int) {
+    public init(engine: ZeroEngine, activationBytes: Int, data: DataMemory = DataMemory()) {
         rank = engine.communicator.rank
         parameters = engine.parameterBytes
         gatheredParameters = engine.peakGatheredBytes
@@ -44,6 +50,8 @@ public struct MemoryLedger: Sendable, Codable, Equatable {
         optimizerMoments = engine.momentBytes
         activations = activationBytes
         communication = engine.peakCommunicationBytes
+        self.data = data.privateBytes
+        mappedData = data.mappedBytes
         peakRSS = Self.peakResidentBytes()
         currentRSS = Self.currentResidentBytes()
     }
@@ -51,12 +59,14 @@ public struct MemoryLedger: Sendable, Codable, Equatable {
     /// Parameters, gradients and moments: the model states ZeRO distributes.
     public var modelStates: Int { parameters + gradients + optimizerMoments }
     /// Everything the ledger accounts for.
-    public var accounted: Int { modelStates + gatheredParameters + gradientBuffers + activations + communication }
+    public var accounted: Int { modelStates + gatheredParameters + gradientBuffers + activations + communication + data }
 
-    var fields: [Int] { [rank, parameters, gatheredParameters, gradients, gradientBuffers, optimizerMoments, activations, communication, peakRSS, currentRSS] }
+    var fields: [Int] { [rank, parameters, gatheredParameters, gradients, gradientBuffers, optimizerMoments, activations, communication, peakRSS, currentRSS,
+                         data, mappedData] }
     init(fields f: [Int]) {
         (rank, parameters, gatheredParameters, gradients, gradientBuffers) = (f[0], f[1], f[2], f[3], f[4])
         (optimizerMoments, activations, communication, peakRSS, currentRSS) = (f[5], f[6], f[7], f[8], f[9])
+        (data, mappedData) = (f[10], f[11])
     }
 
     /// Every rank's ledger, on every rank (a collective).
@@ -82,7 +92,8 @@ public struct MemoryLedger: Sendable, Codable, Equatable {
     /// `params 12.3M grads 4.1M moments 8.2M act 30.0M peak RSS 210M`.
     public var brief: String {
         "params \(Self.format(parameters + gatheredParameters)) grads \(Self.format(gradients + gradientBuffers)) "
-            + "moments \(Self.format(optimizerMoments)) act \(Self.format(activations)) rss \(Self.format(peakRSS))"
+            + "moments \(Self.format(optimizerMoments)) act \(Self.format(activations)) data \(Self.format(data))"
+            + (mappedData > 0 ? " (+\(Self.format(mappedData)) mapped, shared)" : "") + " rss \(Self.format(peakRSS))"
     }
 
     public static func format(_ bytes: Int) -> String {
@@ -94,3 +105,43 @@ public struct MemoryLedger: Sendable, Codable, Equatable {
     }
 }
 
+
+/// The memory a rank's training data takes: its own (``privateBytes``) and a mapped prepared file's
+/// (``mappedBytes``, page cache shared by every rank on the host).
+///
+/// In memory (`[SFTExample]`): 8 bytes per token (`input_ids` and `labels` as `Int32`) plus two array
+/// headers (32 bytes each) and the example itself (16 bytes), per example. A prepared file: nothing but
+/// the mapping. Either way the plan adds its index (``TrainingPlan/indexBytes``): 16 bytes per kept example
+/// (index and length) and, per packed epoch, 8 per example and 40 per row (about 24 bytes per example).
+public struct DataMemory: Sendable, Equatable {
+    public var privateBytes = 0
+    public var mappedBytes = 0
+
+    public init() {}
+
+    /// The memory of `plan`'s examples and index.
+    public init(plan: TrainingPlan) {
+        self = Self.of(plan.source)
+        privateBytes += plan.indexBytes
+    }
+
+    /// The planned memory of a corpus of `examples` examples and `tokens` tokens: in memory 8 bytes per token
+    /// and 80 per example, or (`prepared`) only the mapping of `fileBytes`; plus the plan's 24 bytes per example.
+    public static func planned(examples: Int, tokens: Int, prepared: Bool, fileBytes: Int = 0) -> DataMemory {
+        var memory = DataMemory()
+        memory.privateBytes = 3 * MemoryLayout<Int>.stride * examples + (prepared ? 0 : 8 * tokens + 80 * examples)
+        memory.mappedBytes = prepared ? fileBytes : 0
+        return memory
+    }
+
+    /// The memory of a source on its own.
+    public static func of(_ source: any ExampleSource) -> DataMemory {
+        var memory = DataMemory()
+        if let prepared = source as? PreparedFile {
+            memory.mappedBytes = prepared.mappedBytes
+        } else if let examples = source as? [SFTExample] {
+            memory.privateBytes = examples.reduce(0) { $0 + 8 * $1.count + 80 }
+        }
+        return memory
+    }
+}

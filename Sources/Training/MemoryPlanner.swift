@@ -25,6 +25,10 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     public var optimizerMoments = 0
     public var activations = 0
     public var communication = 0
+    /// The training data in the rank's own memory (``DataMemory``; 0 when no data was given to the planner).
+    public var data = 0
+    /// A mapped prepared file's bytes: page cache, one copy per host (not in ``predictedPeakRSS``).
+    public var mappedData = 0
 
     // What only the operating system sees.
     /// Peak of `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits and two `rows × C`.
@@ -48,7 +52,8 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     public var modelStates: Int { parameters + gradients + optimizerMoments }
 
     enum CodingKeys: String, CodingKey {
-        case rank, ranks, stage, parameters, gradients, activations, communication
+        case rank, ranks, stage, parameters, gradients, activations, communication, data
+        case mappedData = "mapped_data"
         case sequenceLength = "seq_len"
         case microBatchSize = "micro_batch_size"
         case gatheredParameters = "gathered_parameters"
@@ -100,6 +105,8 @@ public struct MemoryPlanner: Sendable {
     /// Supervised positions per micro-batch (sets the classifier's rows); default: every position
     /// that has a next token, `microBatchSize × (sequenceLength − 1)`.
     public var supervisedRows: Int? = nil
+    /// The data's memory per rank (``DataMemory/planned(examples:tokens:prepared:fileBytes:)``).
+    public var data = DataMemory()
 
     /// Runtime baselines measured with `--model tiny` (2.8 MB of buffers): peak RSS minus the ledger's bytes.
     public static let baselineWithoutMPI = 26 << 20
@@ -161,6 +168,8 @@ public struct MemoryPlanner: Sendable {
         plan.optimizerMoments = 2 * (stage.shardsMoments ? shard : full).reduce(0, +)
         plan.activations = Self.activationBytes(config: config, tokens: tokens)
         plan.runtimeBaseline = ranks > 1 ? Self.baselineWithMPI : Self.baselineWithoutMPI
+        plan.data = data.privateBytes
+        plan.mappedData = data.mappedBytes
 
         let c = config.hiddenSize, v = config.vocabSize
         let rows = min(Classifier.chunkRows, max(1, supervisedRows ?? microBatchSize * (sequenceLength - 1)))
@@ -172,7 +181,7 @@ public struct MemoryPlanner: Sendable {
         plan.blasBuffer = max(panel(v, rows), panel(config.intermediateSize, tokens))
 
         var replay = Replay(stage: stage, ranks: ranks, full: full, shard: shard, inFlight: max(1, reductionsInFlight))
-        replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer
+        replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer + plan.data
         replay.trainingStep(layout: layout, config: config, classifier: plan.classifierBuffers,
                             attention: plan.attentionScratch)
         replay.optimizerPhase()

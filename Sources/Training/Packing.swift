@@ -134,6 +134,14 @@ public struct TrainingPlan: Sendable {
     public var stepsPerEpoch: Int { (report.rowsPerEpoch + rowsPerStep - 1) / rowsPerStep }
     public var maxTokensPerMicroBatch: Int { microBatchSize * sequenceLength }
 
+    /// Bytes of the plan's own index: `kept` and the lengths (16 per kept example) and each epoch packed so
+    /// far (8 per example and 40 per row: a row is an array of positions). What a rank holds of the data
+    /// besides the ``ExampleSource`` itself (``DataMemory``).
+    public var indexBytes: Int {
+        2 * MemoryLayout<Int>.stride * kept.count
+            + epochs.reduce(0) { $0 + MemoryLayout<Int>.stride * kept.count + 40 * $1.count }
+    }
+
     /// Optimizer steps of each of the first `count` epochs, packing them now (cheap: lengths only).
     public mutating func stepsPerEpoch(epochs count: Int) -> [Int] {
         guard !kept.isEmpty else { return [Int](repeating: 0, count: count) }

@@ -171,9 +171,12 @@ public final class Trainer {
 
     public var isLeader: Bool { communicator.rank == 0 }
 
+    /// This rank's memory for the training data (the ledger's `data` category), measured once.
+    public private(set) lazy var dataMemory = DataMemory(plan: plan)
+
     /// The memory ledger of every rank (a collective).
     public func ledgers() throws -> [MemoryLedger] {
-        try MemoryLedger.gather(MemoryLedger(engine: engine, activationBytes: model.activationBytes), communicator: communicator)
+        try MemoryLedger.gather(MemoryLedger(engine: engine, activationBytes: model.activationBytes, data: dataMemory), communicator: communicator)
     }
 
     /// Runs optimizer steps `startStep..<totalSteps`, logging on rank 0 and appending to the metrics
@@ -307,6 +310,7 @@ public final class Trainer {
             m.optimizerMoments = max(m.optimizerMoments, l.optimizerMoments); m.activations = max(m.activations, l.activations)
             m.communication = max(m.communication, l.communication); m.peakRSS = max(m.peakRSS, l.peakRSS)
             m.currentRSS = max(m.currentRSS, l.currentRSS)
+            m.data = max(m.data, l.data); m.mappedData = max(m.mappedData, l.mappedData)
         }
         return m
     }

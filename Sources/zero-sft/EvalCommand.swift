@@ -19,7 +19,7 @@ struct EvalCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var text: TextDataOptions
-    @Option(name: .long, help: "Pre-tokenized JSONL: {\"input_ids\": [...], \"labels\": [...]} per line (-100: not scored).")
+    @Option(name: .long, help: "Data in any form train reads (text JSONL, pre-tokenized JSONL with -100 not scored, or a prepared token file).")
     var data: String
     @Option(name: .long, help: "Longer examples are scored on their first this many tokens (and counted).")
     var seqLen: Int = 2048
@@ -40,7 +40,9 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let source = try modelOptions.resolve()
         let config = source.config
-        let examples = try text.load(data: data, source: source, vocabularySize: config.vocabSize).examples
+        let examples: any ExampleSource = PreparedFile.isPrepared(path: data)
+            ? try text.openPrepared(data, fingerprint: { try text.fingerprint(setup: source.textSetup()) }, vocabularySize: config.vocabSize)
+            : try text.load(data: data, source: source, vocabularySize: config.vocabSize).examples
         try EmptyEvaluationError.check(examples, sequenceLength: seqLen)
         let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
         let collectives = collectives

@@ -51,7 +51,16 @@ struct InspectDataCommand: ParsableCommand {
         var options = text.options
         options.sequenceLength = seqLen
         options.longExamples = long.longExamples
-        let loaded = try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize(setup, files: files), options: options) {
+        let vocabulary = try vocabularySize(setup, files: files)
+        if PreparedFile.isPrepared(path: data) { try TextDataOptions.checkPrepared(data, long: (seqLen, long.longExamples)) }
+        let loaded = PreparedFile.isPrepared(path: data)
+            ? try text.openPrepared(data, fingerprint: {
+                guard let setup else { throw ValidationError("--model \(model) has no tokenizer to check the prepared file's against") }
+                let encoder = try setup.encoder(template: text.chatTemplate)
+                encoderUsed = encoder
+                return DataFingerprint(encoder: encoder, tokenizerFingerprint: setup.fingerprint, trainOn: text.trainOn)
+            }, vocabularySize: vocabulary).loadedData()
+            : try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabulary, options: options) {
             // A preset has no tokenizer: TextSetup.encoder says so.
             let encoder = try setup?.encoder(template: text.chatTemplate) ?? TextSetup.load(model: model).encoder(template: text.chatTemplate)
             encoderUsed = encoder

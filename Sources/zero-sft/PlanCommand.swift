@@ -30,6 +30,26 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .long, help: "Host memory in bytes to check against (default: MemTotal from /proc/meminfo).")
     var hostMemory: Int?
     @Flag(name: .long, help: "Print the table as JSON.") var json = false
+    @Option(name: .long, help: ArgumentHelp(
+        "The training data, for the data column: a prepared token file (exact: its index, and the mapping shared per host) or JSONL (estimated: 8 bytes per token in every rank, tokens ≈ bytes / 4).",
+        valueName: "file"))
+    var data: String?
+
+    /// The data's per-rank memory (``DataMemory``) and how it was found.
+    func dataMemory() throws -> (memory: DataMemory, note: String)? {
+        guard let data else { return nil }
+        if PreparedFile.isPrepared(path: data) {
+            let file = try PreparedFile(path: data)
+            return (DataMemory.planned(examples: file.count, tokens: file.tokenCount, prepared: true, fileBytes: file.mappedBytes),
+                    "\(data): prepared, \(file.count) examples, \(file.tokenCount) tokens, \(MemoryLedger.format(file.mappedBytes)) mapped (one copy per host)")
+        }
+        let bytes = try FileOperation.perform("read the size of", path: data) {
+            (try FileManager.default.attributesOfItem(atPath: data)[.size] as? Int) ?? 0
+        }
+        let lines = try FileContents.read(data).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+        return (DataMemory.planned(examples: lines, tokens: bytes / 4, prepared: false),
+                "\(data): JSONL, ~\(bytes / 4) tokens estimated from \(bytes) bytes, held in every rank (zero-sft prepare maps it instead)")
+    }
 
     func validate() throws {
         _ = try parsedRanks()
@@ -76,11 +96,13 @@ struct PlanCommand: ParsableCommand {
         Session.warn(source)
         let config = source.config
         let memory = try hostMemory ?? HostMemory.total()
+        let dataMemory = try self.dataMemory()
         var cells: [Cell] = []
         for n in try parsedRanks() {
             for stage in try parsedStages() {
                 var planner = MemoryPlanner(config: config, stage: stage, ranks: n, sequenceLength: seqLen, microBatchSize: microBatchSize)
                 planner.reductionsInFlight = reductionsInFlight
+                if let dataMemory { planner.data = dataMemory.memory }
                 let plans = planner.planAllRanks()
                 let host = plans.reduce(0) { $0 + $1.predictedPeakRSS }
                 cells.append(Cell(rank0: plans[0], smallestRank: plans.min { $0.predictedPeakRSS < $1.predictedPeakRSS }!,
@@ -96,15 +118,16 @@ struct PlanCommand: ParsableCommand {
         let psi = ParameterLayout(config: config).parameterCount
         print("\(modelOptions.model): \(String(format: "%.2f", Double(psi) / 1e6))M parameters, seq-len \(seqLen), "
               + "micro-batch \(microBatchSize) (\(seqLen * microBatchSize) tokens); host memory \(Self.gib(memory)) GiB")
+        if let dataMemory { print("data: \(dataMemory.note)") }
         print("per rank, MiB: the ledger's categories | what only the OS sees | predicted peak RSS; host = all ranks on one host")
-        let header = ["N", "stage", "params", "gathered", "grads", "grad buf", "moments", "act", "comm",
+        let header = ["N", "stage", "params", "gathered", "grads", "grad buf", "moments", "act", "comm", "data",
                       "classif", "mpi tmp", "blas", "runtime", "peak/rank", "host GiB", "fits"]
         var rows = [header]
         for cell in cells {
             let p = cell.rank0
             let mib = { (bytes: Int) in String(format: "%.1f", Double(bytes) / 1_048_576) }
             rows.append(["\(p.ranks)", "\(p.stage.rawValue)", mib(p.parameters), mib(p.gatheredParameters), mib(p.gradients),
-                         mib(p.gradientBuffers), mib(p.optimizerMoments), mib(p.activations), mib(p.communication),
+                         mib(p.gradientBuffers), mib(p.optimizerMoments), mib(p.activations), mib(p.communication), mib(p.data),
                          mib(p.classifierBuffers), mib(p.collectiveTemporaries), mib(p.blasBuffer), mib(p.runtimeBaseline),
                          mib(p.predictedPeakRSS), Self.gib(cell.hostBytes), cell.fits ? "yes" : "NO"])
         }

@@ -97,7 +97,7 @@ struct TrainCommand: ParsableCommand {
         abstract: "Fine-tune with the masked SFT loss, ZeRO-sharded across the MPI ranks (one rank without mpirun).")
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(name: .long, help: "Data: JSONL of messages, prompt/completion or alpaca records (or alpaca JSON), or pre-tokenized {\"input_ids\": [...], \"labels\": [...]} (-100: not trained).")
+    @Option(name: .long, help: "Data: JSONL of messages, prompt/completion or alpaca records (or alpaca JSON), pre-tokenized {\"input_ids\": [...], \"labels\": [...]} (-100: not trained), or a token file from zero-sft prepare (recognised by its magic).")
     var data: String
     @OptionGroup var text: TextDataOptions
     @OptionGroup var training: TrainingArguments
@@ -113,21 +113,36 @@ struct TrainCommand: ParsableCommand {
     func validate() throws { try checkpointing.validate(outputDir: outputDir) }
 
     func run() throws {
+        let started = Date()
         let source = try modelOptions.resolve()
         let config = source.config
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
-        let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize,
-                                   long: (options.sequenceLength, long.longExamples))
-        let (examples, evaluationSets) = try evaluation.prepare(training: loaded.examples, text: text, data: data, source: source,
-                                                                vocabularySize: config.vocabSize, options: options)
+        let longExamples = (sequenceLength: options.sequenceLength, policy: long.longExamples)
+        // --data checked before any rank starts; text is tokenized in slices across the ranks in the job, unless
+        // --val-fraction needs every example here to hold some out.
+        let resolved: ResolvedData, evaluationSets: [EvaluationSet]
+        if evaluation.valFraction != nil {
+            var loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize, long: longExamples)
+            (loaded.examples, evaluationSets) = try evaluation.prepare(training: loaded.examples, text: text, data: data, source: source,
+                                                                       vocabularySize: config.vocabSize, options: options)
+            loaded.recordNumbers = []
+            resolved = .loaded(loaded)
+        } else {
+            resolved = try text.resolve(data: data, source: source, vocabularySize: config.vocabSize, long: longExamples)
+            evaluationSets = try evaluation.prepare(training: [], text: text, data: data, source: source,
+                                                    vocabularySize: config.vocabSize, options: options).sets
+        }
         let (resume, notes) = try checkpointing.resolve(outputDir: outputDir, layout: ParameterLayout(config: config))
         let saveEvery = checkpointing.saveEvery, keepLast = checkpointing.keepLast
         Job.run { (communicator: Communicator) throws -> Void in
             collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.warn(source)
             let logger = Session.logger("train")
-            logger.info("data file: \(loaded.report.summary)")
+            communicator.context = "data"
+            let (examples, report) = try text.examples(resolved, communicator: communicator)
+            let dataReady = Date()
+            logger.info("data file: \(report.summary)\(resolved.isPrepared ? " (prepared token file, memory-mapped)" : "")")
             for set in evaluationSets {
                 let origin = set.name == EvaluationSet.validationName && evaluation.valFraction != nil ? " (held out from --data)" : ""
                 logger.info("eval set \(set.name): \(set.examples.count) examples\(origin)")
@@ -148,6 +163,8 @@ struct TrainCommand: ParsableCommand {
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples, initialize: initialize)
             trainer.evaluator = evaluation.evaluator(sets: evaluationSets, options: options)
+            logger.info(.init(stringLiteral: String(format: "start-up: %.2f s to the first step (data ready at %.2f s)",
+                                                    Date().timeIntervalSince(started), dataReady.timeIntervalSince(started))))
             if let resume {
                 try resume.restore(into: trainer)
                 try communicator.barrier()
