@@ -112,6 +112,26 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws { try checkpointing.validate(outputDir: outputDir) }
 
+    /// `--data` checked before any rank starts, and the evaluation sets. Text is tokenized in slices across
+    /// the ranks in the job, unless `--val-fraction` needs every example here to hold some out.
+    func resolveData(source: ModelSource, options: TrainingOptions, long: (sequenceLength: Int, policy: LongExamplePolicy))
+        throws -> (ResolvedData, [EvaluationSet])
+    {
+        let vocabularySize = source.config.vocabSize
+        guard evaluation.valFraction != nil else {
+            let resolved = try text.resolve(data: data, source: source, vocabularySize: vocabularySize, long: long)
+            let sets = try evaluation.prepare(training: [], text: text, data: data, source: source,
+                                              vocabularySize: vocabularySize, options: options).sets
+            return (resolved, sets)
+        }
+        var loaded = try text.load(data: data, source: source, vocabularySize: vocabularySize, long: long)
+        let (training, sets) = try evaluation.prepare(training: loaded.examples, text: text, data: data, source: source,
+                                                      vocabularySize: vocabularySize, options: options)
+        loaded.examples = training
+        loaded.recordNumbers = []
+        return (.loaded(loaded), sets)
+    }
+
     func run() throws {
         let started = Date()
         let source = try modelOptions.resolve()
@@ -119,20 +139,7 @@ struct TrainCommand: ParsableCommand {
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
         let longExamples = (sequenceLength: options.sequenceLength, policy: long.longExamples)
-        // --data checked before any rank starts; text is tokenized in slices across the ranks in the job, unless
-        // --val-fraction needs every example here to hold some out.
-        let resolved: ResolvedData, evaluationSets: [EvaluationSet]
-        if evaluation.valFraction != nil {
-            var loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize, long: longExamples)
-            (loaded.examples, evaluationSets) = try evaluation.prepare(training: loaded.examples, text: text, data: data, source: source,
-                                                                       vocabularySize: config.vocabSize, options: options)
-            loaded.recordNumbers = []
-            resolved = .loaded(loaded)
-        } else {
-            resolved = try text.resolve(data: data, source: source, vocabularySize: config.vocabSize, long: longExamples)
-            evaluationSets = try evaluation.prepare(training: [], text: text, data: data, source: source,
-                                                    vocabularySize: config.vocabSize, options: options).sets
-        }
+        let (resolved, evaluationSets) = try resolveData(source: source, options: options, long: longExamples)
         let (resume, notes) = try checkpointing.resolve(outputDir: outputDir, layout: ParameterLayout(config: config))
         let saveEvery = checkpointing.saveEvery, keepLast = checkpointing.keepLast
         Job.run { (communicator: Communicator) throws -> Void in
