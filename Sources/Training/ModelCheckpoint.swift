@@ -14,6 +14,7 @@ public enum ModelCheckpoint {
             try FileOperation.perform("create directory", path: directory.path) {
                 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             }
+            AtomicFile.removeLeftovers(in: directory)  // of a save that was killed
         }
         try ModelExport.writeSafetensors(engine: engine, to: directory.appendingPathComponent("model.safetensors"))
         guard engine.communicator.rank == 0 else { return }
@@ -21,9 +22,11 @@ public enum ModelCheckpoint {
     }
 
     /// Refuses to write into an existing non-empty directory: nothing the user had is overwritten.
+    /// The temporary files of a killed save of ours (``AtomicFile/isLeftover(_:)``, e.g.
+    /// `.model.safetensors.tmp-Ab12Cd`) do not count; the next save deletes them.
     public static func checkFreshDirectory(_ path: String?) throws {
         guard let path else { return }
-        let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { !AtomicFile.isLeftover($0) }
         if !contents.isEmpty {
             throw OptionError(message: "output directory \(path) exists and is not empty: choose a new one")
         }

@@ -140,13 +140,33 @@ public final class Trainer {
         try MemoryLedger.gather(MemoryLedger(engine: engine, activationBytes: model.activationBytes), communicator: communicator)
     }
 
-    /// Runs `totalSteps` optimizer steps, logging on rank 0 and appending to the metrics file.
-    public func train() throws {
+    /// Optimizer steps completed by ``train(stopRequest:)`` so far.
+    public private(set) var completedSteps = 0
+
+    /// Runs `totalSteps` optimizer steps, logging on rank 0 and appending to the metrics file, or fewer
+    /// when a stop is requested.
+    ///
+    /// `stopRequest` is read on every rank before each step (``StopSignals/received`` for the commands:
+    /// 0, or the SIGTERM/SIGINT this rank received); the ranks agree on it inside the step's first
+    /// all-reduce (``trainStep(_:stopRequest:)``), so when any rank asks, every rank stops before the
+    /// same step, after the previous step's collectives completed, and the result is
+    /// ``TrainingOutcome/stopped(signal:)`` with ``completedSteps`` steps done.
+    @discardableResult
+    public func train(stopRequest: () -> Int32 = { 0 }) throws -> TrainingOutcome {
         let metricsHandle = try openMetricsFile()
         defer { try? metricsHandle?.close() }
         for step in 0..<totalSteps {
-            let metrics = try trainStep(step)
+            let metrics: StepMetrics
+            switch try trainStep(step, stopRequest: stopRequest()) {
+            case .trained(let trained): metrics = trained
+            case .stopped(let signal):
+                if isLeader {
+                    logger.info("\(StopSignals.name(signal)) received: stopping before step \(step + 1)/\(totalSteps) (\(step) steps done)")
+                }
+                return .stopped(signal: signal)
+            }
             history.append(metrics)
+            completedSteps = step + 1
             if isLeader, step % options.logEvery == 0 || step == totalSteps - 1 {
                 logger.info(.init(stringLiteral: String(format: "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %d supervised | ",
                            step + 1, totalSteps, metrics.loss, metrics.lr, metrics.gradNorm, metrics.tokensPerSec, metrics.supervisedTokens)
@@ -156,20 +176,40 @@ public final class Trainer {
                     encoder.outputFormatting = [.sortedKeys]
                     var line = try encoder.encode(metrics)
                     line.append(UInt8(ascii: "\n"))
-                    try metricsHandle.write(contentsOf: line)
+                    try Self.append(line, to: metricsHandle, path: options.metricsFile ?? "", step: step + 1)
                 }
             }
         }
+        return .finished
     }
 
-    /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW.
+    /// One optimizer step that no rank asks to stop (``bench`` and tests); throws if another rank asks.
     public func trainStep(_ step: Int) throws -> StepMetrics {
+        switch try trainStep(step, stopRequest: 0) {
+        case .trained(let metrics): return metrics
+        case .stopped(let signal):
+            throw TrainingError(step: step + 1, microBatch: nil, rank: communicator.rank,
+                                underlying: OptionError(message: "another rank asked to stop (\(StopSignals.name(signal)))"))
+        }
+    }
+
+    /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW;
+    /// or none, when any rank's `stopRequest` is a signal (SIGTERM, SIGINT; 0: no request).
+    ///
+    /// The stop requests travel in the all-reduce of the step's token counts (two more `Int64`s: the
+    /// number of ranks asking with SIGINT and with another signal), so agreeing costs no extra collective.
+    /// If any rank asks, every rank returns ``StepResult/stopped(signal:)`` before touching the model:
+    /// SIGTERM (a scheduler's) wins over SIGINT when ranks received different signals.
+    public func trainStep(_ step: Int, stopRequest: Int32) throws -> StepResult {
         let started = Date()
         communicator.context = "step \(step + 1)"  // named by a collective timeout or --debug mismatch
         let batches = plan.microBatches(step: step, rank: communicator.rank)
         // The loss is normalised by the supervised tokens of the whole step, on all ranks.
-        let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count })]
+        let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count }),
+                           stopRequest == SIGINT ? 1 : 0, stopRequest != 0 && stopRequest != SIGINT ? 1 : 0]
         let globalCounts = try communicator.allReduce(localCounts, .sum)
+        if globalCounts[3] > 0 { return .stopped(signal: SIGTERM) }
+        if globalCounts[2] > 0 { return .stopped(signal: SIGINT) }
         let supervised = Int(globalCounts[0]), tokens = Int(globalCounts[1])
         // Packing keeps only examples with a supervised token, so every step has one; a step without would
         // divide by zero (every rank has the same global counts and throws alike).
@@ -203,10 +243,10 @@ public final class Trainer {
         let seconds = Date().timeIntervalSince(started)
         let checksum = options.debug ? try engine.parameterChecksum() : nil
         if let checksum { logger.debug("\(String(format: "  debug: step %d parameter checksum %.9e", step + 1, checksum))") }
-        return StepMetrics(step: step + 1, loss: supervised > 0 ? globalLoss / Double(supervised) : 0, lr: lr, gradNorm: gradNorm,
+        return .trained(StepMetrics(step: step + 1, loss: supervised > 0 ? globalLoss / Double(supervised) : 0, lr: lr, gradNorm: gradNorm,
                            tokensPerSec: Double(tokens) / seconds, supervisedTokens: supervised, tokens: tokens,
                            stepSeconds: seconds, computeSeconds: computed.timeIntervalSince(started),
-                           optimizerSeconds: optimized.timeIntervalSince(computed), parameterChecksum: checksum, memory: try ledgers())
+                           optimizerSeconds: optimized.timeIntervalSince(computed), parameterChecksum: checksum, memory: try ledgers()))
     }
 
     static func maxima(_ ledgers: [MemoryLedger]) -> MemoryLedger {
@@ -221,6 +261,18 @@ public final class Trainer {
         return m
     }
 
+    /// Appends one JSON line; a failed write (a full or read-only file system) is cut back to the
+    /// previous line's end, so the file never ends with half a line, and names the file and the step.
+    static func append(_ line: Data, to handle: FileHandle, path: String, step: Int) throws {
+        let end = try FileOperation.perform("find the end of the metrics file", path: path) { try handle.offset() }
+        do {
+            try FileOperation.perform("append step \(step) to the metrics file", path: path) { try handle.write(contentsOf: line) }
+        } catch {
+            try? handle.truncate(atOffset: end)
+            throw error
+        }
+    }
+
     private func openMetricsFile() throws -> FileHandle? {
         guard isLeader, let path = options.metricsFile else { return nil }
         let url = URL(fileURLWithPath: path)
@@ -230,6 +282,23 @@ public final class Trainer {
         }
         return try FileOperation.perform("open for writing", path: path) { try FileHandle(forWritingTo: url) }
     }
+}
+
+/// How ``Trainer/train(stopRequest:)`` ended.
+public enum TrainingOutcome: Sendable, Equatable {
+    /// Every planned step ran.
+    case finished
+    /// The ranks agreed to stop at a step boundary because of `signal` (SIGTERM or SIGINT);
+    /// ``Trainer/completedSteps`` steps ran. The command saves and exits 128 + signal.
+    case stopped(signal: Int32)
+}
+
+/// What ``Trainer/trainStep(_:stopRequest:)`` did.
+public enum StepResult: Sendable {
+    /// The step ran.
+    case trained(StepMetrics)
+    /// A rank asked to stop; no rank ran the step.
+    case stopped(signal: Int32)
 }
 
 /// A failure inside a training step, naming the step, the micro-batch and the rank.

@@ -106,19 +106,70 @@ struct TrainCommand: ParsableCommand {
         try MemoryCheck.require(config: config, options: options, force: force)
         let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
         let examples = loaded.examples
-        try ModelCheckpoint.checkFreshDirectory(outputDir)
-        Job.run { (communicator: Communicator) throws -> Void in
+        try OutputOptions.check(outputDir: outputDir, metricsFile: options.metricsFile, inputs: [data, modelOptions.model],
+                                source: source, resuming: false)
+        // The final save, and what a stop on SIGTERM/SIGINT saves (every rank calls it; returns where it saved,
+        // nil without --output-dir). With checkpoints the stop hook becomes `checkpoint-STEP` in OUTPUT_DIR.
+        let saveModel: (Trainer) throws -> String? = { trainer in
+            guard let outputDir else { return nil }
+            let directory = URL(fileURLWithPath: outputDir)
+            try ModelCheckpoint.save(engine: trainer.engine, config: config, to: directory)
+            if trainer.communicator.rank == 0 { try ModelExport.writeSidecars(from: source, config: config, to: directory) }
+            return directory.path
+        }
+        let saveOnStop = saveModel
+        Job.runReturningExitCode { (communicator: Communicator) throws -> Int32 in
+            StopSignals.install()
             collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.warn(source)
             Session.logger("train").info("data file: \(loaded.report.summary)")
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples)
-            try trainer.train()
-            if let outputDir {
-                let directory = URL(fileURLWithPath: outputDir)
-                try ModelCheckpoint.save(engine: trainer.engine, config: config, to: directory)
-                if communicator.rank == 0 { try ModelExport.writeSidecars(from: source, config: config, to: directory) }
+            switch try trainer.train(stopRequest: { StopSignals.received }) {
+            case .finished:
+                _ = try saveModel(trainer)
+                return 0
+            case .stopped(let signal):
+                return try Session.stop(trainer, signal: signal, save: saveOnStop)
             }
+        }
+    }
+}
+
+/// Where `train` writes, checked before any rank starts work.
+enum OutputOptions {
+    /// `--output-dir` (``OutputCheck/outputDirectory(_:needs:)``, warnings printed) and `--metrics-file`
+    /// (``OutputCheck/metricsFile(_:inputs:resuming:)``: never one of `inputs`, an existing one only when `resuming`).
+    static func check(outputDir: String?, metricsFile: String?, inputs: [String], source: ModelSource, resuming: Bool) throws {
+        if let outputDir {
+            let parameters = ParameterLayout(config: source.config).parameterCount
+            let needs = OutputCheck.SpaceNeeds(parameterCount: parameters, sidecarBytes: sidecarBytes(source))
+            for warning in try OutputCheck.outputDirectory(outputDir, needs: needs) {
+                warnOnce(warning)
+            }
+        }
+        if let metricsFile {
+            try OutputCheck.metricsFile(metricsFile, inputs: inputs, resuming: resuming)
+        }
+    }
+
+    /// A warning before MPI starts, printed by the launcher's rank 0 only (or the only process), like
+    /// ``RankLogHandler``'s: `zero-sft: warning: …` on stderr.
+    static func warnOnce(_ message: String) {
+        let environment = ProcessInfo.processInfo.environment
+        let rank = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"].lazy.compactMap { environment[$0] }.first ?? "0"
+        guard rank == "0" else { return }
+        FileHandle.standardError.write(Data("zero-sft: warning: \(message)\n".utf8))
+    }
+
+    /// The bytes of the tokenizer and generation files an HF export copies (16 MiB for a GGUF's rebuilt ones).
+    static func sidecarBytes(_ source: ModelSource) -> Int {
+        if source.gguf != nil { return 16 << 20 }
+        guard let files = source.files else { return 0 }
+        return (ModelExport.tokenizerFileNames + ["generation_config.json"]).reduce(0) { total, name in
+            guard files.contains(name),
+                  let size = try? FileManager.default.attributesOfItem(atPath: files.url(name).path)[.size] as? Int else { return total }
+            return total + size
         }
     }
 }
