@@ -27,7 +27,9 @@ import Musl
 /// A second signal ends the process at once (exit 128 + signal, no save), except a repeat sent by
 /// the parent process (the launcher's own kill sequence, see `handle`).
 ///
-/// The corresponding C functions are `sigaction` (`SA_SIGINFO | SA_RESTART`), `getppid`, `write` and `_exit`.
+/// The corresponding C functions are `sigaction` (`SA_SIGINFO | SA_RESTART`), `pthread_sigmask`
+/// (the signals are unblocked on the calling thread, in case the parent started us with them blocked),
+/// `getppid`, `write` and `_exit`.
 public enum StopSignals {
     /// The first stop signal received (0: none). Initialised before a handler can touch it.
     private static let first = Atomic<Int32>(0)
@@ -35,6 +37,9 @@ public enum StopSignals {
     nonisolated(unsafe) private static var termMessage: UnsafeMutableBufferPointer<UInt8>?
     nonisolated(unsafe) private static var interruptMessage: UnsafeMutableBufferPointer<UInt8>?
     nonisolated(unsafe) private static var isInstalled = false
+    /// Whether a launcher started this process (``ProcessRuntime/isUnderLauncher``): only then is the
+    /// parent's repeat part of a kill sequence. Set before the handlers are installed.
+    nonisolated(unsafe) private static var parentIsLauncher = false
 
     /// Installs the handlers for SIGTERM and SIGINT (once per process; later calls do nothing). Call it
     /// on the main thread after `MPI_Init` (``Job/run(_:)`` has done it), so that no library's handler
@@ -43,18 +48,25 @@ public enum StopSignals {
         guard !isInstalled else { return }
         isInstalled = true
         _ = first.load(ordering: .relaxed)  // initialise the global before any handler can run
+        parentIsLauncher = ProcessRuntime.isUnderLauncher
         termMessage = prepare("\nzero-sft: second SIGTERM: exiting at once without saving (exit 143)\n")
         interruptMessage = prepare("\nzero-sft: second SIGINT: exiting at once without saving (exit 130)\n")
         // launch/run relays its own SIGTERM through mpirun (which forwards SIGUSR1/SIGUSR2 at once and
         // SIGTERM only after its kill sequence's first grace period): SIGUSR1 is the stop request,
         // SIGUSR2 the second signal. Only when launch/run says so: otherwise they keep their default action.
+        var handled = sigset_t()
+        sigemptyset(&handled)
         for signal in [SIGTERM, SIGINT] + (isRelayed ? [SIGUSR1, SIGUSR2] : []) {
             var action = sigaction()
             action.__sigaction_handler.sa_sigaction = StopSignals.handle
             sigemptyset(&action.sa_mask)
             action.sa_flags = SA_RESTART | SA_SIGINFO
             sigaction(signal, &action, nil)
+            sigaddset(&handled, signal)
         }
+        // A parent may have started us with these signals blocked (a blocked mask is inherited: test
+        // runners and some supervisors do it); unblocked on this thread, the kernel delivers them here.
+        pthread_sigmask(SIG_UNBLOCK, &handled, nil)
     }
 
     /// The environment variable (`ZERO_SFT_SIGNAL_RELAY=1`) with which `launch/run` tells the ranks that
@@ -83,7 +95,7 @@ public enum StopSignals {
     }
 
     /// The handler: records the first signal; on a second one writes the prepared message and `_exit`s,
-    /// unless the second comes from this process's parent: the launcher (Open MPI's `orted`/`mpirun`,
+    /// unless the second comes from this process's parent when that is a launcher: the launcher (Open MPI's `orted`/`mpirun`,
     /// `slurmstepd`) repeating its request as a step of its own kill sequence (Open MPI 4.1 sends
     /// SIGTERM and, `odls_base_sigkill_timeout` seconds later, SIGKILL; under Slurm the ranks get the
     /// scheduler's SIGTERM directly and then `mpirun`'s), which must not cut the save short.
@@ -94,7 +106,7 @@ public enum StopSignals {
             let (recorded, _) = first.compareExchange(expected: 0, desired: signal, ordering: .relaxed)
             guard !recorded else { return }
             if received == SIGUSR1 { return }  // the relay of a request already received
-            if let info, info.pointee._sifields._kill.si_pid == getppid() { return }
+            if parentIsLauncher, let info, info.pointee._sifields._kill.si_pid == getppid() { return }
         }
         if let message = signal == SIGINT ? interruptMessage : termMessage, let base = message.baseAddress {
             _ = write(2, base, message.count)

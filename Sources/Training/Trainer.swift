@@ -35,19 +35,31 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
 
     public init() {}
 
+    /// The largest `--seq-len` any command accepts (2^24 tokens: far past every model's context).
+    public static let maximumSequenceLength = 1 << 24
+    /// The largest `--micro-batch-size` and `--grad-accum` (2^20), so that rows per step cannot overflow.
+    public static let maximumRows = 1 << 20
+
+    /// Rejects every option outside its range, naming it; NaN and infinities included.
     public func validate() throws {
         func check(_ ok: Bool, _ message: String) throws { if !ok { throw OptionError(message: message) } }
+        let rows = Self.maximumRows, tokens = Self.maximumSequenceLength
         try check(reductionsInFlight >= 1, "--reductions-in-flight must be at least 1 (got \(reductionsInFlight))")
-        try check(microBatchSize >= 1, "--micro-batch-size must be at least 1 (got \(microBatchSize))")
-        try check(sequenceLength >= 2, "--seq-len must be at least 2 (got \(sequenceLength))")
-        try check(gradientAccumulation >= 1, "--grad-accum must be at least 1 (got \(gradientAccumulation))")
+        try check((1...rows).contains(microBatchSize), "--micro-batch-size must be in [1, \(rows)] (got \(microBatchSize))")
+        try check((2...tokens).contains(sequenceLength), "--seq-len must be in [2, \(tokens)] (got \(sequenceLength))")
+        try check(sequenceLength * microBatchSize <= 1 << 32,
+                  "--seq-len \(sequenceLength) × --micro-batch-size \(microBatchSize) tokens per micro-batch: far beyond any host's memory (at most 2^32)")
+        try check((1...rows).contains(gradientAccumulation), "--grad-accum must be in [1, \(rows)] (got \(gradientAccumulation))")
         try check(learningRate > 0 && learningRate.isFinite, "--lr must be a positive number (got \(learningRate))")
         try check(minimumLearningRate >= 0 && minimumLearningRate <= learningRate,
                   "--min-lr must be in [0, --lr] = [0, \(learningRate)] (got \(minimumLearningRate))")
         try check(warmupSteps >= 0, "--warmup-steps must not be negative (got \(warmupSteps))")
         try check(maxSteps.map { $0 >= 1 } ?? true, "--max-steps must be at least 1 (got \(maxSteps ?? 0))")
-        try check(weightDecay >= 0, "--weight-decay must not be negative (got \(weightDecay))")
-        try check(clipGradientNorm >= 0, "--clip-grad-norm must not be negative (got \(clipGradientNorm))")
+        try check(weightDecay >= 0 && weightDecay.isFinite, "--weight-decay must be a finite number, 0 or more (got \(weightDecay))")
+        try check(weightDecay * learningRate <= 1,
+                  "--weight-decay × --lr must be at most 1 (AdamW multiplies the weights by 1 − lr × decay; got \(weightDecay) × \(learningRate))")
+        try check(clipGradientNorm >= 0 && clipGradientNorm.isFinite,
+                  "--clip-grad-norm must be a finite number, 0 (off) or more (got \(clipGradientNorm))")
         try check(logEvery >= 1, "--log-every must be at least 1 (got \(logEvery))")
         try check((0..<1).contains(beta1) && (0..<1).contains(beta2), "AdamW betas must be in [0, 1)")
     }

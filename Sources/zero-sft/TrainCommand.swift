@@ -104,10 +104,10 @@ struct TrainCommand: ParsableCommand {
         let config = source.config
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
-        let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
-        let examples = loaded.examples
         try OutputOptions.check(outputDir: outputDir, metricsFile: options.metricsFile, inputs: [data, modelOptions.model],
                                 source: source, resuming: false)
+        let loaded = try text.load(data: data, source: source, vocabularySize: config.vocabSize)
+        let examples = loaded.examples
         // The final save, and what a stop on SIGTERM/SIGINT saves (every rank calls it; returns where it saved,
         // nil without --output-dir). With checkpoints the stop hook becomes `checkpoint-STEP` in OUTPUT_DIR.
         let saveModel: (Trainer) throws -> String? = { trainer in
