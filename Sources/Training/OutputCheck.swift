@@ -53,7 +53,9 @@ public enum OutputCheck {
                 throw OptionError(message: "--output-dir \(error)")
             }
         }
-        var template = Array("\(path)/.zero-sft-probe-XXXXXX".utf8CString)
+        // Named like our writers' temporaries (``AtomicFile/isLeftover(_:)``), so that another rank's
+        // check of the same directory at the same moment does not count it as content.
+        var template = Array("\(path)/.zero-sft-probe.tmp-XXXXXX".utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard descriptor >= 0 else {
             let code = errno

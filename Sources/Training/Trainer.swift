@@ -35,8 +35,8 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
 
     public init() {}
 
-    /// The largest `--seq-len` any command accepts (2^24 tokens: far past every model's context).
-    public static let maximumSequenceLength = 1 << 24
+    /// The largest `--seq-len` any command accepts (2^27 tokens: far past every model's context; the memory planner refuses far less on a real host).
+    public static let maximumSequenceLength = 1 << 27
     /// The largest `--micro-batch-size` and `--grad-accum` (2^20), so that rows per step cannot overflow.
     public static let maximumRows = 1 << 20
 

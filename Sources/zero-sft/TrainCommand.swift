@@ -148,17 +148,22 @@ enum OutputOptions {
                 warnOnce(warning)
             }
         }
-        if let metricsFile {
+        // Rank 0 alone writes the metrics file, and alone checks it (another rank's probe would be "an existing file").
+        if let metricsFile, launcherRank == "0" {
             try OutputCheck.metricsFile(metricsFile, inputs: inputs, resuming: resuming)
         }
+    }
+
+    /// This process's rank as the launcher announced it, "0" without a launcher.
+    static var launcherRank: String {
+        let environment = ProcessInfo.processInfo.environment
+        return ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"].lazy.compactMap { environment[$0] }.first ?? "0"
     }
 
     /// A warning before MPI starts, printed by the launcher's rank 0 only (or the only process), like
     /// ``RankLogHandler``'s: `zero-sft: warning: …` on stderr.
     static func warnOnce(_ message: String) {
-        let environment = ProcessInfo.processInfo.environment
-        let rank = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"].lazy.compactMap { environment[$0] }.first ?? "0"
-        guard rank == "0" else { return }
+        guard launcherRank == "0" else { return }
         FileHandle.standardError.write(Data("zero-sft: warning: \(message)\n".utf8))
     }
 
