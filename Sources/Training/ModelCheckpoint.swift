@@ -15,6 +15,7 @@ public enum ModelCheckpoint {
             try FileOperation.perform("create directory", path: directory.path) {
                 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             }
+            AtomicFile.removeLeftovers(in: directory)  // of a save that was killed
         }
         try ModelExport.writeSafetensors(engine: engine, to: directory.appendingPathComponent("model.safetensors"), overwrite: overwrite)
         guard engine.communicator.rank == 0 else { return }
@@ -22,12 +23,13 @@ public enum ModelCheckpoint {
     }
 
     /// Refuses to write into an existing non-empty directory: nothing the user had is overwritten.
-    /// Temporaries a killed save left (``TrainingCheckpointFormat/isTemporary(_:)``) do not count: the
+    /// Temporaries a killed save left (``TrainingCheckpointFormat/isTemporary(_:)``, and our writers'
+    /// ``AtomicFile/isLeftover(_:)`` files such as `.model.safetensors.tmp-Ab12Cd`) do not count: the
     /// next save removes them. `resumable`: the message suggests `--resume latest` (HF Trainer's rule: a
     /// non-empty output directory is only reused when resuming).
     public static func checkFreshDirectory(_ path: String?, resumable: Bool = false) throws {
         guard let path else { return }
-        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { !TrainingCheckpointFormat.isTemporary($0) }
+        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { !TrainingCheckpointFormat.isTemporary($0) && !AtomicFile.isLeftover($0) }
         if !contents.isEmpty {
             let hint = resumable && contents.contains(where: { TrainingCheckpointFormat.step(ofDirectoryNamed: $0) != nil })
                 ? ": it holds checkpoints of an earlier run; pass --resume latest to continue it, or choose a new directory"

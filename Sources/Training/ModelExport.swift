@@ -36,6 +36,7 @@ public enum ModelExport {
         try FileOperation.perform("create directory", path: directory.path) {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         }
+        AtomicFile.removeLeftovers(in: directory)  // of an export that was killed
         let layout = ParameterLayout(config: source.config)
         var location: [String: (unit: Int, offset: Int)] = [:]
         for (index, unit) in layout.units.enumerated() {
@@ -58,7 +59,7 @@ public enum ModelExport {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let url = directory.appendingPathComponent("config.json")
         let data = try encoder.encode(config)
-        try FileOperation.perform("write", path: url.path) { try data.write(to: url, options: .atomic) }
+        try AtomicFile.write(data, to: url)
     }
 
     /// `generation_config.json` and the tokenizer files: what `train --output-dir` and `export` write
@@ -70,13 +71,13 @@ public enum ModelExport {
     public static func writeSidecars(from source: ModelSource, config: ModelConfig, to directory: URL) throws -> [String] {
         let generation = directory.appendingPathComponent("generation_config.json")
         if let original = try source.files?.data("generation_config.json") {
-            try FileOperation.perform("write", path: generation.path) { try original.write(to: generation, options: .atomic) }
+            try AtomicFile.write(original, to: generation)
         } else {
             var fields: [String: Any] = ["_from_model_config": true]
             if let bos = config.bosTokenID { fields["bos_token_id"] = bos }
             if let eos = config.eosTokenID { fields["eos_token_id"] = eos.ids.count == 1 ? eos.ids[0] : eos.ids }
             let data = try JSONSerialization.data(withJSONObject: fields, options: [.prettyPrinted, .sortedKeys])
-            try FileOperation.perform("write", path: generation.path) { try data.write(to: generation, options: .atomic) }
+            try AtomicFile.write(data, to: generation)
         }
         return ["generation_config.json"] + (try writeTokenizerFiles(from: source, to: directory))
     }
@@ -94,7 +95,7 @@ public enum ModelExport {
             let files = try GGUFTokenizerFiles.make(from: gguf.metadata, source: gguf.location)
             for (name, data) in [("tokenizer.json", files.tokenizerJSON), ("tokenizer_config.json", files.tokenizerConfigJSON)] {
                 let url = directory.appendingPathComponent(name)
-                try FileOperation.perform("write", path: url.path) { try data.write(to: url, options: .atomic) }
+                try AtomicFile.write(data, to: url)
             }
             return ["tokenizer.json", "tokenizer_config.json"]
         }
@@ -103,7 +104,7 @@ public enum ModelExport {
         for name in tokenizerFileNames {
             guard let data = try files.data(name) else { continue }
             let to = directory.appendingPathComponent(name)
-            try FileOperation.perform("write", path: to.path) { try data.write(to: to, options: .atomic) }
+            try AtomicFile.write(data, to: to)
             copied.append(name)
         }
         return copied

@@ -39,12 +39,21 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
 
     public init() {}
 
+    /// The largest `--seq-len` any command accepts (2^27 tokens: far past every model's context; the memory planner refuses far less on a real host).
+    public static let maximumSequenceLength = 1 << 27
+    /// The largest `--micro-batch-size` and `--grad-accum` (2^20), so that rows per step cannot overflow.
+    public static let maximumRows = 1 << 20
+
+    /// Rejects every option outside its range, naming it; NaN and infinities included.
     public func validate() throws {
         func check(_ ok: Bool, _ message: String) throws { if !ok { throw OptionError(message: message) } }
+        let rows = Self.maximumRows, tokens = Self.maximumSequenceLength
         try check(reductionsInFlight >= 1, "--reductions-in-flight must be at least 1 (got \(reductionsInFlight))")
-        try check(microBatchSize >= 1, "--micro-batch-size must be at least 1 (got \(microBatchSize))")
-        try check(sequenceLength >= 2, "--seq-len must be at least 2 (got \(sequenceLength))")
-        try check(gradientAccumulation >= 1, "--grad-accum must be at least 1 (got \(gradientAccumulation))")
+        try check((1...rows).contains(microBatchSize), "--micro-batch-size must be in [1, \(rows)] (got \(microBatchSize))")
+        try check((2...tokens).contains(sequenceLength), "--seq-len must be in [2, \(tokens)] (got \(sequenceLength))")
+        try check(sequenceLength * microBatchSize <= 1 << 32,
+                  "--seq-len \(sequenceLength) × --micro-batch-size \(microBatchSize) tokens per micro-batch: far beyond any host's memory (at most 2^32)")
+        try check((1...rows).contains(gradientAccumulation), "--grad-accum must be in [1, \(rows)] (got \(gradientAccumulation))")
         try check(learningRate > 0 && learningRate.isFinite, "--lr must be a positive number (got \(learningRate))")
         try check(minimumLearningRate >= 0 && minimumLearningRate <= learningRate,
                   "--min-lr must be in [0, --lr] = [0, \(learningRate)] (got \(minimumLearningRate))")
@@ -53,8 +62,11 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
         try check(epochs.map { $0 >= 1 } ?? true, "--epochs must be at least 1 (got \(epochs ?? 0))")
         try check(maxSteps == nil || epochs == nil,
                   "--max-steps \(maxSteps ?? 0) and --epochs \(epochs ?? 0) both set the run's length: give one of them")
-        try check(weightDecay >= 0, "--weight-decay must not be negative (got \(weightDecay))")
-        try check(clipGradientNorm >= 0, "--clip-grad-norm must not be negative (got \(clipGradientNorm))")
+        try check(weightDecay >= 0 && weightDecay.isFinite, "--weight-decay must be a finite number, 0 or more (got \(weightDecay))")
+        try check(weightDecay * learningRate <= 1,
+                  "--weight-decay × --lr must be at most 1 (AdamW multiplies the weights by 1 − lr × decay; got \(weightDecay) × \(learningRate))")
+        try check(clipGradientNorm >= 0 && clipGradientNorm.isFinite,
+                  "--clip-grad-norm must be a finite number, 0 (off) or more (got \(clipGradientNorm))")
         try check(logEvery >= 1, "--log-every must be at least 1 (got \(logEvery))")
         try check((0..<1).contains(beta1) && (0..<1).contains(beta2), "AdamW betas must be in [0, 1)")
     }
@@ -180,20 +192,37 @@ public final class Trainer {
     }
 
     /// Runs optimizer steps `startStep..<totalSteps`, logging on rank 0 and appending to the metrics
-    /// file; `afterStep(completed)` runs after each (every rank: `--save-every` saves there). With an
-    /// ``evaluator``, evaluates at step 0, when due and at the end (before `afterStep`, so a checkpoint
-    /// holds the evaluation of its step), and returns early (``earlyStop`` set) when its patience runs
-    /// out. A resumed run restores the evaluator's history and patience from the checkpoint's metrics.
-    public func train(afterStep: (_ completedSteps: Int) throws -> Void = { _ in }) throws {
+    /// file, or fewer when a stop is requested or the evaluator's patience runs out.
+    ///
+    /// - `afterStep(completed)` runs after each step on every rank (`--save-every` saves there).
+    /// - With an ``evaluator``: evaluates at step 0, when due and at the end (before `afterStep`, so a
+    ///   checkpoint holds the evaluation of its step); returns ``TrainingOutcome/finished`` early, with
+    ///   ``earlyStop`` set, when its patience runs out. A resumed run restores the evaluator's history and
+    ///   patience from the checkpoint's metrics.
+    /// - `stopRequest` is read on every rank before each step (``StopSignals/received`` for the commands:
+    ///   0, or the SIGTERM/SIGINT this rank received); the ranks agree on it inside the step's first
+    ///   all-reduce (``trainStep(_:stopRequest:)``), so when any rank asks, every rank stops before the
+    ///   same step, after the previous step's collectives completed, and the result is
+    ///   ``TrainingOutcome/stopped(signal:)`` with ``completedSteps`` steps done.
+    @discardableResult
+    public func train(stopRequest: () -> Int32 = { 0 }, afterStep: (_ completedSteps: Int) throws -> Void = { _ in }) throws -> TrainingOutcome {
         metricsHandle = try openMetricsFile()
         defer { try? metricsHandle?.close(); metricsHandle = nil }
         if startStep > 0 {
             try evaluator?.restore(from: restoredMetricsLines)
         } else if try evaluate(afterStep: 0) {
-            return
+            return .finished
         }
         for step in startStep..<totalSteps {
-            let metrics = try trainStep(step)
+            let metrics: StepMetrics
+            switch try trainStep(step, stopRequest: stopRequest()) {
+            case .trained(let trained): metrics = trained
+            case .stopped(let signal):
+                if isLeader {
+                    logger.info("\(StopSignals.name(signal)) received: stopping before step \(step + 1)/\(totalSteps) (\(step) steps done)")
+                }
+                return .stopped(signal: signal)
+            }
             history.append(metrics)
             completedSteps = step + 1
             if isLeader, step % options.logEvery == 0 || step == totalSteps - 1 {
@@ -204,9 +233,10 @@ public final class Trainer {
                 encoder.outputFormatting = [.sortedKeys]
                 try appendMetrics(encoder.encode(metrics))
             }
-            if try evaluate(afterStep: step + 1) { return }
+            if try evaluate(afterStep: step + 1) { return .finished }
             try afterStep(step + 1)
         }
+        return .finished
     }
 
     /// The evaluator's scores after `completed` optimizer steps, when due (a collective on every rank):
@@ -235,8 +265,7 @@ public final class Trainer {
         guard let metricsHandle else { return }
         var line = json
         line.append(UInt8(ascii: "\n"))
-        let path = options.metricsFile ?? "metrics file"
-        try FileOperation.perform("append a metrics line", path: path) { try metricsHandle.write(contentsOf: line) }
+        try Self.append(line, to: metricsHandle, path: options.metricsFile ?? "metrics file")
     }
 
     /// Continues a run from a checkpoint saved after `step` optimizer steps: the next step is `step + 1`,
@@ -252,15 +281,34 @@ public final class Trainer {
         if isLeader { self.metricsLines = metricsLines }
     }
 
-    /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW.
+    /// One optimizer step that no rank asks to stop (``bench`` and tests); throws if another rank asks.
     public func trainStep(_ step: Int) throws -> StepMetrics {
+        switch try trainStep(step, stopRequest: 0) {
+        case .trained(let metrics): return metrics
+        case .stopped(let signal):
+            throw TrainingError(step: step + 1, microBatch: nil, rank: communicator.rank,
+                                underlying: OptionError(message: "another rank asked to stop (\(StopSignals.name(signal)))"))
+        }
+    }
+
+    /// One optimizer step: all micro-batches forward and backward, the gradient reduction, clipping, AdamW;
+    /// or none, when any rank's `stopRequest` is a signal (SIGTERM, SIGINT; 0: no request).
+    ///
+    /// The stop requests travel in the all-reduce of the step's token counts (two more `Int64`s: the
+    /// number of ranks asking with SIGINT and with another signal), so agreeing costs no extra collective.
+    /// If any rank asks, every rank returns ``StepResult/stopped(signal:)`` before touching the model:
+    /// SIGTERM (a scheduler's) wins over SIGINT when ranks received different signals.
+    public func trainStep(_ step: Int, stopRequest: Int32) throws -> StepResult {
         let started = Date()
         let countersBefore = communicator.counters
         communicator.context = "step \(step + 1)"  // named by a collective timeout or --debug mismatch
         let batches = plan.microBatches(step: step, rank: communicator.rank)
         // The loss is normalised by the supervised tokens of the whole step, on all ranks.
-        let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count })]
+        let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count }),
+                           stopRequest == SIGINT ? 1 : 0, stopRequest != 0 && stopRequest != SIGINT ? 1 : 0]
         let globalCounts = try communicator.allReduce(localCounts, .sum)
+        if globalCounts[3] > 0 { return .stopped(signal: SIGTERM) }
+        if globalCounts[2] > 0 { return .stopped(signal: SIGINT) }
         let supervised = Int(globalCounts[0]), tokens = Int(globalCounts[1])
         // Packing keeps only examples with a supervised token, so every step has one; a step without would
         // divide by zero (every rank has the same global counts and throws alike).
@@ -295,11 +343,11 @@ public final class Trainer {
         let communication = communicator.counters.subtracting(countersBefore)
         let checksum = options.debug ? try engine.parameterChecksum() : nil
         if let checksum { logger.debug("\(String(format: "  debug: step %d parameter checksum %.9e", step + 1, checksum))") }
-        return StepMetrics(step: step + 1, loss: supervised > 0 ? globalLoss / Double(supervised) : 0, lr: lr, gradNorm: gradNorm,
+        return .trained(StepMetrics(step: step + 1, loss: supervised > 0 ? globalLoss / Double(supervised) : 0, lr: lr, gradNorm: gradNorm,
                            tokensPerSec: Double(tokens) / seconds, supervisedTokens: supervised, tokens: tokens,
                            stepSeconds: seconds, computeSeconds: computed.timeIntervalSince(started),
                            optimizerSeconds: optimized.timeIntervalSince(computed), parameterChecksum: checksum, memory: try ledgers(),
-                           communication: communication)
+                           communication: communication))
     }
 
     static func maxima(_ ledgers: [MemoryLedger]) -> MemoryLedger {
@@ -314,6 +362,19 @@ public final class Trainer {
         }
         return m
     }
+
+    /// Appends one JSON line; a failed write (a full or read-only file system) is cut back to the
+    /// previous line's end, so the file never ends with half a line, and names the file and the step.
+    static func append(_ line: Data, to handle: FileHandle, path: String) throws {
+        let end = try FileOperation.perform("find the end of the metrics file", path: path) { try handle.offset() }
+        do {
+            try FileOperation.perform("append a line to the metrics file", path: path) { try handle.write(contentsOf: line) }
+        } catch {
+            try? handle.truncate(atOffset: end)
+            throw error
+        }
+    }
+
 
     /// Rank 0 opens `--metrics-file`: a fresh run truncates it; a resumed run keeps the lines of steps
     /// up to its checkpoint (or writes the checkpoint's lines when the file is gone) and appends, so no
@@ -360,6 +421,23 @@ public final class Trainer {
         _ = try FileOperation.perform("seek to the end", path: path) { try handle.seekToEnd() }
         return handle
     }
+}
+
+/// How ``Trainer/train(stopRequest:)`` ended.
+public enum TrainingOutcome: Sendable, Equatable {
+    /// Every planned step ran.
+    case finished
+    /// The ranks agreed to stop at a step boundary because of `signal` (SIGTERM or SIGINT);
+    /// ``Trainer/completedSteps`` steps ran. The command saves and exits 128 + signal.
+    case stopped(signal: Int32)
+}
+
+/// What ``Trainer/trainStep(_:stopRequest:)`` did.
+public enum StepResult: Sendable {
+    /// The step ran.
+    case trained(StepMetrics)
+    /// A rank asked to stop; no rank ran the step.
+    case stopped(signal: Int32)
 }
 
 /// A failure inside a training step, naming the step, the micro-batch and the rank.

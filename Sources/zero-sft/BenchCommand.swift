@@ -25,8 +25,18 @@ struct BenchCommand: ParsableCommand {
     var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
 
     func validate() throws {
-        guard steps >= 1, microBatchSize >= 1, seqLen >= 2 else { throw ValidationError("--steps, --micro-batch-size and --seq-len must be positive") }
-        guard supervisedFraction > 0, supervisedFraction <= 1 else { throw ValidationError("--supervised-fraction must be in (0, 1]") }
+        let tokens = TrainingOptions.maximumSequenceLength, rows = TrainingOptions.maximumRows
+        guard (1...rows).contains(steps) else { throw ValidationError("--steps must be in [1, \(rows)] (got \(steps))") }
+        guard (1...rows).contains(microBatchSize) else {
+            throw ValidationError("--micro-batch-size must be in [1, \(rows)] (got \(microBatchSize))")
+        }
+        guard (2...tokens).contains(seqLen) else { throw ValidationError("--seq-len must be in [2, \(tokens)] (got \(seqLen))") }
+        guard seqLen * microBatchSize <= 1 << 32 else {
+            throw ValidationError("--seq-len \(seqLen) × --micro-batch-size \(microBatchSize) tokens per micro-batch: far beyond any host's memory")
+        }
+        guard supervisedFraction > 0, supervisedFraction <= 1 else {
+            throw ValidationError("--supervised-fraction must be in (0, 1] (got \(supervisedFraction))")
+        }
         guard reductionsInFlight >= 1 else { throw ValidationError("--reductions-in-flight must be at least 1 (got \(reductionsInFlight))") }
     }
 

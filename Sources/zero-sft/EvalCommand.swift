@@ -32,8 +32,11 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var collectives: CollectiveOptions
 
     func validate() throws {
-        guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
-        guard tokensPerForward >= 1 else { throw ValidationError("--tokens-per-forward must be positive, got \(tokensPerForward)") }
+        let tokens = TrainingOptions.maximumSequenceLength
+        guard (2...tokens).contains(seqLen) else { throw ValidationError("--seq-len must be in [2, \(tokens)], got \(seqLen)") }
+        guard (1...tokens).contains(tokensPerForward) else {
+            throw ValidationError("--tokens-per-forward must be in [1, \(tokens)], got \(tokensPerForward)")
+        }
         guard zeroStage == .zero || zeroStage == .three else { throw ValidationError("--zero-stage must be 0 or 3 for eval, got \(zeroStage)") }
     }
 

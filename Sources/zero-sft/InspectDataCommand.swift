@@ -37,7 +37,8 @@ struct InspectDataCommand: ParsableCommand {
     var jsonl = false
 
     func validate() throws {
-        if seqLen < 2 { throw ValidationError("--seq-len must be at least 2 (got \(seqLen))") }
+        let tokens = TrainingOptions.maximumSequenceLength
+        if !(2...tokens).contains(seqLen) { throw ValidationError("--seq-len must be in [2, \(tokens)] (got \(seqLen))") }
         if example < 1 { throw ValidationError("--example counts from 1 (got \(example))") }
     }
 

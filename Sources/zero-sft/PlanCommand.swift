@@ -54,8 +54,11 @@ struct PlanCommand: ParsableCommand {
     func validate() throws {
         _ = try parsedRanks()
         _ = try parsedStages()
-        guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2 (got \(seqLen))") }
-        guard microBatchSize >= 1 else { throw ValidationError("--micro-batch-size must be at least 1 (got \(microBatchSize))") }
+        let tokens = TrainingOptions.maximumSequenceLength, rows = TrainingOptions.maximumRows
+        guard (2...tokens).contains(seqLen) else { throw ValidationError("--seq-len must be in [2, \(tokens)] (got \(seqLen))") }
+        guard (1...rows).contains(microBatchSize) else {
+            throw ValidationError("--micro-batch-size must be in [1, \(rows)] (got \(microBatchSize))")
+        }
         guard reductionsInFlight >= 1 else { throw ValidationError("--reductions-in-flight must be at least 1 (got \(reductionsInFlight))") }
         if let hostMemory, hostMemory <= 0 { throw ValidationError("--host-memory must be positive (got \(hostMemory))") }
     }

@@ -37,7 +37,7 @@ struct SelfTestCommand: ParsableCommand {
     var mismatchOnRank: Int?
 
     func validate() throws {
-        guard largeCount >= 1 else { throw ValidationError("--large-count must be at least 1, got \(largeCount)") }
+        guard (1...(1 << 31)).contains(largeCount) else { throw ValidationError("--large-count must be in [1, 2^31], got \(largeCount)") }
         if let failOnRank, failOnRank < 0 {
             throw ValidationError("--fail-on-rank must be a rank (0 or more), got \(failOnRank)")
         }

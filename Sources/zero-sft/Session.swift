@@ -59,4 +59,30 @@ enum Session {
             : "\(steps.min() ?? 0)–\(steps.max() ?? 0) (\(steps.reduce(0, +)) in all)"
         return steps.count == 1 ? "1 epoch of \(counts) steps" : "\(steps.count) epochs of \(counts) steps"
     }
+
+    /// After the ranks agreed to stop on `signal` (``TrainingOutcome/stopped(signal:)``): every rank runs
+    /// `save` (unless no step ran), rank 0 says which signal, after which step and where it saved
+    /// (stderr), and the exit status is 128 + signal (143 SIGTERM, 130 SIGINT).
+    ///
+    /// Under `launch/run` (``StopSignals/isRelayed``) the ranks exit 0 and `launch/run` exits 128 + signal:
+    /// Open MPI 4.1's `mpirun` answers a rank's non-zero exit with its kill sequence, whose sleeps
+    /// (2 × `odls_base_sigkill_timeout`, 60 s under `launch/run`) it waits out even when every rank has exited.
+    static func stop(_ trainer: Trainer, signal: Int32, save: (Trainer) throws -> String?) throws -> Int32 {
+        let logger = logger("train")
+        let steps = "after step \(trainer.completedSteps) of \(trainer.totalSteps)"
+        let code = StopSignals.exitCode(signal)
+        let status = StopSignals.isRelayed ? 0 : code
+        guard trainer.completedSteps > 0 else {
+            logger.warning("stopped by \(StopSignals.name(signal)) before step 1: nothing to save (exit \(code))")
+            return status
+        }
+        let started = Date()
+        if let location = try save(trainer) {
+            logger.warning(.init(stringLiteral: "stopped by \(StopSignals.name(signal)) \(steps): saved a checkpoint to \(location) "
+                + String(format: "in %.1f s (exit %d)", Date().timeIntervalSince(started), code)))
+        } else {
+            logger.warning("stopped by \(StopSignals.name(signal)) \(steps): nothing saved (no --output-dir) (exit \(code))")
+        }
+        return status
+    }
 }

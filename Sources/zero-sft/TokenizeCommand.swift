@@ -36,7 +36,7 @@ struct TokenizeCommand: ParsableCommand {
 
     func validate() throws {
         if bench != nil && (decode || file != nil) { throw ValidationError("--bench measures encoding of its own file: drop --decode and --file") }
-        if seconds <= 0 { throw ValidationError("--seconds must be positive (got \(seconds))") }
+        if !(seconds > 0 && seconds.isFinite) { throw ValidationError("--seconds must be a positive number (got \(seconds))") }
     }
 
     func run() throws {

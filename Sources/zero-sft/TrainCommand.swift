@@ -139,10 +139,13 @@ struct TrainCommand: ParsableCommand {
         let options = try training.options()
         try MemoryCheck.require(config: config, options: options, force: force)
         let longExamples = (sequenceLength: options.sequenceLength, policy: long.longExamples)
-        let (resolved, evaluationSets) = try resolveData(source: source, options: options, long: longExamples)
         let (resume, notes) = try checkpointing.resolve(outputDir: outputDir, layout: ParameterLayout(config: config))
+        try OutputOptions.check(outputDir: outputDir, metricsFile: options.metricsFile, inputs: [data, modelOptions.model] + ((try? evaluation.namedPaths().map(\.path)) ?? []),
+                                source: source, resuming: checkpointing.resume != nil)
+        let (resolved, evaluationSets) = try resolveData(source: source, options: options, long: longExamples)
         let saveEvery = checkpointing.saveEvery, keepLast = checkpointing.keepLast
-        Job.run { (communicator: Communicator) throws -> Void in
+        Job.runReturningExitCode { (communicator: Communicator) throws -> Int32 in
+            StopSignals.install()
             collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.warn(source)
             let logger = Session.logger("train")
@@ -184,8 +187,19 @@ struct TrainCommand: ParsableCommand {
                     return ["config.json"] + (try ModelExport.writeSidecars(from: source, config: config, to: folder))
                 }
             }
-            try trainer.train { completed in
+            let outcome = try trainer.train(stopRequest: { StopSignals.received }) { completed in
                 if let saver, let saveEvery, completed % saveEvery == 0 { try saver.save(trainer) }
+            }
+            if case .stopped(let signal) = outcome {
+                // A stop on SIGTERM/SIGINT saves a checkpoint (every rank; rank 0 says where) and exits 128 + signal.
+                return try Session.stop(trainer, signal: signal) { trainer in
+                    guard let saver else { return nil }
+                    if saver.lastSavedStep != trainer.completedSteps, trainer.completedSteps > trainer.startStep {
+                        try saver.save(trainer)
+                    }
+                    return URL(fileURLWithPath: outputDir ?? "").appendingPathComponent(
+                        TrainingCheckpointFormat.directoryName(step: trainer.completedSteps)).path
+                }
             }
             // Always a checkpoint at the end (unless this process ran no step: the one it resumed from is it).
             if let saver, saver.lastSavedStep != trainer.completedSteps, trainer.completedSteps > trainer.startStep || resume == nil {
@@ -196,6 +210,50 @@ struct TrainCommand: ParsableCommand {
                 try ModelCheckpoint.save(engine: trainer.engine, config: config, to: directory, overwrite: resume != nil)
                 if communicator.rank == 0 { try ModelExport.writeSidecars(from: source, config: config, to: directory) }
             }
+            return 0
+        }
+    }
+}
+
+/// Where `train` writes, checked before any rank starts work.
+enum OutputOptions {
+    /// `--output-dir` (``OutputCheck/outputDirectory(_:needs:resuming:)``, warnings printed) and `--metrics-file`
+    /// (``OutputCheck/metricsFile(_:inputs:resuming:)``: never one of `inputs`, an existing one only when `resuming`).
+    static func check(outputDir: String?, metricsFile: String?, inputs: [String], source: ModelSource, resuming: Bool) throws {
+        if let outputDir {
+            let parameters = ParameterLayout(config: source.config).parameterCount
+            let needs = OutputCheck.SpaceNeeds(parameterCount: parameters, sidecarBytes: sidecarBytes(source))
+            for warning in try OutputCheck.outputDirectory(outputDir, needs: needs, resuming: resuming) {
+                warnOnce(warning)
+            }
+        }
+        // Rank 0 alone writes the metrics file, and alone checks it (another rank's probe would be "an existing file").
+        if let metricsFile, launcherRank == "0" {
+            try OutputCheck.metricsFile(metricsFile, inputs: inputs, resuming: resuming)
+        }
+    }
+
+    /// This process's rank as the launcher announced it, "0" without a launcher.
+    static var launcherRank: String {
+        let environment = ProcessInfo.processInfo.environment
+        return ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"].lazy.compactMap { environment[$0] }.first ?? "0"
+    }
+
+    /// A warning before MPI starts, printed by the launcher's rank 0 only (or the only process), like
+    /// ``RankLogHandler``'s: `zero-sft: warning: …` on stderr.
+    static func warnOnce(_ message: String) {
+        guard launcherRank == "0" else { return }
+        FileHandle.standardError.write(Data("zero-sft: warning: \(message)\n".utf8))
+    }
+
+    /// The bytes of the tokenizer and generation files an HF export copies (16 MiB for a GGUF's rebuilt ones).
+    static func sidecarBytes(_ source: ModelSource) -> Int {
+        if source.gguf != nil { return 16 << 20 }
+        guard let files = source.files else { return 0 }
+        return (ModelExport.tokenizerFileNames + ["generation_config.json"]).reduce(0) { total, name in
+            guard files.contains(name),
+                  let size = try? FileManager.default.attributesOfItem(atPath: files.url(name).path)[.size] as? Int else { return total }
+            return total + size
         }
     }
 }

@@ -1,0 +1,526 @@
+import Checkpoints
+import Foundation
+import TestSupport
+import Testing
+import Training
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 9, parts 5, 6 and 8, as a user meets them through the built binary: SIGTERM/SIGINT stop every
+/// rank at a step boundary, save and exit 143/130; bad destinations and out-of-range numbers fail
+/// before step 1 and leave the user's files byte for byte as they were; a full disk mid-run names the
+/// file and the operation.
+@Suite(.serialized) struct StopAndOutputTests {
+    /// 200 pre-tokenized examples (vocabulary 256), prompt unsupervised.
+    static func data(in scratch: ScratchDirectory) throws -> URL {
+        let url = scratch.url.appendingPathComponent("data.jsonl")
+        let lines = syntheticExamples(count: 200, seed: 9).map { example in
+            #"{"input_ids": \#(example.inputIDs), "labels": \#(example.labels)}"#
+        }
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: url)
+        return url
+    }
+
+    static func run(_ arguments: [String], ranks: Int = MPIRun.withoutLauncher) throws -> (status: Int32, stdout: String, stderr: String) {
+        try MPIRun.run(ranks: ranks, arguments: arguments, timeout: 120)
+    }
+
+    /// Every file under `url` (or `url` itself) with its bytes.
+    static func snapshot(_ url: URL) throws -> [String: Data] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { return [:] }
+        guard isDirectory.boolValue else { return [url.path: try Data(contentsOf: url)] }
+        var files: [String: Data] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: url.path) {
+            files.merge(try snapshot(url.appendingPathComponent(name))) { $1 }
+        }
+        return files
+    }
+
+    /// Runs `arguments`, expects a non-zero exit before step 1 naming every fragment, no trap, no
+    /// Foundation dump, and `protected` unchanged byte for byte.
+    static func expectRefusal(_ arguments: [String], mentions fragments: [String], protecting protected: [URL] = [],
+                              sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let before = try protected.map(snapshot)
+        let result = try run(arguments)
+        let command = arguments.joined(separator: " ")
+        #expect(result.status != 0 && result.status < 128, "\(command): status \(result.status)\n\(result.stderr)", sourceLocation: sourceLocation)
+        #expect(!result.stdout.contains("step 1/"), "\(command) trained:\n\(result.stdout)", sourceLocation: sourceLocation)
+        for fragment in fragments {
+            #expect(result.stderr.contains(fragment), "\(command): stderr lacks '\(fragment)':\n\(result.stderr)", sourceLocation: sourceLocation)
+        }
+        #expect(!result.stderr.contains("NSCocoaErrorDomain") && !result.stderr.contains("Fatal error"), "\(result.stderr)",
+                sourceLocation: sourceLocation)
+        for (url, snapshot) in zip(protected, before) {
+            #expect(try Self.snapshot(url) == snapshot, "\(command) changed \(url.path)", sourceLocation: sourceLocation)
+        }
+    }
+
+    // MARK: - Part 6: outputs checked before any rank starts work
+
+    /// `--metrics-file data.jsonl` truncated the data file; any spelling of an input (a link, a hard
+    /// link, a file of the model directory) is refused, compared by device and inode.
+    @Test func metricsFileIsNeverAnInput() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let symbolic = scratch.url.appendingPathComponent("link.jsonl")
+        try FileManager.default.createSymbolicLink(at: symbolic, withDestinationURL: data)
+        let hard = scratch.url.appendingPathComponent("hard.jsonl")
+        try FileManager.default.linkItem(at: data, to: hard)
+        let base = ["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64"]
+        for metrics in [data.path, symbolic.path, hard.path, scratch.url.appendingPathComponent("./data.jsonl").path] {
+            try Self.expectRefusal(base + ["--metrics-file", metrics], mentions: ["--metrics-file \(metrics) is the input"], protecting: [data])
+        }
+        let model = try CommandTestsModel.copy(into: scratch)
+        let config = model.appendingPathComponent("config.json")
+        try Self.expectRefusal(["train", "--model", model.path, "--data", data.path, "--max-steps", "1", "--metrics-file", config.path],
+                               mentions: ["--metrics-file \(config.path) is the input"], protecting: [model, data])
+    }
+
+    /// An existing metrics file is refused (only a resumed run appends); a new one is written.
+    @Test func existingMetricsFileIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let metrics = scratch.url.appendingPathComponent("metrics.jsonl")
+        try Data("{\"step\": 1}\n".utf8).write(to: metrics)
+        try Self.expectRefusal(["train", "--model", "tiny", "--data", data.path, "--max-steps", "1", "--metrics-file", metrics.path],
+                               mentions: ["--metrics-file \(metrics.path) exists"], protecting: [metrics, data])
+        let directory = scratch.url.appendingPathComponent("a-directory")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try Self.expectRefusal(["train", "--model", "tiny", "--data", data.path, "--max-steps", "1", "--metrics-file", directory.path],
+                               mentions: ["--metrics-file \(directory.path): exists and is not a regular file"], protecting: [data])
+    }
+
+    /// A regular file in --output-dir's place and a non-empty directory are refused before step 1; the
+    /// leftover of a killed save (`.model.safetensors.tmp-XXXXXX`) is not "not empty" and the save removes it.
+    @Test func outputDirectoryMustBeAFreshDirectory() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let base = ["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64"]
+        let file = scratch.url.appendingPathComponent("a-file")
+        try Data("keep me\n".utf8).write(to: file)
+        try Self.expectRefusal(base + ["--output-dir", file.path], mentions: ["--output-dir \(file.path): exists and is not a directory"],
+                               protecting: [file])
+        let below = file.appendingPathComponent("out")
+        try Self.expectRefusal(base + ["--output-dir", below.path], mentions: ["--output-dir \(below.path)", "create directory failed"],
+                               protecting: [file])
+        let used = scratch.url.appendingPathComponent("used")
+        try FileManager.default.createDirectory(at: used, withIntermediateDirectories: true)
+        try Data("mine\n".utf8).write(to: used.appendingPathComponent("notes.txt"))
+        try Self.expectRefusal(base + ["--output-dir", used.path], mentions: ["\(used.path) exists and is not empty"], protecting: [used])
+
+        let leftover = scratch.url.appendingPathComponent("leftover")
+        try FileManager.default.createDirectory(at: leftover, withIntermediateDirectories: true)
+        try Data(repeating: 7, count: 1000).write(to: leftover.appendingPathComponent(".model.safetensors.tmp-Ab12Cd"))
+        let result = try Self.run(base + ["--output-dir", leftover.path])
+        #expect(result.status == 0, "\(result.stderr)")
+        let names = Set(try FileManager.default.contentsOfDirectory(atPath: leftover.path))
+        #expect(names.filter { !$0.hasPrefix("checkpoint-") } == ["config.json", "model.safetensors", "generation_config.json"]
+                && names.filter { $0.hasPrefix("checkpoint-") }.count == 1, "\(names)")
+        #expect(AtomicFile.isLeftover(".model.safetensors.tmp-Ab12Cd") && AtomicFile.isLeftover(".config.json.tmp-000000"))
+        #expect(!AtomicFile.isLeftover(".model.safetensors.tmp-Ab12C") && !AtomicFile.isLeftover("model.safetensors.tmp-Ab12Cd")
+                && !AtomicFile.isLeftover(".tmp-Ab12Cd") && !AtomicFile.isLeftover(".notes.tmp-Ab12C!"))
+    }
+
+    /// A small tmpfs mounted at `directory` (root only; nil where mounting is not allowed).
+    final class TemporaryMount {
+        let url: URL
+        init?(at url: URL, options: String) {
+            self.url = url
+            try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            guard geteuid() == 0, options.withCString({ mount("tmpfs", url.path, "tmpfs", 0, $0) }) == 0 else { return nil }
+        }
+        deinit { umount2(url.path, 2) }  // MNT_DETACH
+    }
+
+    /// A read-only file system and a full one under --output-dir (or the metrics file): an error before
+    /// step 1 naming the path and the reason.
+    @Test func readOnlyAndFullFileSystemsFailBeforeStepOne() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let base = ["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64"]
+        guard let readOnly = TemporaryMount(at: scratch.url.appendingPathComponent("ro"), options: "size=1m,ro"),
+              let full = TemporaryMount(at: scratch.url.appendingPathComponent("full"), options: "size=1m") else {
+            print("skipped: mounting a tmpfs needs root")
+            return
+        }
+        try Self.expectRefusal(base + ["--output-dir", readOnly.url.appendingPathComponent("out").path],
+                               mentions: ["--output-dir \(readOnly.url.path)/out: create directory failed: Read-only file system (errno 30)"])
+        try Self.expectRefusal(base + ["--output-dir", readOnly.url.path],
+                               mentions: ["--output-dir \(readOnly.url.path): cannot create a file in it: Read-only file system (errno 30)"])
+        try Self.expectRefusal(base + ["--metrics-file", readOnly.url.appendingPathComponent("m.jsonl").path],
+                               mentions: ["\(readOnly.url.path)/m.jsonl: create the metrics file failed: Read-only file system (errno 30)"])
+        // 1 MiB holds less than the tiny model's final export needs (0.4 MB + 1 MiB).
+        try Self.expectRefusal(base + ["--output-dir", full.url.appendingPathComponent("out").path],
+                               mentions: ["--output-dir \(full.url.path)/out:", "MB free, the final model needs"])
+    }
+
+    /// Every numeric option outside its range (NaN and infinities included) is an error naming it,
+    /// never a trap: before, `--grad-accum 2^63-1` and eval/plan/bench/self-test sizes crashed, and
+    /// `--weight-decay inf`, `--clip-grad-norm inf`, `tokenize --seconds nan` were accepted.
+    @Test func numericOptionsOutOfRangeAreNamed() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch).path
+        let huge = String(Int.max)
+        let train = ["train", "--model", "tiny", "--data", data, "--max-steps", "1"]
+        let cases: [([String], String)] = [
+            (train + ["--grad-accum", huge], "--grad-accum must be in [1, 1048576]"),
+            (train + ["--micro-batch-size", huge], "--micro-batch-size must be in [1, 1048576]"),
+            (train + ["--seq-len", huge], "--seq-len must be in [2, 134217728]"),
+            (train + ["--seq-len", "134217728", "--micro-batch-size", "1048576", "--force"], "tokens per micro-batch"),
+            (train + ["--weight-decay", "inf"], "--weight-decay must be a finite number"),
+            (train + ["--weight-decay", "nan"], "--weight-decay must be a finite number"),
+            (train + ["--weight-decay", "1e6"], "--weight-decay × --lr must be at most 1"),
+            (train + ["--clip-grad-norm", "inf"], "--clip-grad-norm must be a finite number"),
+            (train + ["--clip-grad-norm", "nan"], "--clip-grad-norm must be a finite number"),
+            (train + ["--lr", "nan"], "--lr must be a positive number"),
+            (train + ["--lr", "inf"], "--lr must be a positive number"),
+            (train + ["--min-lr", "1"], "--min-lr must be in [0, --lr]"),
+            (train + ["--min-lr", "nan"], "--min-lr must be in [0, --lr]"),
+            (train + ["--collective-timeout", "inf"], "--collective-timeout must be a positive number"),
+            (["eval", "--model", "tiny", "--data", data, "--seq-len", huge], "--seq-len must be in [2, 134217728]"),
+            (["eval", "--model", "tiny", "--data", data, "--tokens-per-forward", huge], "--tokens-per-forward must be in [1, 134217728]"),
+            (["plan", "--model", "tiny", "--seq-len", huge], "--seq-len must be in [2, 134217728]"),
+            (["plan", "--model", "tiny", "--micro-batch-size", huge], "--micro-batch-size must be in [1, 1048576]"),
+            (["bench", "--model", "tiny", "--steps", huge], "--steps must be in [1, 1048576]"),
+            (["bench", "--model", "tiny", "--micro-batch-size", huge], "--micro-batch-size must be in [1, 1048576]"),
+            (["bench", "--model", "tiny", "--seq-len", huge], "--seq-len must be in [2, 134217728]"),
+            (["bench", "--model", "tiny", "--supervised-fraction", "nan"], "--supervised-fraction must be in (0, 1]"),
+            (["self-test", "--large-count", huge], "--large-count must be in [1, 2^31]"),
+            (["tokenize", "--model", "tiny", "--bench", data, "--seconds", "nan"], "--seconds must be a positive number"),
+            (["tokenize", "--model", "tiny", "--bench", data, "--seconds", "inf"], "--seconds must be a positive number"),
+            (["inspect-data", "--model", "tiny", "--data", data, "--seq-len", huge], "--seq-len must be in [2, 134217728]"),
+            (["generate", "--model", "tiny", "--prompt", "hi", "--temperature", "nan"], "--temperature must be 0 (greedy) or positive"),
+            (["generate", "--model", "tiny", "--prompt", "hi", "--top-p", "nan"], "--top-p must be in (0, 1]"),
+            (["demo", "--lr", "inf"], "--lr must be a positive number"),
+        ]
+        for (arguments, message) in cases {
+            try Self.expectRefusal(arguments, mentions: [message], protecting: [URL(fileURLWithPath: data)])
+        }
+    }
+
+    /// Every numeric option of every command (from `--experimental-dump-help`) given `nan`, `inf` and
+    /// `-inf` is refused naming the option, never accepted and never a trap (before: `train
+    /// --weight-decay inf` and `--clip-grad-norm inf` trained, `tokenize --bench F --seconds nan` ran).
+    @Test func everyNumericOptionRefusesNaNAndInfinities() throws {
+        let dump = try Self.run(["--experimental-dump-help"])
+        let root = try #require(try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])
+        let subcommands = try #require((root["command"] as? [String: Any])?["subcommands"] as? [[String: Any]])
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let required: [String: [String]] = [
+            "train": ["--data", data.path], "eval": ["--data", data.path], "generate": ["--prompt", "x"],
+            "export": ["--out", scratch.url.appendingPathComponent("out").path], "tokenize": ["--model", "tiny", "--bench", data.path],
+            "inspect-data": ["--model", "tiny", "--data", data.path],
+        ]
+        let numericWithoutDefault: Set<String> = ["max-steps", "max-context", "host-memory", "fail-on-rank", "mismatch-on-rank"]
+        var checked = 0
+        for command in subcommands {
+            let name = try #require(command["commandName"] as? String)
+            for argument in command["arguments"] as? [[String: Any]] ?? [] where argument["kind"] as? String == "option" {
+                guard let option = (argument["names"] as? [[String: Any]])?.first(where: { $0["kind"] as? String == "long" })?["name"] as? String
+                else { continue }
+                let defaultValue = (argument["defaultValue"] as? String)?.split(separator: ",").first.map(String.init)
+                guard defaultValue.flatMap(Double.init) != nil || numericWithoutDefault.contains(option) else { continue }
+                for value in ["nan", "inf", "-inf"] {
+                    try Self.expectRefusal([name] + (required[name] ?? []) + ["--\(option)", value], mentions: ["--\(option)"], protecting: [data])
+                    checked += 1
+                }
+            }
+        }
+        #expect(checked >= 120, "only \(checked) option checks: did --experimental-dump-help change?")
+    }
+
+    // MARK: - Part 8: errors mid-run
+
+    /// A metrics file whose disk fills mid-run: the error names the file, the step and the reason; the
+    /// job ends non-zero; the file ends with a whole line.
+    @Test func fullDiskWhileWritingMetricsNamesTheFile() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        guard let small = TemporaryMount(at: scratch.url.appendingPathComponent("small"), options: "size=64k") else {
+            print("skipped: mounting a tmpfs needs root")
+            return
+        }
+        let metrics = small.url.appendingPathComponent("metrics.jsonl")
+        let result = try Self.run(["train", "--model", "tiny", "--data", data.path, "--max-steps", "400", "--seq-len", "64",
+                                   "--metrics-file", metrics.path])
+        #expect(result.status != 0, "\(result.stdout)")
+        #expect(result.stderr.contains("\(metrics.path): append step ") && result.stderr.contains("to the metrics file failed: No space left on device (errno 28)"),
+                "\(result.stderr)")
+        #expect(!result.stderr.contains("NSCocoaErrorDomain"))
+        let written = try Data(contentsOf: metrics)
+        #expect(!written.isEmpty && written.last == UInt8(ascii: "\n"), "the metrics file ends with half a line")
+        for line in written.split(separator: UInt8(ascii: "\n")) {
+            #expect((try? JSONSerialization.jsonObject(with: Data(line))) != nil, "a broken line: \(String(decoding: line, as: UTF8.self))")
+        }
+    }
+
+    /// Small files written into a full or read-only directory: the error names the file and what failed;
+    /// nothing half-written is left under the destination's name, and no temporary file stays.
+    @Test func atomicWritesNeverLeaveHalfFiles() throws {
+        let scratch = try ScratchDirectory()
+        guard let small = TemporaryMount(at: scratch.url.appendingPathComponent("small"), options: "size=64k") else {
+            print("skipped: mounting a tmpfs needs root")
+            return
+        }
+        let destination = small.url.appendingPathComponent("tokenizer.json")
+        try AtomicFile.write(Data("old\n".utf8), to: destination)
+        #expect(throws: CheckpointError.self) { try AtomicFile.write(Data(repeating: 65, count: 200_000), to: destination) }
+        do {
+            try AtomicFile.write(Data(repeating: 65, count: 200_000), to: destination)
+        } catch {
+            #expect("\(error)".contains(destination.path) && "\(error)".contains("No space left on device (errno 28)"), "\(error)")
+        }
+        #expect(try Data(contentsOf: destination) == Data("old\n".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: small.url.path) == ["tokenizer.json"])
+    }
+
+    // MARK: - Part 5: signals
+
+    /// A job started in the background with its output in files; signalled by the test. Spawned as
+    /// ``MPIRun`` spawns (`posix_spawn` with an empty signal mask and default dispositions: the test
+    /// runner blocks SIGTERM, and a blocked mask is inherited).
+    final class BackgroundJob {
+        let pid: pid_t
+        let stdout: URL
+        let stderr: URL
+        private var status: Int32?
+
+        init(_ command: [String], environment: [String: String] = [:], in scratch: ScratchDirectory, label: String) throws {
+            stdout = scratch.url.appendingPathComponent("\(label).out")
+            stderr = scratch.url.appendingPathComponent("\(label).err")
+            var childEnvironment = ProcessInfo.processInfo.environment
+            for key in childEnvironment.keys where key.hasPrefix("OMPI_") || key.hasPrefix("PMIX_") || key.hasPrefix("PMI_") {
+                childEnvironment[key] = nil
+            }
+            childEnvironment["OPENBLAS_NUM_THREADS"] = "1"
+            childEnvironment.merge(environment) { $1 }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, stdout.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            posix_spawn_file_actions_addopen(&actions, 2, stderr.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            var attributes = posix_spawnattr_t()
+            posix_spawnattr_init(&attributes)
+            defer { posix_spawnattr_destroy(&attributes) }
+            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+            posix_spawnattr_setpgroup(&attributes, 0)
+            var emptyMask = sigset_t()
+            sigemptyset(&emptyMask)
+            posix_spawnattr_setsigmask(&attributes, &emptyMask)
+            var defaultSignals = sigset_t()
+            sigemptyset(&defaultSignals)
+            for signal in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaultSignals, signal) }
+            posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
+            let argv = command.map { strdup($0) } + [nil]
+            let envp = childEnvironment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer {
+                for pointer in argv { free(pointer) }
+                for pointer in envp { free(pointer) }
+            }
+            var pid: pid_t = 0
+            let result = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
+            guard result == 0 else { throw TestFailure("could not start \(command[0]): errno \(result)") }
+            self.pid = pid
+        }
+
+        /// The exit status (128 + signal when killed), reaping the process once it ended.
+        var isRunning: Bool {
+            guard status == nil else { return false }
+            var raw: Int32 = 0
+            guard waitpid(pid, &raw, WNOHANG) == pid else { return true }
+            let signal = raw & 0x7f
+            status = signal == 0 ? (raw >> 8) & 0xff : 128 + signal
+            return false
+        }
+
+        /// Waits until `file` holds at least `lines` lines (false after `seconds`).
+        func wait(for file: URL, lines: Int, seconds: Double) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline, isRunning {
+                if let text = try? String(contentsOf: file, encoding: .utf8), text.split(separator: "\n").count >= lines { return true }
+                usleep(50_000)
+            }
+            return false
+        }
+
+        /// Waits for the exit (killing the whole process group after `seconds`); returns the status and
+        /// the seconds waited.
+        func finish(within seconds: Double) -> (status: Int32, seconds: Double, stdout: String, stderr: String) {
+            let started = Date()
+            while isRunning, Date().timeIntervalSince(started) < seconds { usleep(20_000) }
+            if isRunning {
+                killpg(pid, SIGKILL)
+                while isRunning { usleep(20_000) }
+            }
+            let waited = Date().timeIntervalSince(started)
+            return (status ?? -1, waited, (try? String(contentsOf: stdout, encoding: .utf8)) ?? "",
+                    (try? String(contentsOf: stderr, encoding: .utf8)) ?? "")
+        }
+
+        /// The direct children of `pid` (`/proc/PID/task/*/children`).
+        static func children(of pid: Int32) -> [Int32] {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            return tasks.flatMap { task in
+                ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? "")
+                    .split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+        }
+    }
+
+    /// What a stopped run left: the metrics lines, and the saved model's step count as the stderr line says.
+    static func expectStopped(_ result: (status: Int32, seconds: Double, stdout: String, stderr: String), status: Int32, signal: String,
+                              metrics: URL, output: URL?, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        #expect(result.status == status, "status \(result.status), expected \(status)\n\(result.stderr)", sourceLocation: sourceLocation)
+        let lines = try String(contentsOf: metrics, encoding: .utf8).split(separator: "\n")
+        let steps = lines.count
+        #expect(steps >= 2 && steps < 100_000, "\(steps) metrics lines", sourceLocation: sourceLocation)
+        let expected = output.map { "stopped by \(signal) after step \(steps) of 100000: saved a checkpoint to \($0.path)/checkpoint-\(steps)" }
+            ?? "stopped by \(signal) after step \(steps) of 100000: nothing saved (no --output-dir)"
+        #expect(result.stderr.contains(expected), "stderr lacks '\(expected)':\n\(result.stderr)", sourceLocation: sourceLocation)
+        #expect(result.stdout.contains("\(signal) received: stopping before step \(steps + 1)/100000"), "\(result.stdout)",
+                sourceLocation: sourceLocation)
+        if let output {
+            let checkpoint = output.appendingPathComponent("checkpoint-\(steps)")
+            for name in ["COMPLETE", "trainer_state.json", "config.json"] {
+                #expect(FileManager.default.fileExists(atPath: checkpoint.appendingPathComponent(name).path), "\(checkpoint.path) lacks \(name)",
+                        sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    /// One rank without mpirun: SIGTERM saves the model after the last finished step and exits 143;
+    /// SIGINT exits 130 (nothing saved without --output-dir).
+    @Test func signalStopsASingleRankAtAStepBoundary() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let binary = try ZeroSFTBinary.locate().path
+        for (signal, name, status, save) in [(SIGTERM, "SIGTERM", Int32(143), true), (SIGINT, "SIGINT", Int32(130), false)] {
+            let metrics = scratch.url.appendingPathComponent("\(name).jsonl")
+            let output = scratch.url.appendingPathComponent("\(name)-model")
+            let result = try TestProcesses.serially {
+                let job = try BackgroundJob([binary, "train", "--model", "tiny", "--data", data.path, "--seq-len", "64", "--max-steps", "100000",
+                                             "--metrics-file", metrics.path] + (save ? ["--output-dir", output.path] : []),
+                                            in: scratch, label: name)
+                #expect(job.wait(for: metrics, lines: 3, seconds: 60))
+                kill(job.pid, signal)
+                return job.finish(within: 60)
+            }
+            try Self.expectStopped(result, status: status, signal: name, metrics: metrics, output: save ? output : nil)
+        }
+    }
+
+    /// Two ranks under launch/run: SIGTERM to launch/run (what Kubernetes sends) is relayed, the ranks
+    /// save and launch/run exits 143; SIGTERM to one rank of a plain mpirun job stops both ranks at the
+    /// same step and mpirun exits 143.
+    @Test func signalStopsEveryRankAtTheSameStep() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let binary = try ZeroSFTBinary.locate().path
+        let run = ZeroSFTBinary.packageRoot.appendingPathComponent("launch/run").path
+        let train = ["train", "--model", "tiny", "--data", data.path, "--seq-len", "64", "--max-steps", "100000"]
+
+        let metrics = scratch.url.appendingPathComponent("relayed.jsonl")
+        let output = scratch.url.appendingPathComponent("relayed-model")
+        let relayed = try TestProcesses.serially {
+            let job = try BackgroundJob([run, "-n", "2", "--"] + train + ["--metrics-file", metrics.path, "--output-dir", output.path],
+                                        environment: ["ZERO_SFT_BINARY": binary], in: scratch, label: "relayed")
+            #expect(job.wait(for: metrics, lines: 3, seconds: 90))
+            kill(job.pid, SIGTERM)
+            return job.finish(within: 60)
+        }
+        try Self.expectStopped(relayed, status: 143, signal: "SIGTERM", metrics: metrics, output: output)
+        #expect(relayed.seconds < 20, "launch/run took \(relayed.seconds) s from SIGTERM to exit")
+
+        let oneRank = scratch.url.appendingPathComponent("one-rank.jsonl")
+        let direct = try TestProcesses.serially {
+            let mpirun = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
+                .map { "\($0)/mpirun" }.first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/bin/mpirun"
+            let job = try BackgroundJob([mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", "2", binary]
+                                        + train + ["--metrics-file", oneRank.path], in: scratch, label: "one-rank")
+            #expect(job.wait(for: oneRank, lines: 3, seconds: 90))
+            let ranks = BackgroundJob.children(of: job.pid)
+            #expect(ranks.count == 2, "mpirun's children: \(ranks)")
+            if let last = ranks.last { kill(last, SIGTERM) }
+            return job.finish(within: 60)
+        }
+        try Self.expectStopped(direct, status: 143, signal: "SIGTERM", metrics: oneRank, output: nil)
+    }
+
+    /// The disk fills during the run, then SIGTERM: the checkpoint save fails naming the rank's shard file
+    /// and the reason, the job ends non-zero (not 143: nothing was saved), and nothing but the temporary
+    /// folder (which the next save removes) stays.
+    @Test func fullDiskWhileSavingOnASignalNamesTheFile() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        guard let small = TemporaryMount(at: scratch.url.appendingPathComponent("small"), options: "size=2m") else {
+            print("skipped: mounting a tmpfs needs root")
+            return
+        }
+        let output = small.url.appendingPathComponent("out")
+        let metrics = scratch.url.appendingPathComponent("metrics.jsonl")
+        let binary = try ZeroSFTBinary.locate().path
+        let result = try TestProcesses.serially {
+            let job = try BackgroundJob([binary, "train", "--model", "tiny", "--data", data.path, "--seq-len", "64", "--max-steps", "100000",
+                                         "--metrics-file", metrics.path, "--output-dir", output.path], in: scratch, label: "full")
+            #expect(job.wait(for: metrics, lines: 3, seconds: 60))
+            // Someone else fills the disk.
+            let filler = small.url.appendingPathComponent("filler")
+            _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: filler)
+            let chunk = Data(repeating: 1, count: 64 << 10)
+            while (try? handle.write(contentsOf: chunk)) != nil {}
+            try handle.close()
+            kill(job.pid, SIGTERM)
+            return job.finish(within: 60)
+        }
+        #expect(result.status == 1, "status \(result.status)\n\(result.stderr)")
+        #expect(result.stderr.contains("rank-00000-of-00001.safetensors: ") && result.stderr.contains("No space left on device (errno 28)"),
+                "\(result.stderr)")
+        #expect(!result.stderr.contains("NSCocoaErrorDomain"))
+        // No checkpoint, complete or not, and no model: at most the temporary folder the next save removes.
+        let left = try FileManager.default.contentsOfDirectory(atPath: output.path)
+        #expect(left.allSatisfy(TrainingCheckpointFormat.isTemporary), "left in the output directory: \(left)")
+    }
+
+    /// A second signal while the first is being honoured ends the process at once, with its message.
+    @Test func secondSignalExitsAtOnce() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let binary = try ZeroSFTBinary.locate().path
+        let metrics = scratch.url.appendingPathComponent("twice.jsonl")
+        let result = try TestProcesses.serially {
+            // Steps long enough (seq-len 2048, 8 rows) that the second signal lands before the first is honoured.
+            let job = try BackgroundJob([binary, "train", "--model", "small", "--data", data.path, "--seq-len", "2048", "--micro-batch-size", "8",
+                                         "--max-steps", "100000", "--metrics-file", metrics.path,
+                                         "--output-dir", scratch.url.appendingPathComponent("never").path],
+                                        in: scratch, label: "twice")
+            #expect(job.wait(for: metrics, lines: 1, seconds: 90))
+            kill(job.pid, SIGTERM)
+            usleep(20_000)
+            kill(job.pid, SIGTERM)
+            return job.finish(within: 60)
+        }
+        #expect(result.status == 143, "\(result.stderr)")
+        #expect(result.stderr.contains("second SIGTERM: exiting at once without saving (exit 143)"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.url.appendingPathComponent("never/model.safetensors").path))
+    }
+}
+
+/// The tiny Llama's HF directory copied into `scratch` (a model directory whose files are inputs).
+enum CommandTestsModel {
+    static func copy(into scratch: ScratchDirectory) throws -> URL {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("ModelIOTests/Fixtures/tiny-llama")
+        let directory = scratch.url.appendingPathComponent("tiny-llama")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for name in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: fixtures.appendingPathComponent(name), to: directory.appendingPathComponent(name))
+        }
+        return directory
+    }
+}
