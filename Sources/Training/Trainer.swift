@@ -231,7 +231,7 @@ public final class Trainer {
                     + "max/rank: " + Self.maxima(metrics.memory).brief))
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
-                try appendMetrics(encoder.encode(metrics))
+                try appendMetrics(encoder.encode(metrics), record: "step \(step + 1)")
             }
             if try evaluate(afterStep: step + 1) { return .finished }
             try afterStep(step + 1)
@@ -248,7 +248,7 @@ public final class Trainer {
             logger.info("\(evaluator.describe(metrics))")
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            try appendMetrics(encoder.encode(metrics))
+            try appendMetrics(encoder.encode(metrics), record: "the evaluation at step \(completed)")
         }
         guard let stop else { return false }
         earlyStop = stop
@@ -259,13 +259,14 @@ public final class Trainer {
 
     /// Rank 0: records one JSON object (no newline) in ``metricsLines`` and, during ``train(afterStep:)``,
     /// appends it to `--metrics-file`.
-    public func appendMetrics(_ json: Data) throws {
+    /// `record` names the line in an error ("step 12", "the evaluation at step 10").
+    public func appendMetrics(_ json: Data, record: String = "a line") throws {
         guard isLeader else { return }
         metricsLines.append(String(decoding: json, as: UTF8.self))
         guard let metricsHandle else { return }
         var line = json
         line.append(UInt8(ascii: "\n"))
-        try Self.append(line, to: metricsHandle, path: options.metricsFile ?? "metrics file")
+        try Self.append(line, to: metricsHandle, path: options.metricsFile ?? "metrics file", record: record)
     }
 
     /// Continues a run from a checkpoint saved after `step` optimizer steps: the next step is `step + 1`,
@@ -365,10 +366,10 @@ public final class Trainer {
 
     /// Appends one JSON line; a failed write (a full or read-only file system) is cut back to the
     /// previous line's end, so the file never ends with half a line, and names the file and the step.
-    static func append(_ line: Data, to handle: FileHandle, path: String) throws {
+    static func append(_ line: Data, to handle: FileHandle, path: String, record: String) throws {
         let end = try FileOperation.perform("find the end of the metrics file", path: path) { try handle.offset() }
         do {
-            try FileOperation.perform("append a line to the metrics file", path: path) { try handle.write(contentsOf: line) }
+            try FileOperation.perform("append \(record) to the metrics file", path: path) { try handle.write(contentsOf: line) }
         } catch {
             try? handle.truncate(atOffset: end)
             throw error

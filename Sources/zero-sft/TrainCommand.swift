@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import Collectives
 import Foundation
 import ModelIO

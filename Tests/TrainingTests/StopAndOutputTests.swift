@@ -487,6 +487,42 @@ import Glibc
         #expect(left.allSatisfy(TrainingCheckpointFormat.isTemporary), "left in the output directory: \(left)")
     }
 
+    /// SIGTERM mid-run saves `checkpoint-S`; `--resume latest` then finishes the run, and every step's loss
+    /// and gradient norm equal the uninterrupted run's bit for bit, each step once in the metrics file.
+    @Test func aStoppedRunResumesToTheUninterruptedRun() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let binary = try ZeroSFTBinary.locate().path
+        // Enough steps (a few ms each) that the signal lands mid-run.
+        let common = ["train", "--model", "tiny", "--data", data.path, "--seq-len", "64", "--max-steps", "800", "--lr", "1e-3",
+                      "--warmup-steps", "10"]
+        let straight = scratch.url.appendingPathComponent("straight.jsonl")
+        let reference = try Self.run(common + ["--metrics-file", straight.path])
+        #expect(reference.status == 0, "\(reference.stderr)")
+        let metrics = scratch.url.appendingPathComponent("stopped.jsonl"), output = scratch.url.appendingPathComponent("out")
+        let stopped = try TestProcesses.serially {
+            let job = try BackgroundJob([binary] + common + ["--metrics-file", metrics.path, "--output-dir", output.path],
+                                        in: scratch, label: "stopped")
+            #expect(job.wait(for: metrics, lines: 3, seconds: 60))
+            kill(job.pid, SIGTERM)
+            return job.finish(within: 60)
+        }
+        #expect(stopped.status == 143, "status \(stopped.status)\n\(stopped.stderr)")
+        let resumed = try Self.run(common + ["--metrics-file", metrics.path, "--output-dir", output.path, "--resume", "latest"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stdout.contains("resuming from \(output.path)/checkpoint-"), "\(resumed.stdout)")
+        func steps(_ url: URL) throws -> [(step: Int, loss: Double, norm: Double)] {
+            try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map { line in
+                let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                return (try #require(object["step"] as? Int), try #require(object["loss"] as? Double), try #require(object["grad_norm"] as? Double))
+            }
+        }
+        let a = try steps(straight), b = try steps(metrics)
+        #expect(b.map(\.step) == Array(1...800), "steps in the resumed metrics file: \(b.count) lines")
+        let differing = zip(a, b).filter { $0.loss != $1.loss || $0.norm != $1.norm }
+        #expect(differing.isEmpty, "\(differing.count) steps differ, first \(differing.first.map { "step \($0.0.step): \($0.1.loss) vs \($0.0.loss)" } ?? "")")
+    }
+
     /// A second signal while the first is being honoured ends the process at once, with its message.
     @Test func secondSignalExitsAtOnce() throws {
         let scratch = try ScratchDirectory()
