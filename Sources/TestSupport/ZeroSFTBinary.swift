@@ -6,6 +6,13 @@ import Foundation
 /// (`/proc/self/exe`, so a `swift test -c release` run finds the release build next to it), and
 /// `.build/release` then `.build/debug` under the package root.
 public enum ZeroSFTBinary {
+    /// The numeric options of every command that have no default value (so `--help`'s dump cannot tell
+    /// they are numeric): the option sweeps of the edge tests feed each bad values.
+    public static let numericOptionsWithoutDefault: Set<String> = [
+        "max-steps", "epochs", "max-context", "host-memory", "fail-on-rank", "mismatch-on-rank", "save-every", "keep-last",
+        "eval-every", "val-fraction", "early-stop",
+    ]
+
     /// The executable: the first candidate that exists, or the expected path next to the running
     /// test executable when none does (``MPIRun`` then throws ``ZeroSFTBinaryError``, which tells
     /// you to build first).

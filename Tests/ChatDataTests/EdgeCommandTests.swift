@@ -72,7 +72,7 @@ extension CommandTests {
             "inspect-data": ["--model", "tiny", "--data", data.path],
         ]
         // Numeric options without a default value.
-        let numericWithoutDefault: Set<String> = ["max-steps", "epochs", "max-context", "host-memory", "fail-on-rank", "save-every", "keep-last"]
+        let numericWithoutDefault = ZeroSFTBinary.numericOptionsWithoutDefault
         var checked = 0
         for command in subcommands {
             let name = try #require(command["commandName"] as? String)

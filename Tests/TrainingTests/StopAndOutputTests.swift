@@ -215,7 +215,7 @@ import Glibc
             "export": ["--out", scratch.url.appendingPathComponent("out").path], "tokenize": ["--model", "tiny", "--bench", data.path],
             "inspect-data": ["--model", "tiny", "--data", data.path],
         ]
-        let numericWithoutDefault: Set<String> = ["max-steps", "max-context", "host-memory", "fail-on-rank", "mismatch-on-rank"]
+        let numericWithoutDefault = ZeroSFTBinary.numericOptionsWithoutDefault
         var checked = 0
         for command in subcommands {
             let name = try #require(command["commandName"] as? String)
