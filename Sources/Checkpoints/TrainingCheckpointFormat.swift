@@ -137,11 +137,13 @@ public enum TrainingCheckpointWriter {
     ///
     /// - Parameters: `roles`: name → the rank's data of that role as consecutive segments; every role
     ///   the same number of elements. `pieces`: where each tensor's part lies within a role's data.
+    ///   `afterFirstRole`: called once the header and the first role are written, before the rest and
+    ///   the rename (a test hook: `ZERO_SFT_FAULT`'s `save` phase kills the process there).
     /// - Throws: `CheckpointError` `.writeFailed` naming the file and the failed call (`No space left
     ///   on device (errno 28)`), `.fileExists`.
     public static func writeShard(
         to url: URL, metadata: [String: String], pieces: [CheckpointPiece],
-        roles: [(name: String, segments: [UnsafeBufferPointer<Float>])]
+        roles: [(name: String, segments: [UnsafeBufferPointer<Float>])], afterFirstRole: (() -> Void)? = nil
     ) throws -> (bytes: Int, xxh64: String) {
         let counts = roles.map { $0.segments.reduce(0) { $0 + $1.count } }
         precondition(Set(counts).count <= 1, "TrainingCheckpointWriter: roles of different sizes \(counts)")
@@ -178,8 +180,9 @@ public enum TrainingCheckpointWriter {
             var length = UInt64(headerBytes.count).littleEndian
             try withUnsafeBytes(of: &length) { try emit($0) }
             try headerBytes.withUnsafeBytes { try emit($0) }
-            for role in ordered {
+            for (index, role) in ordered.enumerated() {
                 for segment in role.segments where !segment.isEmpty { try emit(UnsafeRawBufferPointer(segment)) }
+                if index == 0 { afterFirstRole?() }
             }
             try output.commit(overwrite: false)
         } catch {

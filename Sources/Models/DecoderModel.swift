@@ -40,6 +40,9 @@ public final class DecoderModel {
     public let maxTokens: Int
     /// Check every layer's output for NaN/Inf and throw, naming the layer.
     public var checkFinite = false
+    /// Called once per training ``step(_:store:lossScale:training:)`` between the forward pass and the
+    /// backward (a test hook: `ZERO_SFT_FAULT`'s `backward` phase; nil otherwise).
+    public var beforeBackward: (() -> Void)? = nil
 
     let shape: Attention.Shape
     let activations: Activations
@@ -126,6 +129,7 @@ public final class DecoderModel {
                             return tied ? try store.withParameters(of: embeddingUnit) { classify($0.view(0..<(v * c)), nil) }
                                         : classify(final.view(c..<(c + v * c)), nil)
                         }
+                        if training { beforeBackward?() }
                         return try store.withGradients(of: finalUnit) { finalGradients in
                             let result = tied
                                 ? try store.withParameters(of: embeddingUnit) { embedding in

@@ -141,6 +141,8 @@ public final class Trainer {
     public var evaluator: TrainingEvaluator?
     /// Set when the evaluator's patience ran out and ``train()`` returned before `totalSteps`.
     public private(set) var earlyStop: EarlyStop?
+    /// The test hook `ZERO_SFT_FAULT` (``FaultInjection``), parsed by the command; nil: no fault.
+    public var fault: FaultInjection?
 
     /// Sets up the model and this rank's share of the state. `initialize` fills parameter ranges
     /// (random init or a checkpoint); it is called only for the ranges this rank keeps.
@@ -206,6 +208,7 @@ public final class Trainer {
     ///   ``TrainingOutcome/stopped(signal:)`` with ``completedSteps`` steps done.
     @discardableResult
     public func train(stopRequest: () -> Int32 = { 0 }, afterStep: (_ completedSteps: Int) throws -> Void = { _ in }) throws -> TrainingOutcome {
+        fault?.trigger(.load, step: startStep + 1, rank: communicator.rank)
         metricsHandle = try openMetricsFile()
         defer { try? metricsHandle?.close(); metricsHandle = nil }
         if startStep > 0 {
@@ -319,6 +322,11 @@ public final class Trainer {
         }
         let scale: Float = supervised > 0 ? 1 / Float(supervised) : 0
         var lossSum = 0.0
+        if let fault {
+            fault.trigger(.forward, step: step + 1, rank: communicator.rank)
+            let kill: (() -> Void)? = { fault.killThisProcess() }
+            model.beforeBackward = fault.isDue(.backward, step: step + 1, rank: communicator.rank) ? kill : nil
+        }
         for (micro, batch) in batches.enumerated() {
             do {
                 lossSum += try model.step(batch, store: engine, lossScale: scale, training: true).lossSum
@@ -327,6 +335,7 @@ public final class Trainer {
             }
         }
         let computed = Date()
+        fault?.trigger(.reduce, step: step + 1, rank: communicator.rank)
         let gradNorm = try engine.reduceGradients()
         let lr = schedule.rate(at: step)
         var clip: Float = 1
@@ -337,6 +346,7 @@ public final class Trainer {
             throw TrainingError(step: step + 1, microBatch: nil, rank: communicator.rank,
                                 underlying: OptionError(message: "gradient norm is \(gradNorm)"))
         }
+        fault?.trigger(.optimizer, step: step + 1, rank: communicator.rank)
         if supervised > 0 { try engine.optimizerStep(learningRate: Float(lr), gradientScale: clip) }
         let optimized = Date()
         let globalLoss = try communicator.allReduce(lossSum, .sum)

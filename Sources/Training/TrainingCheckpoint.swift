@@ -85,6 +85,8 @@ public final class CheckpointSaver {
     let logger: Logger
     /// The step of the last checkpoint this process saved.
     public private(set) var lastSavedStep: Int?
+    /// The test hook `ZERO_SFT_FAULT` (``FaultInjection``, phase `save`); nil: no fault.
+    public var fault: FaultInjection?
 
     public init(outputDirectory: URL, keepLast: Int?, arguments: [String] = CommandLine.arguments,
                 logger: Logger = .zeroSFT("zero-sft.checkpoint"), writeModelFiles: @escaping (URL) throws -> [String]) {
@@ -148,13 +150,16 @@ public final class CheckpointSaver {
         }
         let stage = engine.stage
         let shardName = TrainingCheckpointFormat.shardName(rank: rank, ranks: communicator.size)
+        var midway: (() -> Void)? = nil
+        if let fault, fault.isDue(.save, step: step, rank: rank) { midway = { fault.killThisProcess() } }
         let written = try TrainingCheckpointWriter.writeShard(
             to: temporary.appendingPathComponent(shardName),
             metadata: ["rank": String(rank), "ranks": String(communicator.size), "stage": String(stage.rawValue), "step": String(step)],
             pieces: pieces,
             roles: [("params", segments(engine.parameters.store, sharded: stage.shardsParameters)),
                     ("exp_avg", segments(engine.adamW.m, sharded: stage.shardsMoments)),
-                    ("exp_avg_sq", segments(engine.adamW.v, sharded: stage.shardsMoments))])
+                    ("exp_avg_sq", segments(engine.adamW.v, sharded: stage.shardsMoments))],
+            afterFirstRole: midway)
         // Every rank confirms its file (size and hash) to all: the collective before the completion marker.
         let hash = UInt64(written.xxh64, radix: 16) ?? 0
         let confirmed = try communicator.allGather([Int64(written.bytes), Int64(bitPattern: hash)])

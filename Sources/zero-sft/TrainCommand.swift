@@ -145,6 +145,7 @@ struct TrainCommand: ParsableCommand {
                                 source: source, resuming: checkpointing.resume != nil)
         let (resolved, evaluationSets) = try resolveData(source: source, options: options, long: longExamples)
         let saveEvery = checkpointing.saveEvery, keepLast = checkpointing.keepLast
+        let fault = try FaultInjection.fromEnvironment()  // a test hook (docs/testing.md)
         Job.runReturningExitCode { (communicator: Communicator) throws -> Int32 in
             StopSignals.install()
             collectives.apply(to: communicator, checkingConsistency: options.debug)
@@ -174,6 +175,7 @@ struct TrainCommand: ParsableCommand {
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples, initialize: initialize)
             trainer.evaluator = evaluation.evaluator(sets: evaluationSets, options: options)
+            trainer.fault = fault
             logger.info(.init(stringLiteral: String(format: "start-up: %.2f s to the first step (data ready at %.2f s)",
                                                     Date().timeIntervalSince(started), dataReady.timeIntervalSince(started))))
             if let resume {
@@ -183,10 +185,12 @@ struct TrainCommand: ParsableCommand {
                                                                   Date().timeIntervalSince(loadStarted), trainer.startStep + 1, trainer.totalSteps)))
             }
             let saver = outputDir.map { directory in
-                CheckpointSaver(outputDirectory: URL(fileURLWithPath: directory), keepLast: keepLast, logger: checkpointLogger) { folder in
+                let saver = CheckpointSaver(outputDirectory: URL(fileURLWithPath: directory), keepLast: keepLast, logger: checkpointLogger) { folder in
                     try ModelExport.writeConfig(config, to: folder)
                     return ["config.json"] + (try ModelExport.writeSidecars(from: source, config: config, to: folder))
                 }
+                saver.fault = fault
+                return saver
             }
             let outcome = try trainer.train(stopRequest: { StopSignals.received }) { completed in
                 if let saver, let saveEvery, completed % saveEvery == 0 { try saver.save(trainer) }
