@@ -117,7 +117,7 @@ import Glibc
         let result = try Self.run(base + ["--output-dir", leftover.path])
         #expect(result.status == 0, "\(result.stderr)")
         let names = Set(try FileManager.default.contentsOfDirectory(atPath: leftover.path))
-        #expect(names.filter { !$0.hasPrefix("checkpoint-") } == ["config.json", "model.safetensors", "generation_config.json"]
+        #expect(Set(names.filter { !$0.hasPrefix("checkpoint-") }) == ["config.json", "model.safetensors", "generation_config.json"]
                 && names.filter { $0.hasPrefix("checkpoint-") }.count == 1, "\(names)")
         #expect(AtomicFile.isLeftover(".model.safetensors.tmp-Ab12Cd") && AtomicFile.isLeftover(".config.json.tmp-000000"))
         #expect(!AtomicFile.isLeftover(".model.safetensors.tmp-Ab12C") && !AtomicFile.isLeftover("model.safetensors.tmp-Ab12Cd")
