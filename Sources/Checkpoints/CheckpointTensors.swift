@@ -37,7 +37,7 @@ public final class CheckpointTensors: TensorSource, @unchecked Sendable {
                                   expected: "a role: \(reader.manifest.roles.joined(separator: ", "))", found: "'\(role)'")
         }
         if verify {
-            for index in reader.manifest.shards.indices { try Self.verifyByReading(reader, shard: index) }
+            for index in reader.manifest.shards.indices { try reader.verify(shard: index) }
         }
         self.reader = reader
         self.role = role
@@ -86,36 +86,6 @@ public final class CheckpointTensors: TensorSource, @unchecked Sendable {
         }
     }
 
-    /// Hashes shard file `index` of `reader` with `read` in 4 MiB chunks (page cache only: the process's
-    /// resident memory stays one chunk) and compares with the manifest's ``XXHash64``. Returns the bytes hashed.
-    /// Throws `CheckpointError` `.checksumMismatch` naming the file, `.unreadableFile`.
-    @discardableResult
-    public static func verifyByReading(_ reader: CheckpointReader, shard index: Int) throws -> Int {
-        let shard = reader.manifest.shards[index], path = reader.shardURL(index).path
-        let descriptor = try open(path)
-        defer { try? descriptor.close() }
-        var hasher = XXHash64()
-        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 22, alignment: 64)
-        defer { chunk.deallocate() }
-        var total = 0
-        while true {
-            let got: Int
-            do { got = try descriptor.read(into: chunk, retryOnInterrupt: true) } catch let error as Errno {
-                throw MappedFile.systemError(path, "read", code: error.rawValue)
-            }
-            if got == 0 { break }
-            hasher.update(UnsafeRawBufferPointer(rebasing: chunk[0..<got]))
-            total += got
-        }
-        let found = hasher.hexDigest
-        guard found == shard.xxh64.lowercased() else {
-            throw CheckpointError(.checksumMismatch, path: path,
-                                  expected: "xxh64 \(shard.xxh64) (\(TrainingCheckpointFormat.manifestName))",
-                                  found: "xxh64 \(found): the file was altered or damaged")
-        }
-        return total
-    }
-
     /// Reads exactly `buffer.count` bytes at `offset`. The corresponding C function is `pread`.
     private func readFully(_ descriptor: FileDescriptor, into buffer: UnsafeMutableRawBufferPointer, at offset: Int, path: String) throws {
         var done = 0
@@ -134,7 +104,7 @@ public final class CheckpointTensors: TensorSource, @unchecked Sendable {
         }
     }
 
-    private static func open(_ path: String) throws -> FileDescriptor {
+    static func open(_ path: String) throws -> FileDescriptor {
         do { return try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec]) } catch let error as Errno {
             throw MappedFile.systemError(path, "open", code: error.rawValue)
         }

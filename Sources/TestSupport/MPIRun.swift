@@ -130,41 +130,18 @@ enum ChildProcess {
         // Only the dup2'ed copies (0, 1, 2) reach the child; no other test's process inherits these.
         for descriptor in outputPipe + errorPipe { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errorPipe[1], 2)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
         // A new process group (so the whole job can be killed), default signal dispositions and
-        // an empty signal mask (the test runner may block or ignore some).
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var emptyMask = sigset_t()
-        sigemptyset(&emptyMask)
-        posix_spawnattr_setsigmask(&attributes, &emptyMask)
-        var defaultSignals = sigset_t()
-        sigemptyset(&defaultSignals)
-        for signal in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD] { sigaddset(&defaultSignals, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
-
-        let argv = command.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
-        }
-        var pid: pid_t = 0
-        let spawnResult = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
+        // an empty signal mask (the test runner may block or ignore some): ``ProcessSpawn``.
+        let spawned = ProcessSpawn.spawn(command, environment: environment,
+                                         stdout: .descriptor(outputPipe[1]), stderr: .descriptor(errorPipe[1]))
         close(outputPipe[1])
         close(errorPipe[1])
-        guard spawnResult == 0 else {
+        let pid: pid_t
+        switch spawned {
+        case .success(let child): pid = child
+        case .failure(let error):
             close(outputPipe[0]); close(errorPipe[0])
-            throw MPIRunError.spawnFailed(command: commandLine, errno: spawnResult)
+            throw MPIRunError.spawnFailed(command: commandLine, errno: error.errno)
         }
 
         var collected: [[UInt8]] = [[], []]

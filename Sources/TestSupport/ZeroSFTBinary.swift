@@ -13,6 +13,27 @@ public enum ZeroSFTBinary {
         "eval-every", "val-fraction", "early-stop",
     ]
 
+    /// Every (subcommand, long option) whose value is a number, from the binary's own
+    /// `--experimental-dump-help` JSON (`dump`), so an option added later is covered too: options
+    /// whose default parses as a number, and ``numericOptionsWithoutDefault``.
+    public static func numericOptions(inHelpDump dump: String) throws -> [(command: String, option: String)] {
+        guard let root = try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [String: Any],
+              let subcommands = (root["command"] as? [String: Any])?["subcommands"] as? [[String: Any]]
+        else { throw HelpDumpError(dump: String(dump.prefix(200))) }
+        var result: [(command: String, option: String)] = []
+        for command in subcommands {
+            guard let name = command["commandName"] as? String else { continue }
+            for argument in command["arguments"] as? [[String: Any]] ?? [] where argument["kind"] as? String == "option" {
+                guard let option = (argument["names"] as? [[String: Any]])?.first(where: { $0["kind"] as? String == "long" })?["name"] as? String
+                else { continue }
+                let defaultValue = (argument["defaultValue"] as? String)?.split(separator: ",").first.map(String.init)
+                guard defaultValue.flatMap(Double.init) != nil || numericOptionsWithoutDefault.contains(option) else { continue }
+                result.append((name, option))
+            }
+        }
+        return result
+    }
+
     /// The executable: the first candidate that exists, or the expected path next to the running
     /// test executable when none does (``MPIRun`` then throws ``ZeroSFTBinaryError``, which tells
     /// you to build first).
@@ -59,4 +80,10 @@ public struct ZeroSFTBinaryError: Error, CustomStringConvertible {
             + "Run `swift build -c release` first (the tests run it as a separate process), "
             + "or point ZERO_SFT_BINARY at it."
     }
+}
+
+/// `--experimental-dump-help` printed something that is not the JSON swift-argument-parser writes.
+public struct HelpDumpError: Error, CustomStringConvertible {
+    public var dump: String
+    public var description: String { "--experimental-dump-help did not print its JSON: \(dump)" }
 }

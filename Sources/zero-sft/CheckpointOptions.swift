@@ -31,13 +31,11 @@ struct CheckpointArguments: ParsableArguments {
 
     /// Resolves `--resume` (and checks `--output-dir`) before any rank starts work: the checkpoint to
     /// continue, opened (format, completion marker, every shard file's size) and checked against the
-    /// model; and the lines to print about it. Without `--resume`, a non-empty output directory is
-    /// refused (HF Trainer's rule), its message pointing at `--resume latest`.
+    /// model; and the lines to print about it. (Without `--resume`, `OutputCheck.outputDirectory`
+    /// refuses a non-empty output directory — HF Trainer's rule — its message pointing at `--resume latest`.)
     func resolve(outputDir: String?, layout: ParameterLayout) throws -> (resume: CheckpointResume?, notes: [String]) {
-        guard let argument = resume else {
-            try ModelCheckpoint.checkFreshDirectory(outputDir, resumable: true)
-            return (nil, [])
-        }
+        // Without --resume, `OutputCheck.outputDirectory` refuses a non-empty directory (pointing at --resume latest).
+        guard let argument = resume else { return (nil, []) }
         let outputURL = outputDir.map { URL(fileURLWithPath: $0) }
         let (directory, skipped) = try CheckpointResume.locate(argument, outputDirectory: outputURL)
         var notes = skipped.map { "--resume latest: skipping \($0.url.lastPathComponent): \($0.problem ?? "incomplete")" }

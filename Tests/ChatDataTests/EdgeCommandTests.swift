@@ -61,9 +61,7 @@ extension CommandTests {
     /// "Missing value for '--lr <lr>'": swift-argument-parser reads `-1` as a flag). The options come from
     /// the binary's own `--experimental-dump-help`, so an option added later is covered too.
     @Test func negativeNumericOptionsGetTheirRangeMessage() throws {
-        let dump = try Self.run(["--experimental-dump-help"])
-        let root = try #require(try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])
-        let subcommands = try #require((root["command"] as? [String: Any])?["subcommands"] as? [[String: Any]])
+        let options = try ZeroSFTBinary.numericOptions(inHelpDump: Self.run(["--experimental-dump-help"]).stdout)
         let scratch = try Scratch()
         let data = try scratch.file("ok.jsonl", #"{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}"# + "\n")
         let required: [String: [String]] = [
@@ -71,23 +69,14 @@ extension CommandTests {
             "export": ["--out", scratch.url.appendingPathComponent("out").path], "tokenize": ["--model", "tiny"],
             "inspect-data": ["--model", "tiny", "--data", data.path],
         ]
-        // Numeric options without a default value.
-        let numericWithoutDefault = ZeroSFTBinary.numericOptionsWithoutDefault
         var checked = 0
-        for command in subcommands {
-            let name = try #require(command["commandName"] as? String)
-            for argument in command["arguments"] as? [[String: Any]] ?? [] where argument["kind"] as? String == "option" {
-                guard let option = (argument["names"] as? [[String: Any]])?.first(where: { $0["kind"] as? String == "long" })?["name"] as? String
-                else { continue }
-                let defaultValue = (argument["defaultValue"] as? String)?.split(separator: ",").first.map(String.init)
-                guard defaultValue.flatMap(Double.init) != nil || numericWithoutDefault.contains(option) else { continue }
-                for value in ["-1", "-0.5"] {
-                    let result = try Self.run([name] + (required[name] ?? []) + ["--\(option)", value])
-                    #expect(result.status != 0, "\(name) --\(option) \(value) was accepted: \(result.stdout.suffix(300))")
-                    #expect(result.stderr.contains("--\(option)") && !result.stderr.contains("Missing value"),
-                            "\(name) --\(option) \(value): \(result.stderr)")
-                    checked += 1
-                }
+        for (name, option) in options {
+            for value in ["-1", "-0.5"] {
+                let result = try Self.run([name] + (required[name] ?? []) + ["--\(option)", value])
+                #expect(result.status != 0, "\(name) --\(option) \(value) was accepted: \(result.stdout.suffix(300))")
+                #expect(result.stderr.contains("--\(option)") && !result.stderr.contains("Missing value"),
+                        "\(name) --\(option) \(value): \(result.stderr)")
+                checked += 1
             }
         }
         #expect(checked >= 80, "only \(checked) option checks: did --experimental-dump-help change?")

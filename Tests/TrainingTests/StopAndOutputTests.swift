@@ -205,9 +205,7 @@ import Glibc
     /// `-inf` is refused naming the option, never accepted and never a trap (before: `train
     /// --weight-decay inf` and `--clip-grad-norm inf` trained, `tokenize --bench F --seconds nan` ran).
     @Test func everyNumericOptionRefusesNaNAndInfinities() throws {
-        let dump = try Self.run(["--experimental-dump-help"])
-        let root = try #require(try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])
-        let subcommands = try #require((root["command"] as? [String: Any])?["subcommands"] as? [[String: Any]])
+        let options = try ZeroSFTBinary.numericOptions(inHelpDump: Self.run(["--experimental-dump-help"]).stdout)
         let scratch = try ScratchDirectory()
         let data = try Self.data(in: scratch)
         let required: [String: [String]] = [
@@ -215,19 +213,11 @@ import Glibc
             "export": ["--out", scratch.url.appendingPathComponent("out").path], "tokenize": ["--model", "tiny", "--bench", data.path],
             "inspect-data": ["--model", "tiny", "--data", data.path],
         ]
-        let numericWithoutDefault = ZeroSFTBinary.numericOptionsWithoutDefault
         var checked = 0
-        for command in subcommands {
-            let name = try #require(command["commandName"] as? String)
-            for argument in command["arguments"] as? [[String: Any]] ?? [] where argument["kind"] as? String == "option" {
-                guard let option = (argument["names"] as? [[String: Any]])?.first(where: { $0["kind"] as? String == "long" })?["name"] as? String
-                else { continue }
-                let defaultValue = (argument["defaultValue"] as? String)?.split(separator: ",").first.map(String.init)
-                guard defaultValue.flatMap(Double.init) != nil || numericWithoutDefault.contains(option) else { continue }
-                for value in ["nan", "inf", "-inf"] {
-                    try Self.expectRefusal([name] + (required[name] ?? []) + ["--\(option)", value], mentions: ["--\(option)"], protecting: [data])
-                    checked += 1
-                }
+        for (name, option) in options {
+            for value in ["nan", "inf", "-inf"] {
+                try Self.expectRefusal([name] + (required[name] ?? []) + ["--\(option)", value], mentions: ["--\(option)"], protecting: [data])
+                checked += 1
             }
         }
         #expect(checked >= 120, "only \(checked) option checks: did --experimental-dump-help change?")
@@ -298,34 +288,10 @@ import Glibc
             }
             childEnvironment["OPENBLAS_NUM_THREADS"] = "1"
             childEnvironment.merge(environment) { $1 }
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            defer { posix_spawn_file_actions_destroy(&actions) }
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 1, stdout.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            posix_spawn_file_actions_addopen(&actions, 2, stderr.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            var attributes = posix_spawnattr_t()
-            posix_spawnattr_init(&attributes)
-            defer { posix_spawnattr_destroy(&attributes) }
-            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-            posix_spawnattr_setpgroup(&attributes, 0)
-            var emptyMask = sigset_t()
-            sigemptyset(&emptyMask)
-            posix_spawnattr_setsigmask(&attributes, &emptyMask)
-            var defaultSignals = sigset_t()
-            sigemptyset(&defaultSignals)
-            for signal in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaultSignals, signal) }
-            posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
-            let argv = command.map { strdup($0) } + [nil]
-            let envp = childEnvironment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-            defer {
-                for pointer in argv { free(pointer) }
-                for pointer in envp { free(pointer) }
+            switch ProcessSpawn.spawn(command, environment: childEnvironment, stdout: .file(stdout.path), stderr: .file(stderr.path)) {
+            case .success(let pid): self.pid = pid
+            case .failure(let error): throw TestFailure("could not start \(command[0]): errno \(error.errno)")
             }
-            var pid: pid_t = 0
-            let result = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
-            guard result == 0 else { throw TestFailure("could not start \(command[0]): errno \(result)") }
-            self.pid = pid
         }
 
         /// The exit status (128 + signal when killed), reaping the process once it ended.
