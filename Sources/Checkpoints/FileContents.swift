@@ -5,9 +5,22 @@ import Glibc
 import Darwin
 #endif
 
-/// A file that could not be read: a ``FileOperationError`` whose operation is `cannot read: CALL`
-/// (`PATH: cannot read: open failed: No such file or directory (errno 2)`).
-public typealias FileReadError = FileOperationError
+/// A file that could not be read: the path, the system call that failed and the system's reason
+/// (`open failed: No such file or directory (errno 2)`), never Foundation's `NSCocoaErrorDomain` text.
+public struct FileReadError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var path: String
+    /// The failing operation: `open`, `fstat`, `read`, or `open (a directory)`.
+    public var operation: String
+    public var reason: String
+
+    public init(path: String, operation: String, reason: String) {
+        self.path = path
+        self.operation = operation
+        self.reason = reason
+    }
+
+    public var description: String { "\(path): cannot read: \(operation) failed: \(reason)" }
+}
 
 /// Whole-file reads with POSIX error messages.
 public enum FileContents {
@@ -23,7 +36,7 @@ public enum FileContents {
         var status = stat()
         guard fstat(file.rawValue, &status) == 0 else { throw failure(path, "fstat", Errno(rawValue: errno)) }
         if (status.st_mode & S_IFMT) == S_IFDIR {
-            throw FileReadError(path: path, operation: "cannot read: read", reason: "it is a directory, not a file")
+            throw FileReadError(path: path, operation: "read", reason: "it is a directory, not a file")
         }
         var bytes: [UInt8] = []
         // Regular files report their size; pipes and character devices are read until end of file.
@@ -39,7 +52,7 @@ public enum FileContents {
     }
 
     static func failure(_ path: String, _ call: String, _ error: any Error) -> FileReadError {
-        let reason = (error as? Errno).map { "\(String(cString: strerror($0.rawValue))) (errno \($0.rawValue))" } ?? "\(error)"
-        return FileReadError(path: path, operation: "cannot read: \(call)", reason: reason)
+        guard let code = error as? Errno else { return FileReadError(path: path, operation: call, reason: "\(error)") }
+        return FileReadError(path: path, operation: call, reason: "\(String(cString: strerror(code.rawValue))) (errno \(code.rawValue))")
     }
 }
