@@ -16,6 +16,7 @@ struct BenchCommand: ParsableCommand {
         discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step and compute_seconds_per_step.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var blasOptions: BLASOptions
     @Option(name: .long, help: "Rows per micro-batch on each rank.") var microBatchSize: Int = 4
     @Option(name: .long, help: "Tokens per row (each row is one example, every token supervised).") var seqLen: Int = 256
     @Option(name: .long, help: "ZeRO stage.") var zeroStage: ZeroStage = .three
@@ -41,6 +42,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        try blasOptions.apply()
         let source = try modelOptions.resolve()
         let config = source.config
         Job.run { (communicator: Communicator) throws -> Void in

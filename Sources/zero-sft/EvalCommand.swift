@@ -30,6 +30,7 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the random initialisation (presets only).")
     var seed: UInt64 = 42
     @OptionGroup var collectives: CollectiveOptions
+    @OptionGroup var blasOptions: BLASOptions
 
     func validate() throws {
         let tokens = TrainingOptions.maximumSequenceLength
@@ -41,6 +42,7 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
+        try blasOptions.apply()
         let source = try modelOptions.resolve()
         let config = source.config
         let examples: any ExampleSource = PreparedFile.isPrepared(path: data)

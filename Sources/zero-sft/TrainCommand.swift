@@ -105,6 +105,7 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var evaluation: EvaluationArguments
     @OptionGroup var long: LongExampleOptions
     @OptionGroup var collectives: CollectiveOptions
+    @OptionGroup var blasOptions: BLASOptions
     @Option(name: .long, help: "Write the trained model here as an HF directory (config.json, model.safetensors, generation_config.json, tokenizer files) and the checkpoints as checkpoint-STEP folders; refuses an existing non-empty directory unless resuming.")
     var outputDir: String?
     @OptionGroup var checkpointing: CheckpointArguments
@@ -134,6 +135,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        try blasOptions.apply()
         let started = Date()
         let source = try modelOptions.resolve()
         let config = source.config

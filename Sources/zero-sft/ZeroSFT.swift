@@ -6,7 +6,7 @@ struct ZeroSFT: ParsableCommand {
         commandName: "zero-sft",
         abstract: "ZeRO-sharded supervised fine-tuning of decoder-only language models on CPUs.",
         subcommands: [DemoCommand.self, TrainCommand.self, EvalCommand.self, GenerateCommand.self, ChatCommand.self, ExportCommand.self,
-                      TokenizeCommand.self, InspectDataCommand.self, PlotCommand.self, PrepareCommand.self, BenchCommand.self, PlanCommand.self, SelfTestCommand.self],
+                      TokenizeCommand.self, InspectDataCommand.self, PlotCommand.self, PrepareCommand.self, BenchCommand.self, BenchGemmCommand.self, PlanCommand.self, SelfTestCommand.self],
         defaultSubcommand: DemoCommand.self)
 
     /// Parses the strictly decoded arguments with negative option values joined (`--lr -1` → `--lr=-1`),
