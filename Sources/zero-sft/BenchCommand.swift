@@ -13,7 +13,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Time training steps (forward, backward, AdamW) and print tokens/s and achieved GFLOP/s against sgemm's.",
-        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step and compute_seconds_per_step.")
+        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, warmup_loss (the untimed first step's loss, before any update), and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step and compute_seconds_per_step.")
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var blasOptions: BLASOptions
@@ -70,7 +70,9 @@ struct BenchCommand: ParsableCommand {
             Session.warn(source)
             let trainer = try Session.makeTrainer(source: source, options: options, communicator: communicator,
                                                   examples: examples)
-            _ = try trainer.trainStep(0)
+            // The warm-up step's loss is the initial weights' loss on the first rows: what a reference (tools/torch_sft_step.py) checks first.
+            let warmUp = try trainer.trainStep(0)
+            logger.info(.init(stringLiteral: String(format: "step 0 (warm-up, untimed): %.3f s, loss %.6f", warmUp.stepSeconds, warmUp.loss)))
             var seconds = 0.0, tokens = 0, supervised = 0
             var communication = CommunicationCounters()
             for step in 1...steps {
@@ -113,6 +115,7 @@ struct BenchCommand: ParsableCommand {
                 "zero_stage": Double(zeroStage.rawValue), "peak_rss": Double(peak),
                 "bytes_sent_per_step": bytesPerStep, "paper_bytes_per_step": paperBytes, "parameters": psi,
                 "wait_seconds_per_step": waitPerStep, "compute_seconds_per_step": seconds / Double(steps) - waitPerStep,
+                "warmup_loss": warmUp.loss,
             ]
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

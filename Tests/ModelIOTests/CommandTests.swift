@@ -88,6 +88,23 @@ import Testing
         #expect(losses.allSatisfy { abs($0 - losses[0]) <= 1e-6 * losses[0] }, "losses \(losses)")
     }
 
+    /// bench's JSON carries the warm-up step's loss, and it is transformers' on the same initial weights and
+    /// rows: the goldens are tools/torch_sft_step.py's `warmup_loss` (torch 2.13, transformers 5.24) on
+    /// `zero-sft export --model tiny --seed 42` with `--seq-len 64 --micro-batch-size 2 --steps 2`, `step
+    /// --threads 1` for one rank and `fsdp --ranks 2` for two (FSDP2 over gloo). launch/bench-vs-torch relies
+    /// on both: bench's seed-42 init is the export's, and the reference labels and deals rows as bench does.
+    @Test func benchWarmUpLossIsTransformers() throws {
+        for (ranks, stage, golden) in [(MPIRun.withoutLauncher, "0", 5.573765277862549), (2, "3", 5.577279567718506)] {
+            let result = try Self.run(["bench", "--model", "tiny", "--steps", "1", "--seq-len", "64", "--micro-batch-size", "2",
+                                       "--zero-stage", stage, "--supervised-fraction", "0.5"], ranks: ranks)
+            #expect(result.status == 0, "bench on \(ranks) ranks, stage \(stage): \(result.stderr)")
+            let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            let json = try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]
+            let loss = json?["warmup_loss"] as? Double ?? .nan
+            #expect(abs(loss - golden) <= 1e-5 * golden, "ranks \(ranks), stage \(stage): warm-up loss \(loss) vs transformers \(golden); last line: \(last)")
+        }
+    }
+
     /// train from a GGUF on 2 ranks at stage 3 (each rank reads only its shards' ranges) writes an HF
     /// directory: the weights (after one step at lr 1e-9) are the GGUF's, and the sidecar files are there.
     @Test func trainFromGGUFWritesHFDirectory() throws {
