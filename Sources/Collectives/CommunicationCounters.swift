@@ -26,6 +26,9 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
     public var progressPasses: Int = 0
     /// Seconds spent in those passes (what the hook costs the compute it runs in).
     public var progressSeconds: Double = 0
+    /// The processor time of this rank's thread in those passes (`CLOCK_THREAD_CPUTIME_ID`): on a
+    /// loaded host ``progressSeconds`` also counts time the thread was preempted.
+    public var progressCPUSeconds: Double = 0
 
     public init() {}
 
@@ -37,6 +40,7 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
         difference.waitSeconds = waitSeconds - earlier.waitSeconds
         difference.progressPasses = progressPasses - earlier.progressPasses
         difference.progressSeconds = progressSeconds - earlier.progressSeconds
+        difference.progressCPUSeconds = progressCPUSeconds - earlier.progressCPUSeconds
         return difference
     }
 
@@ -46,6 +50,7 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
         case waitSeconds = "wait_seconds"
         case progressPasses = "progress_passes"
         case progressSeconds = "progress_seconds"
+        case progressCPUSeconds = "progress_cpu_seconds"
     }
 }
 

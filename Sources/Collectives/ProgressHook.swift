@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 extension Communicator {
     /// The default of ``progressInterval``: a pass at most every millisecond.
     ///
@@ -29,11 +35,20 @@ extension Communicator {
         guard let progressInterval, !hasGivenUp else { return }
         let now = ContinuousClock.now
         guard now - lastProgress >= progressInterval else { return }
+        let cpu = Self.threadCPUSeconds()
         try advance()
         let end = ContinuousClock.now
         lastProgress = end
         let elapsed = end - now
         counters.progressPasses += 1
         counters.progressSeconds += Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        counters.progressCPUSeconds += Self.threadCPUSeconds() - cpu
+    }
+
+    /// The calling thread's processor time (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`), in seconds.
+    static func threadCPUSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
     }
 }

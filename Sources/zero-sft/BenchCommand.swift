@@ -87,6 +87,7 @@ struct BenchCommand: ParsableCommand {
                 communication.waitSeconds += metrics.communication.waitSeconds
                 communication.progressPasses += metrics.communication.progressPasses
                 communication.progressSeconds += metrics.communication.progressSeconds
+                communication.progressCPUSeconds += metrics.communication.progressCPUSeconds
                 logger.info(.init(stringLiteral: String(format: "step %d: %.3f s (forward+backward %.3f s, optimizer %.3f s), %.0f tokens/s, loss %.4f", step, metrics.stepSeconds,
                            metrics.computeSeconds, metrics.optimizerSeconds, metrics.tokensPerSec, metrics.loss)))
             }
@@ -110,10 +111,11 @@ struct BenchCommand: ParsableCommand {
             let paperBytes = (zeroStage == .three ? 3 : 2) * psi * (ranks - 1) / ranks * 4
             let bytesPerStep = Double(communication.bytesSent) / Double(steps)
             let waitPerStep = communication.waitSeconds / Double(steps)
-            logger.info(.init(stringLiteral: String(format: "communication per step per rank: %.2f MB sent (ring model; ZeRO paper %dΨ(N-1)/N·4 = %.2f MB, ratio %.3f), %d collectives, %.3f s waited of %.3f s (%.0f%%), %d progress passes in compute (%.4f s)",
+            logger.info(.init(stringLiteral: String(format: "communication per step per rank: %.2f MB sent (ring model; ZeRO paper %dΨ(N-1)/N·4 = %.2f MB, ratio %.3f), %d collectives, %.3f s waited of %.3f s (%.0f%%), %d progress passes in compute (%.4f s, %.4f s of CPU)",
                        bytesPerStep / 1e6, zeroStage == .three ? 3 : 2, paperBytes / 1e6, paperBytes > 0 ? bytesPerStep / paperBytes : 0,
                        communication.collectives / steps, waitPerStep, seconds / Double(steps), 100 * waitPerStep / (seconds / Double(steps)),
-                       communication.progressPasses / steps, communication.progressSeconds / Double(steps))))
+                       communication.progressPasses / steps, communication.progressSeconds / Double(steps),
+                       communication.progressCPUSeconds / Double(steps))))
             let summary: [String: Double] = [
                 "tokens_per_sec": Double(tokens) / seconds, "gflops": gflops, "sgemm_gflops": sgemm,
                 "step_seconds": seconds / Double(steps), "ranks": Double(communicator.size), "threads": Double(BLAS.threadCount),
@@ -122,6 +124,7 @@ struct BenchCommand: ParsableCommand {
                 "wait_seconds_per_step": waitPerStep, "compute_seconds_per_step": seconds / Double(steps) - waitPerStep,
                 "progress_passes_per_step": Double(communication.progressPasses) / Double(steps),
                 "progress_seconds_per_step": communication.progressSeconds / Double(steps),
+                "progress_cpu_seconds_per_step": communication.progressCPUSeconds / Double(steps),
             ]
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

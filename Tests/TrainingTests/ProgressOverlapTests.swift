@@ -29,14 +29,18 @@ import Training
         if stage == 3 { variants.append(("every call, prefetch depth 2", ["--progress-interval", "0.001", "--prefetch-depth", "2"])) }
         for (label, extra) in variants {
             let on = try TrainingRun.run(ranks: 3, arguments: arguments + extra, in: scratch.url, label: "stage\(stage)-\(extra.count)")
-            #expect(Self.passes(on).count == 4 && Self.passes(on).allSatisfy { $0 > 0 },
-                    "stage \(stage), \(label): progress passes per step \(Self.passes(on))")
+            // A stage-3 prefetch cannot complete before this rank tests it: passes in every step. A
+            // stage-2 ring may complete at its start on the rank that comes last: passes in some step.
+            let passes = Self.passes(on)
+            #expect(passes.count == 4 && passes.allSatisfy { $0 >= 0 } && (stage == 3 ? passes.allSatisfy { $0 > 0 } : passes.contains { $0 > 0 }),
+                    "stage \(stage), \(label): progress passes per step \(passes)")
             #expect(on.losses.map(\.bitPattern) == off.losses.map(\.bitPattern),
                     "stage \(stage), \(label): losses \(on.losses), hook off \(off.losses)")
             #expect(Set(on.parameters.keys) == Set(off.parameters.keys))
             for (name, values) in off.parameters {
                 let other = on.parameters[name] ?? []
-                let differing = zip(values, other).firstIndex { $0.bitPattern != $1.bitPattern }
+                let differing = other.count == values.count
+                    ? values.indices.first { values[$0].bitPattern != other[$0].bitPattern } : 0
                 #expect(other.count == values.count && differing == nil,
                         "stage \(stage), \(label): \(name) differs at element \(differing ?? -1)")
             }
