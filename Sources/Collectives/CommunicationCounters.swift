@@ -21,6 +21,14 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
     /// and its typed twin after the first unsuccessful test, and inside blocking all-reduces. The
     /// communication that compute did not hide.
     public var waitSeconds: Double = 0
+    /// Passes of the progress hook (``Communicator/progressIfDue(_:)``): tests of the collectives in
+    /// flight made from inside compute, between matrix products.
+    public var progressPasses: Int = 0
+    /// Seconds spent in those passes (what the hook costs the compute it runs in).
+    public var progressSeconds: Double = 0
+    /// The processor time of this rank's thread in those passes (`CLOCK_THREAD_CPUTIME_ID`): on a
+    /// loaded host ``progressSeconds`` also counts time the thread was preempted.
+    public var progressCPUSeconds: Double = 0
 
     public init() {}
 
@@ -30,6 +38,9 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
         difference.bytesSent = bytesSent - earlier.bytesSent
         difference.collectives = collectives - earlier.collectives
         difference.waitSeconds = waitSeconds - earlier.waitSeconds
+        difference.progressPasses = progressPasses - earlier.progressPasses
+        difference.progressSeconds = progressSeconds - earlier.progressSeconds
+        difference.progressCPUSeconds = progressCPUSeconds - earlier.progressCPUSeconds
         return difference
     }
 
@@ -37,6 +48,9 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
         case bytesSent = "bytes_sent"
         case collectives
         case waitSeconds = "wait_seconds"
+        case progressPasses = "progress_passes"
+        case progressSeconds = "progress_seconds"
+        case progressCPUSeconds = "progress_cpu_seconds"
     }
 }
 

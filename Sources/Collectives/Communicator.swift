@@ -60,6 +60,12 @@ public final class Communicator {
     /// Bytes sent (ring model), collectives started and seconds waited by this rank so far; see
     /// ``CommunicationCounters``.
     public internal(set) var counters = CommunicationCounters()
+    /// The least time between two passes of ``progressIfDue(_:)``, the progress hook that compute
+    /// calls between its matrix products (default 1 ms; `nil` turns the hook off). See
+    /// ``progressIfDue(_:)``.
+    public var progressInterval: Duration? = Communicator.defaultProgressInterval
+    /// When ``progressIfDue(_:)`` last ran a pass.
+    var lastProgress = ContinuousClock.now
 
     private let storedHostName: String
     /// The collectives this rank started (counted only while ``checksConsistency`` is on).

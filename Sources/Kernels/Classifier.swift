@@ -20,6 +20,9 @@ public enum Classifier {
     /// Computes the loss and, when `dhidden` and `dweight` are given, its gradients.
     ///
     /// `dhidden` is overwritten at supervised rows and zeroed elsewhere; `dweight` accumulates.
+    /// `progress` is called between the matrix products and after each row's softmax (the model's
+    /// progress hook, `UnitStore.progressInFlight()`: communication in flight moves during the head's
+    /// three large products); it must not touch these buffers.
     @discardableResult
     public static func forwardBackward(
         hidden: UnsafeBufferPointer<Float>,
@@ -28,7 +31,8 @@ public enum Classifier {
         vocabulary v: Int, channels c: Int,
         scale: Float,
         dhidden: UnsafeMutableBufferPointer<Float>?,
-        dweight: UnsafeMutableBufferPointer<Float>?
+        dweight: UnsafeMutableBufferPointer<Float>?,
+        progress: () -> Void = {}
     ) -> Result {
         let n = targets.count
         precondition(hidden.count >= n * c && weight.count == v * c, "Classifier: buffers do not fit (N \(n), V \(v), C \(c))")
@@ -57,6 +61,7 @@ public enum Classifier {
             for r in 0..<count { (x + r * c).update(from: h + rows[first + r] * c, count: c) }
             BLAS.gemm(transposeA: false, transposeB: true, m: count, n: v, k: c,
                       a: x, lda: c, b: w, ldb: c, c: z, ldc: v)
+            progress()
             for r in 0..<count {
                 let row = z + r * v
                 let target = Int(targets[rows[first + r]])
@@ -68,12 +73,14 @@ public enum Classifier {
                     VectorMath.scale(row, count: v, by: scale / sum)
                     row[target] -= scale
                 }
+                progress()
             }
             if let dhidden {
                 BLAS.gemm(transposeA: false, transposeB: false, m: count, n: c, k: v,
                           a: z, lda: v, b: w, ldb: c, c: dx, ldc: c)
                 let dh = dhidden.baseAddress!
                 for r in 0..<count { (dh + rows[first + r] * c).update(from: dx + r * c, count: c) }
+                progress()
             }
             if let dweight {
                 BLAS.gemm(transposeA: true, transposeB: false, m: v, n: c, k: count,

@@ -104,23 +104,31 @@ extension DecoderModel {
         // Attention block.
         RMSNorm.forward(out: normed, rstd: a.rstd1[s].pointer, inp: x, weight: w.inputNorm, tokens: n, channels: c, epsilon: eps)
         Linear.forward(out: q.pointer, inp: UnsafeBufferPointer(normed), weight: w.q, bias: w.qBias, tokens: n, inputs: c, outputs: qw)
+        progress()
         Linear.forward(out: k.pointer, inp: UnsafeBufferPointer(normed), weight: w.k, bias: w.kBias, tokens: n, inputs: c, outputs: kw)
+        progress()
         Linear.forward(out: v.pointer, inp: UnsafeBufferPointer(normed), weight: w.v, bias: w.vBias, tokens: n, inputs: c, outputs: kw)
+        progress()
         RoPE.apply(q.pointer, positions: positions, heads: shape.queryHeads, table: rotary)
         RoPE.apply(k.pointer, positions: positions, heads: shape.keyValueHeads, table: rotary)
         Attention.forward(out: attention.pointer, lse: a.lse[s].pointer,
                           q: q.prefix(n * qw), k: k.prefix(n * kw), v: v.prefix(n * kw),
                           boundaries: boundaries, shape: shape)
+        progress()
         Linear.forward(out: a.projected.pointer, inp: attention.prefix(n * qw), weight: w.o, bias: nil,
                        tokens: n, inputs: qw, outputs: c)
+        progress()
         add(middle, x, a.projected.prefix(n * c))
         // MLP block.
         RMSNorm.forward(out: normed, rstd: a.rstd2[s].pointer, inp: UnsafeBufferPointer(middle), weight: w.postNorm,
                         tokens: n, channels: c, epsilon: eps)
         Linear.forward(out: gate.pointer, inp: UnsafeBufferPointer(normed), weight: w.gate, bias: nil, tokens: n, inputs: c, outputs: f)
+        progress()
         Linear.forward(out: up.pointer, inp: UnsafeBufferPointer(normed), weight: w.up, bias: nil, tokens: n, inputs: c, outputs: f)
+        progress()
         SwiGLU.forward(out: a.product.pointer, gate: gate.prefix(n * f), up: up.prefix(n * f), count: n * f)
         Linear.forward(out: a.projected.pointer, inp: a.product.prefix(n * f), weight: w.down, bias: nil, tokens: n, inputs: f, outputs: c)
+        progress()
         add(input(l + 1).slice(0..<(n * c)), UnsafeBufferPointer(middle), a.projected.prefix(n * c))
     }
 
@@ -143,33 +151,41 @@ extension DecoderModel {
         let dMLPNormed = a.dnormed.slice(0..<(n * c))
         Linear.backward(dinp: dProduct, dweight: g.down, dbias: nil, dout: UnsafeBufferPointer(residual),
                         inp: a.product.prefix(n * f), weight: w.down, tokens: n, inputs: f, outputs: c)
+        progress()
         SwiGLU.backward(dgate: dGate, dup: dUp, dout: UnsafeBufferPointer(dProduct), gate: a.gate[l].prefix(n * f),
                         up: a.up[l].prefix(n * f), count: n * f)
         Linear.backward(dinp: dMLPNormed, dweight: g.gate, dbias: nil, dout: UnsafeBufferPointer(dGate),
                         inp: UnsafeBufferPointer(normed), weight: w.gate, tokens: n, inputs: c, outputs: f)
+        progress()
         Linear.backward(dinp: dMLPNormed, dweight: g.up, dbias: nil, dout: UnsafeBufferPointer(dUp),
                         inp: UnsafeBufferPointer(normed), weight: w.up, tokens: n, inputs: c, outputs: f)
+        progress()
         RMSNorm.backward(dinp: residual, dweight: g.postNorm, dout: UnsafeBufferPointer(dMLPNormed), inp: middle,
                          weight: w.postNorm, rstd: a.rstd2[l].prefix(n), tokens: n, channels: c)
         // Attention block (its dnormed is the forward's `projected` scratch, unused in the backward).
         let dAttention = a.dAttention.slice(0..<(n * qw))
         Linear.backward(dinp: dAttention, dweight: g.o, dbias: nil, dout: UnsafeBufferPointer(residual),
                         inp: a.attention[l].prefix(n * qw), weight: w.o, tokens: n, inputs: qw, outputs: c)
+        progress()
         let dq = a.dq.slice(0..<(n * qw)), dk = a.dk.slice(0..<(n * kw)), dv = a.dv.slice(0..<(n * kw))
         Attention.backward(dq: dq, dk: dk, dv: dv, dout: UnsafeBufferPointer(dAttention),
                            q: a.q[l].prefix(n * qw), k: a.k[l].prefix(n * kw), v: a.v[l].prefix(n * kw),
                            out: a.attention[l].prefix(n * qw), lse: a.lse[l].prefix(n * shape.queryHeads),
                            boundaries: boundaries, shape: shape)
+        progress()
         RoPE.apply(dq, positions: positions, heads: shape.queryHeads, table: rotary, inverse: true)
         RoPE.apply(dk, positions: positions, heads: shape.keyValueHeads, table: rotary, inverse: true)
         RMSNorm.forward(out: normed, rstd: a.rstd1[l].pointer, inp: x, weight: w.inputNorm, tokens: n, channels: c, epsilon: eps)
         let dAttentionNormed = a.projected.slice(0..<(n * c))
         Linear.backward(dinp: dAttentionNormed, dweight: g.q, dbias: g.qBias, dout: UnsafeBufferPointer(dq),
                         inp: UnsafeBufferPointer(normed), weight: w.q, tokens: n, inputs: c, outputs: qw)
+        progress()
         Linear.backward(dinp: dAttentionNormed, dweight: g.k, dbias: g.kBias, dout: UnsafeBufferPointer(dk),
                         inp: UnsafeBufferPointer(normed), weight: w.k, tokens: n, inputs: c, outputs: kw)
+        progress()
         Linear.backward(dinp: dAttentionNormed, dweight: g.v, dbias: g.vBias, dout: UnsafeBufferPointer(dv),
                         inp: UnsafeBufferPointer(normed), weight: w.v, tokens: n, inputs: c, outputs: kw)
+        progress()
         RMSNorm.backward(dinp: residual, dweight: g.inputNorm, dout: UnsafeBufferPointer(dAttentionNormed), inp: x,
                          weight: w.inputNorm, rstd: a.rstd1[l].prefix(n), tokens: n, channels: c)
     }

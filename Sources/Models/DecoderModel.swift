@@ -18,6 +18,16 @@ public protocol UnitStore: AnyObject {
     func withParameters<R>(of unit: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R
     /// Runs `body` with a full-size buffer of the unit's gradient to accumulate into (`+=`), valid only inside.
     func withGradients<R>(of unit: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) throws -> R
+    /// The progress hook: the model calls it between its matrix products, so that collectives in
+    /// flight (a prefetch, gradient reduce-scatters) move during compute. It must be cheap when
+    /// nothing is due (the ZeRO engine rate-limits it by the clock), must not change any result,
+    /// and cannot throw: an implementation keeps an error and throws it from its next scope.
+    func progressInFlight()
+}
+
+extension UnitStore {
+    /// Nothing in flight: a local store has nothing to progress.
+    public func progressInFlight() {}
 }
 
 /// A forward value that is NaN or infinite (checked after every layer in debug mode).
@@ -46,6 +56,12 @@ public final class DecoderModel {
 
     let shape: Attention.Shape
     let activations: Activations
+    /// The store of the pass in progress, whose ``UnitStore/progressInFlight()`` ``progress()`` calls.
+    private var passStore: UnitStore? = nil
+
+    /// Lets the pass's communication advance: called between matrix products (see
+    /// ``UnitStore/progressInFlight()``). Changes no value the model computes.
+    @inline(__always) func progress() { passStore?.progressInFlight() }
 
     /// - Parameter training: whether ``step(_:store:lossScale:training:)`` will run backwards. An
     ///   inference-only model (evaluation) keeps one layer's cache, reused by every layer, instead of L.
@@ -97,6 +113,8 @@ public final class DecoderModel {
         let c = config.hiddenSize, v = config.vocabSize, a = activations, layers = config.numHiddenLayers
         let embeddingUnit = layout.embeddingUnit, finalUnit = layout.finalUnit, tied = config.tieWordEmbeddings
         try store.beginPass(schedule: parameterSchedule(training: training))
+        passStore = store
+        defer { passStore = nil }
 
         let result = try batch.tokens.withUnsafeBufferPointer { tokens in
             try batch.positions.withUnsafeBufferPointer { positions in
@@ -123,7 +141,8 @@ public final class DecoderModel {
                         func classify(_ head: UnsafeBufferPointer<Float>, _ dhead: UnsafeMutableBufferPointer<Float>?) -> Classifier.Result {
                             Classifier.forwardBackward(
                                 hidden: a.normed.prefix(n * c), weight: head, targets: targets, vocabulary: v, channels: c,
-                                scale: lossScale, dhidden: training ? a.dnormed.slice(0..<(n * c)) : nil, dweight: dhead)
+                                scale: lossScale, dhidden: training ? a.dnormed.slice(0..<(n * c)) : nil, dweight: dhead,
+                                progress: progress)
                         }
                         guard training else {
                             return tied ? try store.withParameters(of: embeddingUnit) { classify($0.view(0..<(v * c)), nil) }
@@ -180,6 +199,8 @@ public final class DecoderModel {
         let a = activations, layers = config.numHiddenLayers
         var out = [Float](repeating: 0, count: n * v)
         try store.beginPass(schedule: parameterSchedule(training: false))
+        passStore = store
+        defer { passStore = nil }
         try batch.tokens.withUnsafeBufferPointer { tokens in
             try batch.positions.withUnsafeBufferPointer { positions in
                 try store.withParameters(of: layout.embeddingUnit) { embedding in

@@ -31,6 +31,11 @@ public final class ShardedParameters: UnitStore {
     public let store: RoleBuffer
     /// Polled while this rank waits for a gather (set by the trainer's engine to its gradient reducer).
     public weak var background: BackgroundWork?
+    /// Stage 3: how many units of the schedule are gathered ahead of the one in use (each holds one
+    /// full unit more in memory while in flight).
+    public let prefetchDepth: Int
+    /// One unit ahead: the next unit's gather runs during this unit's compute.
+    public static let defaultPrefetchDepth = 1
 
     /// Stage 3: units gathered for use, and all-gathers in flight (prefetches).
     var gathered: [Int: FloatBuffer] = [:]
@@ -45,11 +50,14 @@ public final class ShardedParameters: UnitStore {
     /// called only for the ranges this rank keeps (elements past the unit's count are padding: zero).
     public init(
         layout: ParameterLayout, stage: ZeroStage, communicator: Communicator,
+        prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth,
         initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
     ) throws {
+        precondition(prefetchDepth >= 1, "ShardedParameters: prefetchDepth must be at least 1, got \(prefetchDepth)")
         self.layout = layout
         self.stage = stage
         self.communicator = communicator
+        self.prefetchDepth = prefetchDepth
         rank = communicator.rank
         plan = ShardPlan(layout: layout, ranks: communicator.size)
         store = RoleBuffer(layout: plan.flatLayout(sharded: stage.shardsParameters, rank: rank))
@@ -94,10 +102,9 @@ public final class ShardedParameters: UnitStore {
         guard stage.shardsParameters else { return try body(UnsafeBufferPointer(store.unit(unit))) }
         if let request = gathering.removeValue(forKey: unit) { try wait(for: request, unit: unit) }
         if gathered[unit] == nil { try wait(for: startGather(unit), unit: unit) }
-        // Prefetch the next unit while this one computes.
-        if cursor < schedule.count {
-            let next = schedule[cursor]
-            if gathered[next] == nil { gathering[next] = try startGather(next) }
+        // Prefetch the next units while this one computes (the same order on every rank).
+        for next in schedule[cursor..<min(cursor + prefetchDepth, schedule.count)] where gathered[next] == nil {
+            gathering[next] = try startGather(next)
         }
         guard let buffer = gathered[unit] else { preconditionFailure("ShardedParameters: unit \(unit) not gathered") }
         defer {
@@ -106,6 +113,15 @@ public final class ShardedParameters: UnitStore {
             gatheredBytes -= buffer.bytes
         }
         return try body(UnsafeBufferPointer(buffer.pointer))
+    }
+
+    /// No gather in flight.
+    public var isIdle: Bool { gathering.isEmpty }
+
+    /// Tests every gather in flight (``CollectiveRequest/test()``): a progress pass of Open MPI for
+    /// each, which moves libnbc's all-gather schedules and the TCP transport's messages.
+    public func progress() throws {
+        for request in gathering.values { _ = try request.test() }
     }
 
     /// Parameters have no gradients: a store for evaluation and generation only.

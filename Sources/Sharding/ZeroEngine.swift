@@ -29,13 +29,15 @@ public final class ZeroEngine: UnitStore {
     public init(
         layout: ParameterLayout, stage: ZeroStage, communicator: Communicator, optimizer: AdamW,
         reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight,
+        prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth,
         initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
     ) throws {
         precondition(reductionsInFlight >= 1, "ZeroEngine: reductionsInFlight must be at least 1, got \(reductionsInFlight)")
         self.layout = layout
         self.stage = stage
         self.communicator = communicator
-        parameters = try ShardedParameters(layout: layout, stage: stage, communicator: communicator, initialize: initialize)
+        parameters = try ShardedParameters(layout: layout, stage: stage, communicator: communicator,
+                                           prefetchDepth: prefetchDepth, initialize: initialize)
         plan = parameters.plan
         gradients = GradientReducer(plan: plan, stage: stage, communicator: communicator, reductionsInFlight: reductionsInFlight)
         adamW = ShardedAdamW(optimizer: optimizer, layout: layout, plan: plan, stage: stage, rank: communicator.rank,
@@ -48,6 +50,8 @@ public final class ZeroEngine: UnitStore {
     public static let defaultReductionsInFlight = 2
 
     public var reductionsInFlight: Int { gradients.reductionsInFlight }
+    /// Stage 3: how many units of the schedule are gathered ahead of the one in use.
+    public var prefetchDepth: Int { parameters.prefetchDepth }
 
     // MARK: Bytes held (the memory ledger)
 
@@ -64,16 +68,48 @@ public final class ZeroEngine: UnitStore {
 
     /// Completes the micro-step's outstanding reduce-scatters.
     public func endPass() throws {
+        try throwProgressError()
         try parameters.endPass()
         try gradients.finish()
     }
 
     public func withParameters<R>(of unit: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
-        try parameters.withParameters(of: unit, body)
+        try throwProgressError()
+        return try parameters.withParameters(of: unit, body)
     }
 
     public func withGradients<R>(of unit: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) throws -> R {
-        try gradients.withGradients(of: unit, body)
+        try throwProgressError()
+        return try gradients.withGradients(of: unit, body)
+    }
+
+    // MARK: Communication during compute
+
+    /// The progress hook the model calls between its matrix products: at most every
+    /// ``Communicator/progressInterval`` (``Communicator/progressIfDue(_:)``), tests the stage-3
+    /// prefetches in flight and advances the gradient rings, folding completed ones into the shard
+    /// oldest first, exactly as a wait would. Nothing in flight: returns at once. An MPI error is
+    /// kept and thrown by the next scope (``withParameters(of:_:)``, ``withGradients(of:_:)``,
+    /// ``endPass()``).
+    public func progressInFlight() {
+        guard progressError == nil, !(parameters.isIdle && gradients.isIdle) else { return }
+        do {
+            try communicator.progressIfDue {
+                try parameters.progress()
+                try gradients.progress()
+            }
+        } catch {
+            progressError = error
+        }
+    }
+
+    /// An error of ``progressInFlight()``, thrown from the next scope.
+    private var progressError: (any Error)? = nil
+
+    private func throwProgressError() throws {
+        guard let error = progressError else { return }
+        progressError = nil
+        throw error
     }
 
     // MARK: The optimizer step

@@ -11,6 +11,8 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
     public var stage: ZeroStage = .three
     /// Stages 2–3: gradient reduce-scatters a rank keeps in flight (each holds a full-size buffer).
     public var reductionsInFlight = ZeroEngine.defaultReductionsInFlight
+    /// Stage 3: units gathered ahead of the one in use (`--prefetch-depth`).
+    public var prefetchDepth = ShardedParameters.defaultPrefetchDepth
     public var microBatchSize = 4
     public var sequenceLength = 512
     public var gradientAccumulation = 1
@@ -49,6 +51,7 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
         func check(_ ok: Bool, _ message: String) throws { if !ok { throw OptionError(message: message) } }
         let rows = Self.maximumRows, tokens = Self.maximumSequenceLength
         try check(reductionsInFlight >= 1, "--reductions-in-flight must be at least 1 (got \(reductionsInFlight))")
+        try check(prefetchDepth >= 1, "--prefetch-depth must be at least 1 (got \(prefetchDepth))")
         try check((1...rows).contains(microBatchSize), "--micro-batch-size must be in [1, \(rows)] (got \(microBatchSize))")
         try check((2...tokens).contains(sequenceLength), "--seq-len must be in [2, \(tokens)] (got \(sequenceLength))")
         try check(sequenceLength * microBatchSize <= 1 << 32,
@@ -180,7 +183,8 @@ public final class Trainer {
         let optimizer = AdamW(beta1: Float(options.beta1), beta2: Float(options.beta2), epsilon: Float(options.epsilon),
                               weightDecay: Float(options.weightDecay))
         engine = try ZeroEngine(layout: model.layout, stage: options.stage, communicator: communicator,
-                                optimizer: optimizer, reductionsInFlight: options.reductionsInFlight, initialize: initialize)
+                                optimizer: optimizer, reductionsInFlight: options.reductionsInFlight,
+                                prefetchDepth: options.prefetchDepth, initialize: initialize)
     }
 
     public var isLeader: Bool { communicator.rank == 0 }

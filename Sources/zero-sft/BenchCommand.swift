@@ -13,7 +13,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Time training steps (forward, backward, AdamW) and print tokens/s and achieved GFLOP/s against sgemm's.",
-        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, warmup_loss (the untimed first step's loss, before any update), and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step and compute_seconds_per_step.")
+        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, warmup_loss (the untimed first step's loss, before any update), and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step, compute_seconds_per_step, and the progress hook's progress_passes_per_step and progress_seconds_per_step.")
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var blasOptions: BLASOptions
@@ -24,6 +24,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Fraction of positions that carry a label.") var supervisedFraction: Double = 1
     @Option(name: .long, help: "The engine's cap on stage 2–3 gradient reduce-scatters in flight (as `train --reductions-in-flight`).")
     var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
+    @Option(name: .long, help: "Stage 3: units gathered ahead of the one in use (as `train --prefetch-depth`).")
+    var prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth
+    @OptionGroup var collectives: CollectiveOptions
 
     func validate() throws {
         let tokens = TrainingOptions.maximumSequenceLength, rows = TrainingOptions.maximumRows
@@ -39,6 +42,7 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("--supervised-fraction must be in (0, 1] (got \(supervisedFraction))")
         }
         guard reductionsInFlight >= 1 else { throw ValidationError("--reductions-in-flight must be at least 1 (got \(reductionsInFlight))") }
+        guard prefetchDepth >= 1 else { throw ValidationError("--prefetch-depth must be at least 1 (got \(prefetchDepth))") }
     }
 
     func run() throws {
@@ -47,6 +51,7 @@ struct BenchCommand: ParsableCommand {
         let config = source.config
         Job.run { (communicator: Communicator) throws -> Void in
             let logger = Session.logger("bench")
+            collectives.apply(to: communicator, checkingConsistency: false)
             var options = TrainingOptions()
             options.stage = zeroStage
             options.microBatchSize = microBatchSize
@@ -55,6 +60,7 @@ struct BenchCommand: ParsableCommand {
             options.shuffle = false
             options.logEvery = 1
             options.reductionsInFlight = reductionsInFlight
+            options.prefetchDepth = prefetchDepth
             // One row per example, `ranks × micro-batch` rows per step, random tokens.
             var state: UInt64 = 12345
             func next() -> Int32 {
@@ -83,6 +89,9 @@ struct BenchCommand: ParsableCommand {
                 communication.bytesSent += metrics.communication.bytesSent
                 communication.collectives += metrics.communication.collectives
                 communication.waitSeconds += metrics.communication.waitSeconds
+                communication.progressPasses += metrics.communication.progressPasses
+                communication.progressSeconds += metrics.communication.progressSeconds
+                communication.progressCPUSeconds += metrics.communication.progressCPUSeconds
                 logger.info(.init(stringLiteral: String(format: "step %d: %.3f s (forward+backward %.3f s, optimizer %.3f s), %.0f tokens/s, loss %.4f", step, metrics.stepSeconds,
                            metrics.computeSeconds, metrics.optimizerSeconds, metrics.tokensPerSec, metrics.loss)))
             }
@@ -106,9 +115,11 @@ struct BenchCommand: ParsableCommand {
             let paperBytes = (zeroStage == .three ? 3 : 2) * psi * (ranks - 1) / ranks * 4
             let bytesPerStep = Double(communication.bytesSent) / Double(steps)
             let waitPerStep = communication.waitSeconds / Double(steps)
-            logger.info(.init(stringLiteral: String(format: "communication per step per rank: %.2f MB sent (ring model; ZeRO paper %dΨ(N-1)/N·4 = %.2f MB, ratio %.3f), %d collectives, %.3f s waited of %.3f s (%.0f%%)",
+            logger.info(.init(stringLiteral: String(format: "communication per step per rank: %.2f MB sent (ring model; ZeRO paper %dΨ(N-1)/N·4 = %.2f MB, ratio %.3f), %d collectives, %.3f s waited of %.3f s (%.0f%%), %d progress passes in compute (%.4f s, %.4f s of CPU)",
                        bytesPerStep / 1e6, zeroStage == .three ? 3 : 2, paperBytes / 1e6, paperBytes > 0 ? bytesPerStep / paperBytes : 0,
-                       communication.collectives / steps, waitPerStep, seconds / Double(steps), 100 * waitPerStep / (seconds / Double(steps)))))
+                       communication.collectives / steps, waitPerStep, seconds / Double(steps), 100 * waitPerStep / (seconds / Double(steps)),
+                       communication.progressPasses / steps, communication.progressSeconds / Double(steps),
+                       communication.progressCPUSeconds / Double(steps))))
             let summary: [String: Double] = [
                 "tokens_per_sec": Double(tokens) / seconds, "gflops": gflops, "sgemm_gflops": sgemm,
                 "step_seconds": seconds / Double(steps), "ranks": Double(communicator.size), "threads": Double(BLAS.threadCount),
@@ -116,6 +127,9 @@ struct BenchCommand: ParsableCommand {
                 "bytes_sent_per_step": bytesPerStep, "paper_bytes_per_step": paperBytes, "parameters": psi,
                 "wait_seconds_per_step": waitPerStep, "compute_seconds_per_step": seconds / Double(steps) - waitPerStep,
                 "warmup_loss": warmUp.loss,
+                "progress_passes_per_step": Double(communication.progressPasses) / Double(steps),
+                "progress_seconds_per_step": communication.progressSeconds / Double(steps),
+                "progress_cpu_seconds_per_step": communication.progressCPUSeconds / Double(steps),
             ]
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

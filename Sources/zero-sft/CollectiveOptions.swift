@@ -8,10 +8,18 @@ struct CollectiveOptions: ParsableArguments {
         discussion: "The message names the collective, the step (and unit) and the rank that gave up. A rank that is stopped, dead or far behind otherwise hangs every other rank.",
         valueName: "seconds"))
     var collectiveTimeout: Double = 600
+    @Option(name: .long, help: ArgumentHelp(
+        "Milliseconds between two tests of the collectives in flight during compute; 0 turns the progress hook off.",
+        discussion: "Open MPI moves a non-blocking collective only inside MPI calls: the model tests the prefetches and gradient reduce-scatters in flight between its matrix products, at most this often, so they run under compute.",
+        valueName: "ms"))
+    var progressInterval: Double = 1
 
     func validate() throws {
         guard collectiveTimeout > 0, collectiveTimeout.isFinite else {
             throw ValidationError("--collective-timeout must be a positive number of seconds, got \(collectiveTimeout)")
+        }
+        guard progressInterval >= 0, progressInterval <= 60_000 else {
+            throw ValidationError("--progress-interval must be in [0, 60000] milliseconds (0: off), got \(progressInterval)")
         }
     }
 
@@ -19,6 +27,7 @@ struct CollectiveOptions: ParsableArguments {
     /// all ranks run the same collectives.
     func apply(to communicator: Communicator, checkingConsistency: Bool) {
         communicator.collectiveTimeout = collectiveTimeout
+        communicator.progressInterval = progressInterval > 0 ? .nanoseconds(Int64(progressInterval * 1e6)) : nil
         communicator.checksConsistency = checkingConsistency
     }
 }

@@ -237,6 +237,7 @@ struct SelfTest {
         try checkLargeBuffers()
         try checkOverlappedRequests()
         try checkRings()
+        try checkProgressHook()
         try checkChunking()
         if options.beyondInt32 { try checkBeyondInt32() }
         if rank == 0 { print("self-test: \(passed) passed, \(failed) failed") }
@@ -515,6 +516,58 @@ struct SelfTest {
                 return "Double ring, block index \(j): found \(second.result[j])"
             }
             return gathered.mismatch { Int32.pattern(rank: $0 / 5, index: $0, salt: 30) }.map { "allGather: \($0)" }
+        }
+    }
+
+    /// The progress hook (``Communicator/progressIfDue(_:)``): a ring and an all-gather started, then
+    /// compute that calls the hook between its pieces completes them without any wait; with the hook
+    /// off the ring does not move (it advances only when its rank tests it).
+    private mutating func checkProgressHook() throws {
+        let communicator = communicator
+        let rank = rank
+        let size = size
+        try check("progress hook: a ring and an allGather in flight complete during compute, without a wait") { _ in
+            let count = 4099
+            let floats = TestBuffer<Float>(count: count * size) { Float.pattern(rank: rank, index: $0, salt: 40) }
+            let scratch = TestBuffer<Float>(count: count) { _ in .sentinel }
+            let shard = TestBuffer<Int32>(count: 7) { Int32.pattern(rank: rank, index: rank * 7 + $0, salt: 41) }
+            let gathered = TestBuffer<Int32>(count: 7 * size) { _ in .sentinel }
+            defer { withExtendedLifetime((floats, scratch, shard, gathered)) {} }
+            let saved = communicator.progressInterval
+            defer { communicator.progressInterval = saved }
+            let ring = try communicator.startRingReduceScatter(floats.buffer, scratch: scratch.buffer)
+            let gather = try communicator.startAllGather(shard.readOnly, into: gathered.buffer)
+            var sink: Float = 0
+            /// Some compute: a few microseconds of arithmetic the hook runs between.
+            func compute() { for i in 0..<2_000 { sink += Float(i & 7) * 0.5 } }
+            func advance() throws { _ = try ring.test(); _ = try gather.test() }
+            // Hook off: 20 ms of compute moves nothing of the ring.
+            communicator.progressInterval = nil
+            let idle = ContinuousClock.now
+            while ContinuousClock.now - idle < .milliseconds(20) {
+                compute()
+                try communicator.progressIfDue(advance)
+            }
+            if size > 1, ring.isComplete { return "the ring completed with the hook off" }
+            // Hook on (every 100 µs): compute alone completes both.
+            communicator.progressInterval = .microseconds(100)
+            let before = communicator.counters
+            let start = ContinuousClock.now
+            while !(ring.isComplete && gather.isComplete) {
+                compute()
+                try communicator.progressIfDue(advance)
+                if ContinuousClock.now - start > .seconds(min(10, communicator.collectiveTimeout)) {
+                    return "not complete after \(min(10, communicator.collectiveTimeout)) s of compute with the hook (ring step \(ring.step))"
+                }
+            }
+            let spent = communicator.counters.subtracting(before)
+            if spent.waitSeconds != 0 { return "waited \(spent.waitSeconds) s: the hook must not wait" }
+            if size > 1, spent.progressPasses == 0 { return "no progress pass counted" }
+            if sink.isNaN { return "compute produced NaN" }
+            for j in 0..<count where ring.result[j] != Float.reducedPattern(size: size, index: rank * count + j, salt: 40, .sum) {
+                return "ring, block index \(j): found \(ring.result[j])"
+            }
+            return gathered.mismatch { Int32.pattern(rank: $0 / 7, index: $0, salt: 41) }.map { "allGather: \($0)" }
         }
     }
 

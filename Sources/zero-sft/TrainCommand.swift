@@ -29,6 +29,10 @@ struct TrainingArguments: ParsableArguments {
         "Stages 2–3: gradient reduce-scatters in flight at once; each holds one unit's full-size gradient.",
         discussion: "A rank that reaches the cap completes the oldest first. Higher overlaps more communication with the backward and costs one more unit of memory per step of the cap."))
     var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
+    @Option(name: .long, help: ArgumentHelp(
+        "Stage 3: units whose all-gather runs ahead of the one in use; each holds one more unit's full parameters.",
+        discussion: "1 gathers the next unit while this one computes; more smooths ranks that drift apart, at one unit of memory each."))
+    var prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth
     @Option(name: .long, help: "Packed rows per micro-batch on each rank.")
     var microBatchSize: Int = 4
     @Option(name: .long, help: "Tokens per packed row; longer examples are handled by --long-examples (and counted).")
@@ -68,6 +72,7 @@ struct TrainingArguments: ParsableArguments {
         var o = TrainingOptions()
         o.stage = zeroStage
         o.reductionsInFlight = reductionsInFlight
+        o.prefetchDepth = prefetchDepth
         o.microBatchSize = microBatchSize
         o.sequenceLength = seqLen
         o.gradientAccumulation = gradAccum
