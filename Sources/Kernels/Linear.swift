@@ -2,20 +2,28 @@
 ///
 /// Shapes: `inp (N, I)`, `weight (O, I)`, `bias (O)` or none, `out (N, O)`.
 /// Backward caches nothing beyond the layer input, which the caller keeps.
+///
+/// Adjacent layers that read the same input are one `Linear` whose weight is their weights stacked:
+/// q/k/v (`(Hq·d + 2·Hkv·d, C)`) and gate/up (`(2F, C)`) sit one after another in a layer unit's
+/// flat buffer, so the decoder layer runs each group as one gemm (larger `O`, one packing of the
+/// input) with the same per-output sums as separate products.
 public enum Linear {
-    /// `out = inp · Wᵀ (+ b)`.
+    /// `out = inp · Wᵀ (+ b)`, or with `accumulate` `out += inp · Wᵀ` (a residual connection
+    /// added by the gemm's `beta = 1` instead of a separate pass; no bias then).
     public static func forward(
         out: UnsafeMutableBufferPointer<Float>,
         inp: UnsafeBufferPointer<Float>,
         weight: UnsafeBufferPointer<Float>,
         bias: UnsafeBufferPointer<Float>?,
-        tokens n: Int, inputs i: Int, outputs o: Int
+        tokens n: Int, inputs i: Int, outputs o: Int,
+        accumulate: Bool = false
     ) {
         precondition(inp.count >= n * i && out.count >= n * o && weight.count == o * i,
                      "Linear.forward: buffers do not fit (N \(n), I \(i), O \(o))")
+        precondition(!(accumulate && bias != nil), "Linear.forward: a bias with accumulate")
         guard n > 0 else { return }
         let outBase = out.baseAddress!
-        var beta: Float = 0
+        var beta: Float = accumulate ? 1 : 0
         if let bias {
             precondition(bias.count == o, "Linear.forward: bias has \(bias.count) elements, expected \(o)")
             let b = bias.baseAddress!
@@ -31,8 +39,10 @@ public enum Linear {
                   beta: beta, c: outBase, ldc: o)
     }
 
-    /// Accumulates `dinp += dout · W`, `dweight += doutᵀ · inp`, `dbias += Σₜ dout`.
-    /// `dinp` may be nil when the input's gradient is not needed.
+    /// Accumulates `dweight += doutᵀ · inp`, `dbias += Σₜ dout` and `dinp += dout · W` (or, when
+    /// `accumulateInputGradient` is false, writes `dinp = dout · W`: no zeroed scratch needed).
+    /// `dinp` may be nil when the input's gradient is not needed. The weight gradient is taken first,
+    /// so `dinp` may be the same memory as `inp` when it is written, not accumulated.
     public static func backward(
         dinp: UnsafeMutableBufferPointer<Float>?,
         dweight: UnsafeMutableBufferPointer<Float>,
@@ -40,20 +50,21 @@ public enum Linear {
         dout: UnsafeBufferPointer<Float>,
         inp: UnsafeBufferPointer<Float>,
         weight: UnsafeBufferPointer<Float>,
-        tokens n: Int, inputs i: Int, outputs o: Int
+        tokens n: Int, inputs i: Int, outputs o: Int,
+        accumulateInputGradient: Bool = true
     ) {
         precondition(dout.count >= n * o && inp.count >= n * i && weight.count == o * i && dweight.count == o * i,
                      "Linear.backward: buffers do not fit (N \(n), I \(i), O \(o))")
         guard n > 0 else { return }
+        BLAS.gemm(transposeA: true, transposeB: false, m: o, n: i, k: n,
+                  a: dout.baseAddress!, lda: o, b: inp.baseAddress!, ldb: i,
+                  beta: 1, c: dweight.baseAddress!, ldc: i)
         if let dinp {
             precondition(dinp.count >= n * i, "Linear.backward: dinp too small")
             BLAS.gemm(transposeA: false, transposeB: false, m: n, n: i, k: o,
                       a: dout.baseAddress!, lda: o, b: weight.baseAddress!, ldb: i,
-                      beta: 1, c: dinp.baseAddress!, ldc: i)
+                      beta: accumulateInputGradient ? 1 : 0, c: dinp.baseAddress!, ldc: i)
         }
-        BLAS.gemm(transposeA: true, transposeB: false, m: o, n: i, k: n,
-                  a: dout.baseAddress!, lda: o, b: inp.baseAddress!, ldb: i,
-                  beta: 1, c: dweight.baseAddress!, ldc: i)
         if let dbias {
             precondition(dbias.count == o, "Linear.backward: dbias has \(dbias.count) elements, expected \(o)")
             let db = dbias.baseAddress!, d = dout.baseAddress!

@@ -2,8 +2,18 @@ import Glibc
 
 /// The gated activation of Llama's MLP: `out = silu(gate) ⊙ up`, `silu(g) = g · σ(g)`.
 ///
-/// Shapes: `gate (N, F)`, `up (N, F)`, `out (N, F)`. Backward needs `gate` and `up` (cached by the caller).
+/// Two layouts. The separate one: `gate (N, F)`, `up (N, F)`, `out (N, F)`; backward needs `gate`
+/// and `up` (cached by the caller). The fused one, which the decoder layer uses: `gateUp (N, 2F)`,
+/// each row `[gate | up]` as one gemm against the adjacent `gate_proj` and `up_proj` weights writes
+/// it; its backward runs in two passes over that cache, in place (``prepareBackward(product:gateUp:tokens:width:)``
+/// then ``backward(gateUp:dout:tokens:width:)``), so σ is evaluated once per element in the backward
+/// and no `dgate`/`dup` scratch is needed.
+///
+/// Every kernel splits its rows over the rank's threads (``Parallel/forEach(count:grain:_:)``).
 public enum SwiGLU {
+    /// Elements below which a thread of its own is not worth its dispatch.
+    static let grain = 16_384
+
     public static func forward(
         out: UnsafeMutableBufferPointer<Float>,
         gate: UnsafeBufferPointer<Float>,
@@ -13,7 +23,9 @@ public enum SwiGLU {
         precondition(out.count >= count && gate.count >= count && up.count >= count, "SwiGLU.forward: buffers too small")
         guard count > 0 else { return }
         let y = out.baseAddress!, g = gate.baseAddress!, u = up.baseAddress!
-        for i in 0..<count { y[i] = g[i] * VectorMath.sigmoid(g[i]) * u[i] }
+        Parallel.forEach(count: count, grain: grain) { range in
+            for i in range { y[i] = g[i] * VectorMath.sigmoid(g[i]) * u[i] }
+        }
     }
 
     /// Accumulates `dgate += dout ⊙ up ⊙ σ(g)(1 + g(1 − σ(g)))` and `dup += dout ⊙ silu(g)`.
@@ -30,11 +42,84 @@ public enum SwiGLU {
         guard count > 0 else { return }
         let dg = dgate.baseAddress!, du = dup.baseAddress!, dy = dout.baseAddress!
         let g = gate.baseAddress!, u = up.baseAddress!
-        for i in 0..<count {
-            let gi = g[i]
-            let sigma = VectorMath.sigmoid(gi)
-            du[i] += dy[i] * gi * sigma
-            dg[i] += dy[i] * u[i] * sigma * (1 + gi * (1 - sigma))
+        Parallel.forEach(count: count, grain: grain) { range in
+            for i in range {
+                let gi = g[i]
+                let sigma = VectorMath.sigmoid(gi)
+                du[i] += dy[i] * gi * sigma
+                dg[i] += dy[i] * u[i] * sigma * (1 + gi * (1 - sigma))
+            }
+        }
+    }
+
+    /// Fused layout, forward: `out[t, j] = silu(gateUp[t, j]) · gateUp[t, F + j]`.
+    ///
+    /// Shapes: `gateUp (N, 2F)`, `out (N, F)` with `F = width`.
+    public static func forward(
+        out: UnsafeMutableBufferPointer<Float>,
+        gateUp: UnsafeBufferPointer<Float>,
+        tokens n: Int, width f: Int
+    ) {
+        precondition(out.count >= n * f && gateUp.count >= n * 2 * f, "SwiGLU.forward: buffers do not fit (N \(n), F \(f))")
+        guard n > 0 && f > 0 else { return }
+        let y = out.baseAddress!, gu = gateUp.baseAddress!
+        Parallel.forEach(count: n, grain: max(1, grain / f)) { rows in
+            for t in rows {
+                let g = gu + t * 2 * f, u = g + f, yt = y + t * f
+                for j in 0..<f { yt[j] = g[j] * VectorMath.sigmoid(g[j]) * u[j] }
+            }
+        }
+    }
+
+    /// Fused layout, the backward's first pass: recomputes the forward's `product (N, F)` (the down
+    /// projection's input, needed for its weight gradient) and overwrites `gateUp` in place with the
+    /// two local derivatives, `∂out/∂gate = up · σ(g)(1 + g(1 − σ(g)))` and `∂out/∂up = silu(g)`.
+    ///
+    /// The forward's cached `gateUp` is read by nothing else afterwards, so one pass evaluates σ once
+    /// for both the recompute and the backward.
+    public static func prepareBackward(
+        product: UnsafeMutableBufferPointer<Float>,
+        gateUp: UnsafeMutableBufferPointer<Float>,
+        tokens n: Int, width f: Int
+    ) {
+        precondition(product.count >= n * f && gateUp.count >= n * 2 * f,
+                     "SwiGLU.prepareBackward: buffers do not fit (N \(n), F \(f))")
+        guard n > 0 && f > 0 else { return }
+        let y = product.baseAddress!, gu = gateUp.baseAddress!
+        Parallel.forEach(count: n, grain: max(1, grain / f)) { rows in
+            for t in rows {
+                let g = gu + t * 2 * f, u = g + f, yt = y + t * f
+                for j in 0..<f {
+                    let gj = g[j], uj = u[j]
+                    let sigma = VectorMath.sigmoid(gj), silu = gj * sigma
+                    yt[j] = silu * uj
+                    g[j] = uj * sigma * (1 + gj * (1 - sigma))
+                    u[j] = silu
+                }
+            }
+        }
+    }
+
+    /// Fused layout, the backward's second pass: turns the derivatives left by
+    /// ``prepareBackward(product:gateUp:tokens:width:)`` into `∂L/∂(gate, up)` in place:
+    /// `gateUp[t, j] *= dout[t, j]`, `gateUp[t, F + j] *= dout[t, j]` (written, not accumulated).
+    public static func backward(
+        gateUp: UnsafeMutableBufferPointer<Float>,
+        dout: UnsafeBufferPointer<Float>,
+        tokens n: Int, width f: Int
+    ) {
+        precondition(dout.count >= n * f && gateUp.count >= n * 2 * f, "SwiGLU.backward: buffers do not fit (N \(n), F \(f))")
+        guard n > 0 && f > 0 else { return }
+        let dy = dout.baseAddress!, gu = gateUp.baseAddress!
+        Parallel.forEach(count: n, grain: max(1, grain / f)) { rows in
+            for t in rows {
+                let g = gu + t * 2 * f, u = g + f, dyt = dy + t * f
+                for j in 0..<f {
+                    let d = dyt[j]
+                    g[j] *= d
+                    u[j] *= d
+                }
+            }
         }
     }
 }

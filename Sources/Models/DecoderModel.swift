@@ -73,7 +73,8 @@ public final class DecoderModel {
         self.rotary = config.rotaryTable(positions: max(maxTokens, 1))
         self.shape = Attention.Shape(queryHeads: config.numAttentionHeads, keyValueHeads: config.numKeyValueHeads,
                                      headDimension: config.headDimension, window: config.slidingWindow)
-        self.activations = Activations(config: config, maxTokens: maxTokens, cachedLayers: training ? config.numHiddenLayers : 1)
+        self.activations = Activations(config: config, maxTokens: maxTokens, cachedLayers: training ? config.numHiddenLayers : 1,
+                                       fusedQKV: layout.layer.qkv != nil)
     }
 
     /// Whether the model keeps every layer's activations for a backward.

@@ -91,6 +91,91 @@ import Glibc
         expectGradient("swiglu up", at: &u, analytic: du) { weightedSum(forward(g0, $0), r) }
     }
 
+    /// The fused `(N, 2F)` layout: its forward equals the separate one's, and its two in-place
+    /// backward passes give the finite-difference gradient (and the separate kernel's), while the
+    /// first pass recomputes the forward's product.
+    @Test func swiGLUFused() {
+        let n = 5, f = 7
+        var random = TestRandom(seed: 13)
+        var gu = random.normals(n * 2 * f, std: 2)
+        let r = random.normals(n * f)
+        func forward(_ gu: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: n * f)
+            out.withUnsafeMutableBufferPointer { o in gu.withUnsafeBufferPointer { gu in
+                SwiGLU.forward(out: o, gateUp: gu, tokens: n, width: f)
+            } }
+            return out
+        }
+        // The separate layout, row by row.
+        var gate: [Float] = [], up: [Float] = []
+        for t in 0..<n {
+            gate += gu[(t * 2 * f)..<(t * 2 * f + f)]
+            up += gu[(t * 2 * f + f)..<(t * 2 * f + 2 * f)]
+        }
+        var separate = [Float](repeating: 0, count: n * f)
+        var dg = [Float](repeating: 0, count: n * f), du = [Float](repeating: 0, count: n * f)
+        separate.withUnsafeMutableBufferPointer { o in gate.withUnsafeBufferPointer { g in up.withUnsafeBufferPointer { u in
+            r.withUnsafeBufferPointer { r in dg.withUnsafeMutableBufferPointer { dg in du.withUnsafeMutableBufferPointer { du in
+                SwiGLU.forward(out: o, gate: g, up: u, count: n * f)
+                SwiGLU.backward(dgate: dg, dup: du, dout: r, gate: g, up: u, count: n * f)
+            } } }
+        } } }
+        let fused = forward(gu)
+        #expect(fused == separate, "fused SwiGLU forward differs from the separate layout")
+        var product = [Float](repeating: 0, count: n * f), gradient = gu
+        product.withUnsafeMutableBufferPointer { p in gradient.withUnsafeMutableBufferPointer { g in r.withUnsafeBufferPointer { r in
+            SwiGLU.prepareBackward(product: p, gateUp: g, tokens: n, width: f)
+            SwiGLU.backward(gateUp: g, dout: r, tokens: n, width: f)
+        } } }
+        #expect(product == fused, "prepareBackward's product differs from the forward")
+        var maxDifference: Float = 0
+        for t in 0..<n {
+            for j in 0..<f {
+                let row = t * 2 * f, dgate: Float = gradient[row + j] - dg[t * f + j], dup: Float = gradient[row + f + j] - du[t * f + j]
+                maxDifference = max(maxDifference, abs(dgate), abs(dup))
+            }
+        }
+        #expect(maxDifference < 1e-5, "fused SwiGLU gradient differs from the separate kernel's by \(maxDifference)")
+        expectGradient("swiglu fused", at: &gu, analytic: gradient) { weightedSum(forward($0), r) }
+    }
+
+    /// `Linear`'s write and accumulate modes: `accumulate` adds to `out`, and with
+    /// `accumulateInputGradient: false` the input gradient overwrites `dinp`, even when `dinp` is `inp`.
+    @Test func linearWriteAndAccumulate() {
+        let n = 4, i = 6, o = 5
+        var random = TestRandom(seed: 14)
+        let x = random.normals(n * i), w = random.normals(o * i), r = random.normals(n * o), base = random.normals(n * o)
+        var plain = [Float](repeating: 0, count: n * o), accumulated = base
+        x.withUnsafeBufferPointer { x in w.withUnsafeBufferPointer { w in
+            plain.withUnsafeMutableBufferPointer { Linear.forward(out: $0, inp: x, weight: w, bias: nil, tokens: n, inputs: i, outputs: o) }
+            accumulated.withUnsafeMutableBufferPointer {
+                Linear.forward(out: $0, inp: x, weight: w, bias: nil, tokens: n, inputs: i, outputs: o, accumulate: true)
+            }
+        } }
+        var accumulateError: Float = 0
+        for index in 0..<(n * o) { accumulateError = max(accumulateError, abs(accumulated[index] - (base[index] + plain[index]))) }
+        #expect(accumulateError < 1e-5, "accumulate is not out += inp · Wᵀ (off by \(accumulateError))")
+        // Reference: accumulate into zeros. Then: write over garbage, and write over the input itself.
+        var dxReference = [Float](repeating: 0, count: n * i), dwReference = [Float](repeating: 0, count: o * i)
+        var dxWritten = [Float](repeating: 7, count: n * i), dwWritten = [Float](repeating: 0, count: o * i)
+        var aliased = x, dwAliased = [Float](repeating: 0, count: o * i)
+        r.withUnsafeBufferPointer { r in x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in
+            dxReference.withUnsafeMutableBufferPointer { dx in dwReference.withUnsafeMutableBufferPointer { dw in
+                Linear.backward(dinp: dx, dweight: dw, dbias: nil, dout: r, inp: xp, weight: wp, tokens: n, inputs: i, outputs: o)
+            } }
+            dxWritten.withUnsafeMutableBufferPointer { dx in dwWritten.withUnsafeMutableBufferPointer { dw in
+                Linear.backward(dinp: dx, dweight: dw, dbias: nil, dout: r, inp: xp, weight: wp, tokens: n, inputs: i, outputs: o,
+                                accumulateInputGradient: false)
+            } }
+            aliased.withUnsafeMutableBufferPointer { a in dwAliased.withUnsafeMutableBufferPointer { dw in
+                Linear.backward(dinp: a, dweight: dw, dbias: nil, dout: r, inp: UnsafeBufferPointer(a), weight: wp,
+                                tokens: n, inputs: i, outputs: o, accumulateInputGradient: false)
+            } }
+        } } }
+        #expect(dxWritten == dxReference && dwWritten == dwReference, "written input gradient differs from the accumulated one")
+        #expect(aliased == dxReference && dwAliased == dwReference, "dinp aliasing inp changed the gradients")
+    }
+
     @Test func rope() {
         let n = 6, heads = 3, d = 8
         let table = RotaryTable(headDimension: d, maxPositions: 16, base: 10000)

@@ -25,9 +25,10 @@ struct MemoryPlannerTests {
     @Test func activationsMatchTheModelsAllocation() {
         // Per layer and token: 2C + 2 + 2·Hq·d + 2·Hkv·d + Hq + 2F = 128 + 2 + 128 + 64 + 4 + 320 = 646 floats;
         // 2 layers × 64 tokens × 646 = 82,688; the final hidden state 64·64 = 4,096; one layer's scratch
-        // per token 1 + 4C + 4F + 2·Hq·d + 2·Hkv·d = 1 + 256 + 640 + 128 + 64 = 1,089, × 64 = 69,696.
-        // (82,688 + 4,096 + 69,696) × 4 bytes = 625,920.
-        #expect(MemoryPlanner.activationBytes(config: tiny, tokens: 64) == 625_920)
+        // per token 1 + 3C + F + 2·Hq·d + 2·Hkv·d + (Hq·d + 2·Hkv·d, the fused q/k/v output)
+        // = 1 + 192 + 160 + 128 + 64 + 128 = 673, × 64 = 43,072.
+        // (82,688 + 4,096 + 43,072) × 4 bytes = 519,424.
+        #expect(MemoryPlanner.activationBytes(config: tiny, tokens: 64) == 519_424)
         for (name, tokens) in [("tiny", 64), ("tiny-qwen2", 100), ("small", 256)] {
             let config = ModelPreset.config(named: name)!
             let model = DecoderModel(config: config, maxTokens: tokens)
@@ -68,7 +69,7 @@ struct MemoryPlannerTests {
         #expect(plan.blasBuffer == 4 * 63 * 256, "blas \(plan.blasBuffer)")
         #expect(plan.runtimeBaseline == MemoryPlanner.baselineWithoutMPI && planner(.zero, ranks: 2).plan().runtimeBaseline == MemoryPlanner.baselineWithMPI)
         // Stage 0 on one rank: nothing transient but the classifier; peak = states + activations + BLAS + classifier.
-        #expect(plan.peakLive == 16 * 102_720 + 625_920 + 4 * 63 * 256 + plan.classifierBuffers, "stage 0 peak \(plan.peakLive)")
+        #expect(plan.peakLive == 16 * 102_720 + 519_424 + 4 * 63 * 256 + plan.classifierBuffers, "stage 0 peak \(plan.peakLive)")
         #expect(plan.predictedPeakRSS == plan.peakLive + MemoryPlanner.baselineWithoutMPI)
     }
 
@@ -100,7 +101,7 @@ struct MemoryPlannerTests {
 
     /// N = 3, stage 3. Units in floats: embedding E = 16,386, layers L = 43,137, final F = 66; shards
     /// e = 5,462, l = 14,379, f = 22. Persistent bytes: shards 4·34,242 (parameters) + 4·34,242
-    /// (gradients) + 8·34,242 (moments) = 547,872, activations 625,920, BLAS panel 64,512: 1,238,304.
+    /// (gradients) + 8·34,242 (moments) = 547,872, activations 519,424, BLAS panel 64,512: 1,131,808.
     /// Attention scratch 32,768. The backward releases, in order: E and F at the head, layer 1, layer 0, E.
     @Test func stageThreeReplayByHandWithOneInFlight() {
         let plan = planner(.three, ranks: 3, inFlight: 1).plan()
@@ -113,8 +114,8 @@ struct MemoryPlannerTests {
         #expect(plan.communication == 4 * 14_379, "communication \(plan.communication)")
         #expect(plan.collectiveTemporaries == 0)
         // Peak: layer 0's backward attention: gathered L 172,548 + gradient buffers 2L 345,096 + layer 1's
-        // shard 57,516 + attention 32,768 = 607,928; total 1,846,232.
-        #expect(plan.peakLive == 1_846_232, "peak live \(plan.peakLive), by hand 1,846,232")
+        // shard 57,516 + attention 32,768 = 607,928; total 1,739,736.
+        #expect(plan.peakLive == 1_739_736, "peak live \(plan.peakLive), by hand 1,739,736")
         #expect(plan.peakPhase == "backward attention")
     }
 
@@ -128,13 +129,13 @@ struct MemoryPlannerTests {
         #expect(plan.communication == 4 * 28_758, "communication \(plan.communication)")
         // Peak: layer 1's backward attention with the head's E and F still in flight: gathered 2L
         // (layer 1 and the prefetched layer 0) 345,096 + gradient buffers E + F + L 238,356 + shards
-        // e + f 21,936 + attention 32,768 = 638,156; total 1,876,460.
-        #expect(plan.peakLive == 1_876_460, "peak live \(plan.peakLive), by hand 1,876,460")
+        // e + f 21,936 + attention 32,768 = 638,156; total 1,769,964.
+        #expect(plan.peakLive == 1_769_964, "peak live \(plan.peakLive), by hand 1,769,964")
         #expect(plan.peakPhase == "backward attention")
     }
 
     /// N = 3, stage 2, at most 2 in flight: no gathers; persistent bytes: full parameters 4·102,726 =
-    /// 410,904, gradient shards 136,968, moment shards 273,936, activations 625,920, BLAS 64,512: 1,512,240.
+    /// 410,904, gradient shards 136,968, moment shards 273,936, activations 519,424, BLAS 64,512: 1,405,744.
     @Test func stageTwoReplayByHand() {
         let plan = planner(.two, ranks: 3, inFlight: 2).plan()
         #expect(plan.gatheredParameters == 0)
@@ -142,8 +143,8 @@ struct MemoryPlannerTests {
         // at the end layers 1 and 0 are in flight when the embedding's second gradient buffer is taken:
         // 2L + E = 102,660 floats, beside their shards 2l = 28,758.
         #expect(plan.gradientBuffers == 4 * 102_660 && plan.communication == 4 * 28_758, "\(plan)")
-        // Peak there: 410,640 + 115,032 = 525,672 transient; total 2,037,912.
-        #expect(plan.peakLive == 2_037_912, "peak live \(plan.peakLive), by hand 2,037,912")
+        // Peak there: 410,640 + 115,032 = 525,672 transient; total 1,931,416.
+        #expect(plan.peakLive == 1_931_416, "peak live \(plan.peakLive), by hand 1,931,416")
         #expect(plan.peakPhase == "embedding backward")
         #expect(plan.collectiveTemporaries == 0)
     }
