@@ -45,15 +45,11 @@ public enum Classifier {
         guard !rows.isEmpty else { return Result(lossSum: 0, count: 0) }
         let chunk = min(chunkRows, rows.count)
         let gathered = UnsafeMutableBufferPointer<Float>.allocate(capacity: chunk * c)
-        // The logits (100 MB for 512 rows of SmolLM2's 49 152) are mapped with huge pages when large
-        // (``FloatBuffer``): touching them costs 50 page faults a step instead of 25 000.
-        let logits = FloatBuffer(count: chunk * v)
+        let logits = UnsafeMutableBufferPointer<Float>.allocate(capacity: chunk * v)
         let dgathered = UnsafeMutableBufferPointer<Float>.allocate(capacity: chunk * c)
-        let losses = UnsafeMutableBufferPointer<Double>.allocate(capacity: chunk)
-        defer { gathered.deallocate(); dgathered.deallocate(); losses.deallocate(); withExtendedLifetime(logits) {} }
+        defer { gathered.deallocate(); logits.deallocate(); dgathered.deallocate() }
         let h = hidden.baseAddress!, w = weight.baseAddress!, x = gathered.baseAddress!
-        let z = logits.pointer.baseAddress!, dx = dgathered.baseAddress!, rowLoss = losses.baseAddress!
-        let gradients = dhidden != nil || dweight != nil
+        let z = logits.baseAddress!, dx = dgathered.baseAddress!
         var lossSum: Double = 0
         var first = 0
         while first < rows.count {
@@ -61,22 +57,18 @@ public enum Classifier {
             for r in 0..<count { (x + r * c).update(from: h + rows[first + r] * c, count: c) }
             BLAS.gemm(transposeA: false, transposeB: true, m: count, n: v, k: c,
                       a: x, lda: c, b: w, ldb: c, c: z, ldc: v)
-            // Rows split over the rank's threads; their losses are added in row order after.
-            Parallel.forEach(count: count, grain: 4) { chunkRows in
-                for r in chunkRows {
-                    let row = z + r * v
-                    let target = Int(targets[rows[first + r]])
-                    let targetLogit = row[target]
-                    let maximum = VectorMath.maximum(row, count: v)
-                    let sum = VectorMath.exponentiate(row, count: v, shift: maximum)
-                    rowLoss[r] = Double(maximum + logf(sum) - targetLogit)
-                    if gradients {
-                        VectorMath.scale(row, count: v, by: scale / sum)
-                        row[target] -= scale
-                    }
+            for r in 0..<count {
+                let row = z + r * v
+                let target = Int(targets[rows[first + r]])
+                let targetLogit = row[target]
+                let maximum = VectorMath.maximum(row, count: v)
+                let sum = VectorMath.exponentiate(row, count: v, shift: maximum)
+                lossSum += Double(maximum + logf(sum) - targetLogit)
+                if dhidden != nil || dweight != nil {
+                    VectorMath.scale(row, count: v, by: scale / sum)
+                    row[target] -= scale
                 }
             }
-            for r in 0..<count { lossSum += rowLoss[r] }
             if let dhidden {
                 BLAS.gemm(transposeA: false, transposeB: false, m: count, n: c, k: v,
                           a: z, lda: v, b: w, ldb: c, c: dx, ldc: c)
