@@ -5,6 +5,7 @@ import Glibc
 /// For step `t ≥ 1`, gradient `g` (already multiplied by the clipping factor):
 /// `p ← p·(1 − lr·λ)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 /// `p ← p − (lr / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + ε)`.
+/// The elements are split over the rank's threads (``Parallel``); the result does not depend on how.
 public struct AdamW: Sendable, Codable, Equatable {
     public var beta1: Float
     public var beta2: Float
@@ -37,14 +38,18 @@ public struct AdamW: Sendable, Codable, Equatable {
         let correction2Root = Float((1 - pow(Double(b2), Double(t))).squareRoot())
         let stepSize = lr / correction1
         let shrink: Float = decay ? 1 - lr * weightDecay : 1
-        for i in 0..<count {
-            let gi = g[i] * gradientScale
-            let mi = b1 * mb[i] + (1 - b1) * gi
-            let vi = b2 * vb[i] + (1 - b2) * gi * gi
-            mb[i] = mi
-            vb[i] = vi
-            let denominator = vi.squareRoot() / correction2Root + eps
-            p[i] = p[i] * shrink - stepSize * mi / denominator
+        // Elementwise and memory-bound: split over the rank's threads in runs of at least
+        // 32 Ki elements (each element's arithmetic is the same on any thread).
+        Parallel.forEach(count: count, grain: 1 << 15) { elements in
+            for i in elements {
+                let gi = g[i] * gradientScale
+                let mi = b1 * mb[i] + (1 - b1) * gi
+                let vi = b2 * vb[i] + (1 - b2) * gi * gi
+                mb[i] = mi
+                vb[i] = vi
+                let denominator = vi.squareRoot() / correction2Root + eps
+                p[i] = p[i] * shrink - stepSize * mi / denominator
+            }
         }
     }
 }

@@ -43,6 +43,30 @@ public enum Attention {
         var scale: Float { 1 / Float(headDimension).squareRoot() }
     }
 
+    /// The work of one call: a (segment, key/value head) pair, the unit a thread takes.
+    ///
+    /// Each task owns its segment's rows of `out`, `lse`, `dq` for the group's query heads and of `dk`,
+    /// `dv` for its key/value head, so tasks never write the same element, and each task's arithmetic
+    /// is the same whichever thread runs it and however many there are: results do not depend on the
+    /// thread count (bitwise). Costliest first (∝ rows × keys seen), so the threads balance.
+    static func tasks(boundaries: [Int], shape: Shape) -> [(start: Int, end: Int, head: Int)] {
+        var tasks: [(start: Int, end: Int, head: Int, cost: Int)] = []
+        for (start, end) in zip(boundaries, boundaries.dropFirst()) where end > start {
+            let length = end - start, cost = length * min(length, shape.window ?? length)
+            for g in 0..<shape.keyValueHeads { tasks.append((start, end, g, cost)) }
+        }
+        // Stable: equal costs keep segment order.
+        let order = tasks.indices.sorted { (tasks[$0].cost, -$0) > (tasks[$1].cost, -$1) }
+        return order.map { (tasks[$0].start, tasks[$0].end, tasks[$0].head) }
+    }
+
+    /// Computes `out` and `lse`.
+    ///
+    /// Work is split into (segment, key/value head) tasks over the rank's threads
+    /// (``Parallel/forEachTask(count:workers:_:)``), each issuing single-threaded gemms. Within a task the
+    /// query rows of all `Hq / Hkv` heads sharing the key/value head are stacked (`rows × group` by `d`,
+    /// row `i·group + j` for token `i`, head `j` of the group: one contiguous copy per token), so each
+    /// block's two products are one gemm each against the shared key and value rows.
     public static func forward(
         out: UnsafeMutableBufferPointer<Float>,
         lse: UnsafeMutableBufferPointer<Float>,
@@ -54,36 +78,44 @@ public enum Attention {
         precondition(q.count >= n * qw && out.count >= n * qw && k.count >= n * kw && v.count >= n * kw && lse.count >= n * hq,
                      "Attention.forward: buffers do not fit (N \(n))")
         guard n > 0 else { return }
-        let group = hq / shape.keyValueHeads, scale = shape.scale
+        let group = hq / shape.keyValueHeads, scale = shape.scale, groupWidth = group * d
         let longest = zip(boundaries.dropFirst(), boundaries).map { $0 - $1 }.max() ?? 0
-        let scores = UnsafeMutableBufferPointer<Float>.allocate(capacity: blockRows * longest)
-        defer { scores.deallocate() }
-        let s = scores.baseAddress!, qb = q.baseAddress!, kb = k.baseAddress!, vb = v.baseAddress!
+        let stacked = min(blockRows, longest) * group
+        let tasks = Self.tasks(boundaries: boundaries, shape: shape)
+        let qb = q.baseAddress!, kb = k.baseAddress!, vb = v.baseAddress!
         let ob = out.baseAddress!, lb = lse.baseAddress!
-        for (start, end) in zip(boundaries, boundaries.dropFirst()) where end > start {
-            let length = end - start
-            for h in 0..<hq {
-                let g = h / group
+        Parallel.withSingleThreadedBLAS { threads in
+            let workers = min(threads, tasks.count)
+            // Per worker: stacked queries and outputs (stacked × d), scores (stacked × longest).
+            let perWorker = 2 * stacked * d + stacked * longest
+            let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: workers * perWorker)
+            defer { scratch.deallocate() }
+            Parallel.forEachTask(count: tasks.count, workers: workers) { task, worker in
+                let (start, end, g) = tasks[task]
+                let length = end - start
+                let qs = scratch.baseAddress! + worker * perWorker, os = qs + stacked * d, s = os + stacked * d
                 let kSeg = kb + start * kw + g * d, vSeg = vb + start * kw + g * d
                 var r0 = 0
                 while r0 < length {
                     // Keys lo ..< r1 are the ones some row of the block sees; row p sees firstKey(p) ... p.
-                    let r1 = min(r0 + blockRows, length), rows = r1 - r0
+                    let r1 = min(r0 + blockRows, length), rows = r1 - r0, m = rows * group
                     let lo = shape.firstKey(r0), width = r1 - lo
-                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: width, k: d, alpha: scale,
-                              a: qb + (start + r0) * qw + h * d, lda: qw, b: kSeg + lo * kw, ldb: kw, c: s, ldc: width)
-                    for i in 0..<rows {
-                        let p = r0 + i, row = s + i * width
+                    for i in 0..<rows { (qs + i * groupWidth).update(from: qb + (start + r0 + i) * qw + g * groupWidth, count: groupWidth) }
+                    BLAS.gemm(transposeA: false, transposeB: true, m: m, n: width, k: d, alpha: scale,
+                              a: qs, lda: d, b: kSeg + lo * kw, ldb: kw, c: s, ldc: width)
+                    for r in 0..<m {
+                        let i = r / group, p = r0 + i, row = s + r * width
                         let first = shape.firstKey(p) - lo, count = p - lo + 1 - first
                         for j in 0..<first { row[j] = 0 }
                         let maximum = VectorMath.maximum(row + first, count: count)
                         let sum = VectorMath.exponentiate(row + first, count: count, shift: maximum)
                         VectorMath.scale(row + first, count: count, by: 1 / sum)
                         for j in (p - lo + 1)..<width { row[j] = 0 }
-                        lb[(start + p) * hq + h] = maximum + logf(sum)
+                        lb[(start + p) * hq + g * group + r % group] = maximum + logf(sum)
                     }
-                    BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: width,
-                              a: s, lda: width, b: vSeg + lo * kw, ldb: kw, c: ob + (start + r0) * qw + h * d, ldc: qw)
+                    BLAS.gemm(transposeA: false, transposeB: false, m: m, n: d, k: width,
+                              a: s, lda: width, b: vSeg + lo * kw, ldb: kw, c: os, ldc: d)
+                    for i in 0..<rows { (ob + (start + r0 + i) * qw + g * groupWidth).update(from: os + i * groupWidth, count: groupWidth) }
                     r0 = r1
                 }
             }
@@ -92,6 +124,9 @@ public enum Attention {
 
     /// Accumulates `dq += ∂L/∂q`, `dk += ∂L/∂k`, `dv += ∂L/∂v` from `dout`, recomputing the
     /// probabilities from `q`, `k` and the cached `lse`.
+    ///
+    /// Split and stacked as the forward: a (segment, key/value head) task accumulates `dk` and `dv` of
+    /// its head over all of its query blocks and group heads, so no two threads add into the same rows.
     public static func backward(
         dq: UnsafeMutableBufferPointer<Float>, dk: UnsafeMutableBufferPointer<Float>, dv: UnsafeMutableBufferPointer<Float>,
         dout: UnsafeBufferPointer<Float>,
@@ -105,44 +140,53 @@ public enum Attention {
                      && k.count >= n * kw && v.count >= n * kw && dk.count >= n * kw && dv.count >= n * kw && lse.count >= n * hq,
                      "Attention.backward: buffers do not fit (N \(n))")
         guard n > 0 else { return }
-        let group = hq / shape.keyValueHeads, scale = shape.scale
+        let group = hq / shape.keyValueHeads, scale = shape.scale, groupWidth = group * d
         let longest = zip(boundaries.dropFirst(), boundaries).map { $0 - $1 }.max() ?? 0
-        let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2 * blockRows * longest)
-        defer { scratch.deallocate() }
-        let p = scratch.baseAddress!, dp = p + blockRows * longest
+        let stacked = min(blockRows, longest) * group
+        let tasks = Self.tasks(boundaries: boundaries, shape: shape)
         let qb = q.baseAddress!, kb = k.baseAddress!, vb = v.baseAddress!, ob = out.baseAddress!, lb = lse.baseAddress!
         let dqb = dq.baseAddress!, dkb = dk.baseAddress!, dvb = dv.baseAddress!, dob = dout.baseAddress!
-        for (start, end) in zip(boundaries, boundaries.dropFirst()) where end > start {
-            let length = end - start
-            for h in 0..<hq {
-                let g = h / group
+        Parallel.withSingleThreadedBLAS { threads in
+            let workers = min(threads, tasks.count)
+            // Per worker: stacked q, dO and dQ (stacked × d each), P and dP (stacked × longest each).
+            let perWorker = 3 * stacked * d + 2 * stacked * longest
+            let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: workers * perWorker)
+            defer { scratch.deallocate() }
+            Parallel.forEachTask(count: tasks.count, workers: workers) { task, worker in
+                let (start, end, g) = tasks[task]
+                let length = end - start
+                let qs = scratch.baseAddress! + worker * perWorker, dos = qs + stacked * d, dqs = dos + stacked * d
+                let p = dqs + stacked * d, dp = p + stacked * longest
                 let kSeg = kb + start * kw + g * d, vSeg = vb + start * kw + g * d
                 let dkSeg = dkb + start * kw + g * d, dvSeg = dvb + start * kw + g * d
                 var r0 = 0
                 while r0 < length {
-                    let r1 = min(r0 + blockRows, length), rows = r1 - r0
+                    let r1 = min(r0 + blockRows, length), rows = r1 - r0, m = rows * group
                     let lo = shape.firstKey(r0), width = r1 - lo
-                    let qRows = qb + (start + r0) * qw + h * d
-                    let doRows = dob + (start + r0) * qw + h * d
-                    let oRows = ob + (start + r0) * qw + h * d
-                    // P = exp(S − lse), causal (and windowed), over keys lo ..< r1.
-                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: width, k: d, alpha: scale,
-                              a: qRows, lda: qw, b: kSeg + lo * kw, ldb: kw, c: p, ldc: width)
-                    // dP = dO Vᵀ.
-                    BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: width, k: d,
-                              a: doRows, lda: qw, b: vSeg + lo * kw, ldb: kw, c: dp, ldc: width)
                     for i in 0..<rows {
-                        let pos = r0 + i, prow = p + i * width, dprow = dp + i * width
+                        let offset = (start + r0 + i) * qw + g * groupWidth
+                        (qs + i * groupWidth).update(from: qb + offset, count: groupWidth)
+                        (dos + i * groupWidth).update(from: dob + offset, count: groupWidth)
+                    }
+                    // P = exp(S − lse), causal (and windowed), over keys lo ..< r1.
+                    BLAS.gemm(transposeA: false, transposeB: true, m: m, n: width, k: d, alpha: scale,
+                              a: qs, lda: d, b: kSeg + lo * kw, ldb: kw, c: p, ldc: width)
+                    // dP = dO Vᵀ.
+                    BLAS.gemm(transposeA: false, transposeB: true, m: m, n: width, k: d,
+                              a: dos, lda: d, b: vSeg + lo * kw, ldb: kw, c: dp, ldc: width)
+                    for r in 0..<m {
+                        let i = r / group, h = g * group + r % group
+                        let pos = r0 + i, prow = p + r * width, dprow = dp + r * width
                         let first = shape.firstKey(pos) - lo, last = pos - lo
-                        let m = lb[(start + pos) * hq + h]
+                        let maximum = lb[(start + pos) * hq + h]
                         var rowDot: Float = 0
-                        let o = oRows + i * qw, g = doRows + i * qw
-                        for c in 0..<d { rowDot += o[c] * g[c] }
+                        let o = ob + (start + pos) * qw + h * d, gradient = dos + r * d
+                        for c in 0..<d { rowDot += o[c] * gradient[c] }
                         for j in 0..<first {
                             prow[j] = 0
                             dprow[j] = 0
                         }
-                        _ = VectorMath.exponentiate(prow + first, count: last - first + 1, shift: m)
+                        _ = VectorMath.exponentiate(prow + first, count: last - first + 1, shift: maximum)
                         for j in first...last { dprow[j] = prow[j] * (dprow[j] - rowDot) }
                         for j in (last + 1)..<width {
                             prow[j] = 0
@@ -150,14 +194,18 @@ public enum Attention {
                         }
                     }
                     // dV += Pᵀ dO.
-                    BLAS.gemm(transposeA: true, transposeB: false, m: width, n: d, k: rows,
-                              a: p, lda: width, b: doRows, ldb: qw, beta: 1, c: dvSeg + lo * kw, ldc: kw)
-                    // dQ += s · dS K.
-                    BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: d, k: width, alpha: scale,
-                              a: dp, lda: width, b: kSeg + lo * kw, ldb: kw, beta: 1, c: dqb + (start + r0) * qw + h * d, ldc: qw)
+                    BLAS.gemm(transposeA: true, transposeB: false, m: width, n: d, k: m,
+                              a: p, lda: width, b: dos, ldb: d, beta: 1, c: dvSeg + lo * kw, ldc: kw)
+                    // dQ += s · dS K (stacked, then added to each token's group heads).
+                    BLAS.gemm(transposeA: false, transposeB: false, m: m, n: d, k: width, alpha: scale,
+                              a: dp, lda: width, b: kSeg + lo * kw, ldb: kw, c: dqs, ldc: d)
+                    for i in 0..<rows {
+                        let target = dqb + (start + r0 + i) * qw + g * groupWidth, source = dqs + i * groupWidth
+                        for c in 0..<groupWidth { target[c] += source[c] }
+                    }
                     // dK += s · dSᵀ Q.
-                    BLAS.gemm(transposeA: true, transposeB: false, m: width, n: d, k: rows, alpha: scale,
-                              a: dp, lda: width, b: qRows, ldb: qw, beta: 1, c: dkSeg + lo * kw, ldc: kw)
+                    BLAS.gemm(transposeA: true, transposeB: false, m: width, n: d, k: m, alpha: scale,
+                              a: dp, lda: width, b: qs, ldb: d, beta: 1, c: dkSeg + lo * kw, ldc: kw)
                     r0 = r1
                 }
             }

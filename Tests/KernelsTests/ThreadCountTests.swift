@@ -1,0 +1,71 @@
+import Testing
+import TestSupport
+@testable import Kernels
+
+/// The multithreaded kernels give the same bits whatever the thread count: each splits its work into
+/// pieces whose arithmetic is fixed (attention's (segment, key/value head) tasks, AdamW's elements), so
+/// 1, 2 and 3 threads
+/// must agree exactly. N-rank versus 1-rank runs rely on this when ranks use different thread counts.
+@Suite(.serialized) struct ThreadCountTests {
+    /// Runs `body` at 1, 2 and 3 threads and expects every result equal to the 1-thread one, bitwise.
+    func expectSameAtEveryThreadCount(_ what: String, _ body: () -> [[Float]]) {
+        let saved = BLAS.threadCount
+        defer { BLAS.threadCount = saved }
+        BLAS.threadCount = 1
+        let single = body()
+        for threads in [2, 3] {
+            BLAS.threadCount = threads
+            let multi = body()
+            for (index, (a, b)) in zip(single, multi).enumerated() {
+                let differing = zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count
+                #expect(differing == 0, "\(what), output \(index): \(differing) of \(a.count) elements differ at \(threads) threads from 1 thread")
+            }
+        }
+    }
+
+    /// Segments of 130 (three 64-row blocks), 1, 69 and 64 tokens; 6 query heads over 2 key/value heads
+    /// (groups of 3 stacked); with and without a sliding window.
+    @Test(arguments: [nil, 20] as [Int?]) func attention(window: Int?) {
+        let boundaries = [0, 130, 131, 200, 264], n = 264
+        let shape = Attention.Shape(queryHeads: 6, keyValueHeads: 2, headDimension: 16, window: window)
+        let qw = 6 * 16, kw = 2 * 16
+        var random = TestRandom(seed: 31)
+        let q = random.normals(n * qw), k = random.normals(n * kw), v = random.normals(n * kw), r = random.normals(n * qw)
+        expectSameAtEveryThreadCount("attention, window \(window ?? 0)") {
+            var out = [Float](repeating: 0, count: n * qw), lse = [Float](repeating: 0, count: n * 6)
+            var dq = [Float](repeating: 0.5, count: n * qw), dk = [Float](repeating: 0.5, count: n * kw), dv = dk
+            q.withUnsafeBufferPointer { q in k.withUnsafeBufferPointer { k in v.withUnsafeBufferPointer { v in
+                out.withUnsafeMutableBufferPointer { o in lse.withUnsafeMutableBufferPointer { l in
+                    Attention.forward(out: o, lse: l, q: q, k: k, v: v, boundaries: boundaries, shape: shape)
+                } }
+                dq.withUnsafeMutableBufferPointer { dq in dk.withUnsafeMutableBufferPointer { dk in dv.withUnsafeMutableBufferPointer { dv in
+                    r.withUnsafeBufferPointer { r in out.withUnsafeBufferPointer { o in lse.withUnsafeBufferPointer { l in
+                        Attention.backward(dq: dq, dk: dk, dv: dv, dout: r, q: q, k: k, v: v, out: o, lse: l,
+                                           boundaries: boundaries, shape: shape)
+                    } } }
+                } } }
+            } } }
+            return [out, lse, dq, dk, dv]
+        }
+    }
+
+    /// 100 003 elements: three threads' runs of at least 32 Ki, and an odd tail.
+    @Test func adamW() {
+        let count = 100_003
+        var random = TestRandom(seed: 33)
+        let p0 = random.normals(count), g = random.normals(count)
+        let optimizer = AdamW(beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0.1)
+        expectSameAtEveryThreadCount("AdamW") {
+            var p = p0, m = [Float](repeating: 0, count: count), v = m
+            for step in 1...2 {
+                p.withUnsafeMutableBufferPointer { p in m.withUnsafeMutableBufferPointer { m in v.withUnsafeMutableBufferPointer { v in
+                    g.withUnsafeBufferPointer { g in
+                        optimizer.update(parameters: p, gradients: g, m: m, v: v, step: step, learningRate: 1e-2,
+                                         gradientScale: 0.5, decay: true)
+                    }
+                } } }
+            }
+            return [p, m, v]
+        }
+    }
+}
