@@ -60,6 +60,14 @@ public enum Attention {
         return order.map { (tasks[$0].start, tasks[$0].end, tasks[$0].head) }
     }
 
+    /// Floats of scratch one call allocates (the backward's, the larger) when its longest segment has
+    /// `longest` tokens and `threads` worker threads run it: per worker, stacked queries, `dO` and `dQ`
+    /// (`min(blockRows, longest) · group × d` each) and `P`, `dP` (`… × longest` each).
+    public static func scratchFloats(shape: Shape, longest: Int, threads: Int) -> Int {
+        let stacked = min(blockRows, longest) * (shape.queryHeads / shape.keyValueHeads)
+        return max(1, threads) * (3 * stacked * shape.headDimension + 2 * stacked * longest)
+    }
+
     /// Computes `out` and `lse`.
     ///
     /// Work is split into (segment, key/value head) tasks over the rank's threads
@@ -91,6 +99,7 @@ public enum Attention {
             let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: workers * perWorker)
             defer { scratch.deallocate() }
             Parallel.forEachTask(count: tasks.count, workers: workers) { task, worker in
+                BLAS.useOneThreadOnCallingThread()  // oneDNN: per-thread count (restored on the caller)
                 let (start, end, g) = tasks[task]
                 let length = end - start
                 let qs = scratch.baseAddress! + worker * perWorker, os = qs + stacked * d, s = os + stacked * d
@@ -151,8 +160,10 @@ public enum Attention {
             // Per worker: stacked q, dO and dQ (stacked × d each), P and dP (stacked × longest each).
             let perWorker = 3 * stacked * d + 2 * stacked * longest
             let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: workers * perWorker)
+            // (what ``scratchFloats(shape:longest:threads:)`` plans)
             defer { scratch.deallocate() }
             Parallel.forEachTask(count: tasks.count, workers: workers) { task, worker in
+                BLAS.useOneThreadOnCallingThread()  // oneDNN: per-thread count (restored on the caller)
                 let (start, end, g) = tasks[task]
                 let length = end - start
                 let qs = scratch.baseAddress! + worker * perWorker, dos = qs + stacked * d, dqs = dos + stacked * d

@@ -210,6 +210,16 @@ public enum BLAS {
     /// The active library's version and kernel set, e.g. `OpenBLAS core Cooperlake`.
     public static var libraryDetails: String { active.details }
 
+    /// Makes gemm calls from the calling thread single-threaded, for kernels that call gemm from
+    /// several threads at once (inside ``Parallel/withSingleThreadedBLAS(_:)``). OpenBLAS's and BLIS's
+    /// thread counts are process-wide and already 1 there; oneDNN's OpenMP count is per calling thread
+    /// (libgomp's `nthreads-var` ICV), so a worker thread would otherwise start a team of the default
+    /// size from every call and oversubscribe the cores.
+    /// The corresponding C function is `omp_set_num_threads` (oneDNN only).
+    public static func useOneThreadOnCallingThread() {
+        if active.library == .onednn { active.setThreads(1) }
+    }
+
     /// Sends every later gemm call to `library`, with OpenBLAS's thread count (``threadCount``).
     ///
     /// Call once at start-up, before any thread runs a gemm.

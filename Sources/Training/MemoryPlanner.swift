@@ -33,7 +33,8 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     // What only the operating system sees.
     /// Peak of `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits and two `rows × C`.
     public var classifierBuffers = 0
-    /// Peak of attention's per-call score scratch (backward: `2 × blockRows × longest`).
+    /// Peak of attention's per-call scratch (the backward's, per worker thread:
+    /// ``Attention/scratchFloats(shape:longest:threads:)``).
     public var attentionScratch = 0
     /// Peak of Open MPI's internal temporary buffers on this rank (see ``MemoryPlanner``).
     public var collectiveTemporaries = 0
@@ -107,6 +108,9 @@ public struct MemoryPlanner: Sendable {
     public var supervisedRows: Int? = nil
     /// The data's memory per rank (``DataMemory/planned(examples:tokens:prepared:fileBytes:)``).
     public var data = DataMemory()
+    /// Threads each rank runs its kernels on (``Parallel/threadCount``: `OPENBLAS_NUM_THREADS`); the
+    /// attention kernels keep scratch per thread.
+    public var threads = Parallel.threadCount
 
     /// Runtime baselines measured with `--model tiny` (2.8 MB of buffers): peak RSS minus the ledger's bytes.
     public static let baselineWithoutMPI = 26 << 20
@@ -176,7 +180,9 @@ public struct MemoryPlanner: Sendable {
         let c = config.hiddenSize, v = config.vocabSize
         let rows = min(Classifier.chunkRows, max(1, supervisedRows ?? microBatchSize * (sequenceLength - 1)))
         plan.classifierBuffers = 4 * (rows * v + 2 * rows * c)
-        plan.attentionScratch = 4 * 2 * Attention.blockRows * sequenceLength
+        let attentionShape = Attention.Shape(queryHeads: config.numAttentionHeads, keyValueHeads: config.numKeyValueHeads,
+                                             headDimension: config.headDimension)
+        plan.attentionScratch = 4 * Attention.scratchFloats(shape: attentionShape, longest: sequenceLength, threads: threads)
         // The largest packed panel: the classifier's dW = dlogitsᵀ·h (m = V, k = rows) or a layer's
         // dW = doutᵀ·x (m = F, k = tokens).
         let panel = { (m: Int, k: Int) in 4 * min(k, Self.blasPanelDepth) * min(m, Self.blasPanelWidth) }

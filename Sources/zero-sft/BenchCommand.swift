@@ -115,11 +115,19 @@ struct BenchCommand: ParsableCommand {
             let paperBytes = (zeroStage == .three ? 3 : 2) * psi * (ranks - 1) / ranks * 4
             let bytesPerStep = Double(communication.bytesSent) / Double(steps)
             let waitPerStep = communication.waitSeconds / Double(steps)
-            logger.info(.init(stringLiteral: String(format: "communication per step per rank: %.2f MB sent (ring model; ZeRO paper %dΨ(N-1)/N·4 = %.2f MB, ratio %.3f), %d collectives, %.3f s waited of %.3f s (%.0f%%), %d progress passes in compute (%.4f s, %.4f s of CPU)",
-                       bytesPerStep / 1e6, zeroStage == .three ? 3 : 2, paperBytes / 1e6, paperBytes > 0 ? bytesPerStep / paperBytes : 0,
-                       communication.collectives / steps, waitPerStep, seconds / Double(steps), 100 * waitPerStep / (seconds / Double(steps)),
-                       communication.progressPasses / steps, communication.progressSeconds / Double(steps),
-                       communication.progressCPUSeconds / Double(steps))))
+            // Each figure formatted on its own: one String(format:) mixing Int and Double arguments
+            // printed the waited and step seconds swapped on Linux.
+            func fixed(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
+            let stepSeconds = seconds / Double(steps)
+            logger.info("""
+                communication per step per rank: \(fixed(bytesPerStep / 1e6, 2)) MB sent (ring model; ZeRO paper \
+                \(zeroStage == .three ? 3 : 2)Ψ(N-1)/N·4 = \(fixed(paperBytes / 1e6, 2)) MB, ratio \
+                \(fixed(paperBytes > 0 ? bytesPerStep / paperBytes : 0, 3))), \(communication.collectives / steps) collectives, \
+                \(fixed(waitPerStep, 3)) s waited of \(fixed(stepSeconds, 3)) s (\(fixed(100 * waitPerStep / stepSeconds, 0))%), \
+                \(communication.progressPasses / steps) progress passes in compute \
+                (\(fixed(communication.progressSeconds / Double(steps), 4)) s, \
+                \(fixed(communication.progressCPUSeconds / Double(steps), 4)) s of CPU)
+                """)
             let summary: [String: Double] = [
                 "tokens_per_sec": Double(tokens) / seconds, "gflops": gflops, "sgemm_gflops": sgemm,
                 "step_seconds": seconds / Double(steps), "ranks": Double(communicator.size), "threads": Double(BLAS.threadCount),

@@ -60,11 +60,15 @@ struct MemoryPlannerTests {
     }
 
     @Test func buffersBesideTheLedger() {
-        let plan = planner(.zero, ranks: 1).plan()
+        var onePlanner = planner(.zero, ranks: 1)
+        onePlanner.threads = 2
+        let plan = onePlanner.plan()
         // 63 supervised rows (64 tokens, the last has no next token): logits 63·256 and two 63·64 row copies.
         #expect(plan.classifierBuffers == 4 * (63 * 256 + 2 * 63 * 64), "classifier \(plan.classifierBuffers)")
-        // Attention backward: 2 × 64 block rows × 64 keys.
-        #expect(plan.attentionScratch == 4 * 2 * 64 * 64, "attention \(plan.attentionScratch)")
+        // Attention backward, per worker thread (2): stacked q, dO, dQ (64 rows × group × d each) and
+        // P, dP (64 × group rows × 64 keys each).
+        let group = tiny.numAttentionHeads / tiny.numKeyValueHeads, d = tiny.headDimension
+        #expect(plan.attentionScratch == 4 * 2 * (3 * 64 * group * d + 2 * 64 * group * 64), "attention \(plan.attentionScratch)")
         // OpenBLAS panel: max(classifier dW: min(63, 256)·min(256, 104,960), layer dW: min(64, 256)·min(160, …)) floats.
         #expect(plan.blasBuffer == 4 * 63 * 256, "blas \(plan.blasBuffer)")
         #expect(plan.runtimeBaseline == MemoryPlanner.baselineWithoutMPI && planner(.zero, ranks: 2).plan().runtimeBaseline == MemoryPlanner.baselineWithMPI)
