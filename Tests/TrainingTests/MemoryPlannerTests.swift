@@ -19,6 +19,7 @@ struct MemoryPlannerTests {
     func planner(_ stage: ZeroStage, ranks: Int, inFlight: Int = 1) -> MemoryPlanner {
         var planner = MemoryPlanner(config: tiny, stage: stage, ranks: ranks, sequenceLength: 64, microBatchSize: 1)
         planner.reductionsInFlight = inFlight
+        planner.threads = 1  // attention scratch is per thread: one, whatever OPENBLAS_NUM_THREADS says
         return planner
     }
 
@@ -72,8 +73,10 @@ struct MemoryPlannerTests {
         // OpenBLAS panel: max(classifier dW: min(63, 256)·min(256, 104,960), layer dW: min(64, 256)·min(160, …)) floats.
         #expect(plan.blasBuffer == 4 * 63 * 256, "blas \(plan.blasBuffer)")
         #expect(plan.runtimeBaseline == MemoryPlanner.baselineWithoutMPI && planner(.zero, ranks: 2).plan().runtimeBaseline == MemoryPlanner.baselineWithMPI)
-        // Stage 0 on one rank: nothing transient but the classifier; peak = states + activations + BLAS + classifier.
-        #expect(plan.peakLive == 16 * 102_720 + 519_424 + 4 * 63 * 256 + plan.classifierBuffers, "stage 0 peak \(plan.peakLive)")
+        // Stage 0 on one rank: nothing transient but the classifier's buffers or attention's scratch (at two
+        // threads the larger); peak = states + activations + BLAS + attention.
+        #expect(plan.attentionScratch > plan.classifierBuffers)
+        #expect(plan.peakLive == 16 * 102_720 + 519_424 + 4 * 63 * 256 + plan.attentionScratch, "stage 0 peak \(plan.peakLive)")
         #expect(plan.predictedPeakRSS == plan.peakLive + MemoryPlanner.baselineWithoutMPI)
     }
 
@@ -106,7 +109,8 @@ struct MemoryPlannerTests {
     /// N = 3, stage 3. Units in floats: embedding E = 16,386, layers L = 43,137, final F = 66; shards
     /// e = 5,462, l = 14,379, f = 22. Persistent bytes: shards 4·34,242 (parameters) + 4·34,242
     /// (gradients) + 8·34,242 (moments) = 547,872, activations 519,424, BLAS panel 64,512: 1,131,808.
-    /// Attention scratch 32,768. The backward releases, in order: E and F at the head, layer 1, layer 0, E.
+    /// Attention scratch at one thread: stacked q, dO, dQ (64 rows × group 2 × d 16 each) and P, dP
+    /// (128 × 64 each) = 22,528 floats = 90,112 bytes. The backward releases, in order: E and F at the head, layer 1, layer 0, E.
     @Test func stageThreeReplayByHandWithOneInFlight() {
         let plan = planner(.three, ranks: 3, inFlight: 1).plan()
         // Gathered: the forward holds layer 0 and the prefetched layer 1 (2L = 86,274 floats) — more than
@@ -118,8 +122,8 @@ struct MemoryPlannerTests {
         #expect(plan.communication == 4 * 14_379, "communication \(plan.communication)")
         #expect(plan.collectiveTemporaries == 0)
         // Peak: layer 0's backward attention: gathered L 172,548 + gradient buffers 2L 345,096 + layer 1's
-        // shard 57,516 + attention 32,768 = 607,928; total 1,739,736.
-        #expect(plan.peakLive == 1_739_736, "peak live \(plan.peakLive), by hand 1,739,736")
+        // shard 57,516 + attention 90,112 = 665,272; total 1,797,080.
+        #expect(plan.peakLive == 1_797_080, "peak live \(plan.peakLive), by hand 1,797,080")
         #expect(plan.peakPhase == "backward attention")
     }
 
@@ -133,8 +137,8 @@ struct MemoryPlannerTests {
         #expect(plan.communication == 4 * 28_758, "communication \(plan.communication)")
         // Peak: layer 1's backward attention with the head's E and F still in flight: gathered 2L
         // (layer 1 and the prefetched layer 0) 345,096 + gradient buffers E + F + L 238,356 + shards
-        // e + f 21,936 + attention 32,768 = 638,156; total 1,769,964.
-        #expect(plan.peakLive == 1_769_964, "peak live \(plan.peakLive), by hand 1,769,964")
+        // e + f 21,936 + attention 90,112 = 695,500; total 1,827,308.
+        #expect(plan.peakLive == 1_827_308, "peak live \(plan.peakLive), by hand 1,827,308")
         #expect(plan.peakPhase == "backward attention")
     }
 
