@@ -64,7 +64,13 @@ extension Communicator {
 
     /// Adds the time since `start` to ``CommunicationCounters/waitSeconds``.
     func countWait(since start: ContinuousClock.Instant) {
-        let elapsed = ContinuousClock.now - start
-        counters.waitSeconds += Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        counters.waitSeconds += (ContinuousClock.now - start).inSeconds
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a `Double` (whole seconds plus attoseconds).
+    public var inSeconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) * 1e-18
     }
 }

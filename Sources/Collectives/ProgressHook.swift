@@ -39,9 +39,8 @@ extension Communicator {
         try advance()
         let end = ContinuousClock.now
         lastProgress = end
-        let elapsed = end - now
         counters.progressPasses += 1
-        counters.progressSeconds += Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        counters.progressSeconds += (end - now).inSeconds
         counters.progressCPUSeconds += Self.threadCPUSeconds() - cpu
     }
 

@@ -159,8 +159,7 @@ struct Deadline {
 
     var hasPassed: Bool { ContinuousClock.now - start > limit }
     var elapsedSeconds: Double {
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        (ContinuousClock.now - start).inSeconds
     }
 }
 
