@@ -534,8 +534,10 @@ struct SelfTest {
             defer { withExtendedLifetime((floats, scratch, shard, gathered)) {} }
             let saved = communicator.progressInterval
             defer { communicator.progressInterval = saved }
-            let ring = try communicator.startRingReduceScatter(floats.buffer, scratch: scratch.buffer)
+            // The all-gather first: under --debug starting a collective runs a consistency check whose
+            // wait polls every ring in flight, which would move a ring started before it.
             let gather = try communicator.startAllGather(shard.readOnly, into: gathered.buffer)
+            let ring = try communicator.startRingReduceScatter(floats.buffer, scratch: scratch.buffer)
             var sink: Float = 0
             /// Some compute: a few microseconds of arithmetic the hook runs between.
             func compute() { for i in 0..<2_000 { sink += Float(i & 7) * 0.5 } }
