@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "TestSupport"),
 
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Checkpoints"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "Checkpoints", "TestSupport"], resources: [.copy("Fixtures")]),

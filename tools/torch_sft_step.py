@@ -82,18 +82,20 @@ def model_flops(config, parameters: int, tokens: int, supervised: int, seq_len: 
     return body + head + attention
 
 
-def sgemm_gflops(tokens: int, config, repeats: int = 10) -> float:
-    """GFLOP/s of `(tokens, C) × (F, C)ᵀ` in fp32 (BenchCommand.measureSgemm's shape and fill)."""
+def sgemm_gflops(tokens: int, config, repeats: int = 10, precision: str = "fp32") -> float:
+    """GFLOP/s of `(tokens, C) × (F, C)ᵀ` from fp32 tensors (BenchCommand.measureSgemm's shape and fill);
+    with precision bf16 under autocast, as the step's matmuls run (operands cast to bf16 on each call)."""
     import torch
 
     m, n, k = tokens, config.intermediate_size, config.hidden_size
     a = (torch.arange(m * k) % 13).float().mul_(0.01).reshape(m, k)
     b = (torch.arange(n * k) % 7).float().mul_(0.01).reshape(n, k)
-    torch.nn.functional.linear(a, b)
-    start = time.perf_counter()
-    for _ in range(repeats):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         torch.nn.functional.linear(a, b)
-    return 2 * m * n * k * repeats / (time.perf_counter() - start) / 1e9
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.nn.functional.linear(a, b)
+        return 2 * m * n * k * repeats / (time.perf_counter() - start) / 1e9
 
 
 def cosine(step: int, total: int, peak: float) -> float:
@@ -136,7 +138,9 @@ def train(args, rank: int, ranks: int, distributed: bool) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = cosine(step, total, args.lr)
         optimizer.zero_grad(set_to_none=True)
-        loss = model(input_ids=ids, labels=labels).loss
+        # bf16: autocast's matmuls in bf16 (fp32 master weights, gradients, optimizer), as zero-sft --precision bf16.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -155,7 +159,7 @@ def train(args, rank: int, ranks: int, distributed: bool) -> dict:
     flops = model_flops(config, parameters, tokens, supervised, args.seq_len)
     if distributed:
         torch.distributed.barrier()
-    sgemm = sgemm_gflops(tokens, config)
+    sgemm = sgemm_gflops(tokens, config, precision=args.precision)
     return {"timed_seconds": timed, "step_seconds": timed / args.steps, "gflops": flops * args.steps / timed / 1e9,
             "sgemm_gflops": sgemm, "warmup_loss": losses[0], "losses": losses, "peak_rss": peak_rss(),
             "parameters": parameters, "tokens": tokens, "attention": getattr(config, "_attn_implementation", "?")}
@@ -206,6 +210,8 @@ def main() -> None:
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--supervised-fraction", type=float, default=0.5)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: forward and loss under torch.autocast(cpu, bfloat16) (default fp32)")
     parser.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (zero-sft's default)")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.model, "config.json")):

@@ -204,6 +204,119 @@ public enum BLAS {
     /// work starts (the command line's `--blas`); read on every gemm call.
     nonisolated(unsafe) private static var active: Backend = .openblas
 
+    /// The bf16 gemm every product goes to under ``Precision/bf16``; nil under fp32. Written only by
+    /// ``select(precision:)``, once per process before any work starts (`--precision`).
+    nonisolated(unsafe) private static var bf16: BF16Gemm?
+
+    /// The arithmetic of every gemm: the operand type, the accumulation and output are fp32 either way.
+    public enum Precision: String, CaseIterable, Sendable, CustomStringConvertible {
+        /// fp32 operands: the selected library's sgemm (the default).
+        case fp32
+        /// Both operands rounded to bf16 (ties to even, as PyTorch), products summed in fp32 into an fp32
+        /// output, by oneDNN's `dnnl_gemm_bf16bf16f32`: PyTorch's `autocast(dtype=torch.bfloat16)` for
+        /// matmuls, with fp32 master weights, gradients and optimizer states. Needs AVX-512 with
+        /// `avx512_bf16` (Zen 4, Cooper Lake, Sapphire Rapids and later) and oneDNN (`libdnnl-dev`).
+        case bf16
+
+        public var description: String { rawValue }
+    }
+
+    /// `--precision bf16` on a host that cannot run it fast: no oneDNN, or a CPU without `avx512_bf16`
+    /// (oneDNN would refuse or emulate it slower than fp32).
+    public struct PrecisionError: Error, CustomStringConvertible, Sendable {
+        public var precision: Precision
+        public var reason: String
+        public var description: String { "--precision \(precision) is not available on this host: \(reason); use --precision fp32" }
+    }
+
+    /// The precision chosen with ``select(precision:)`` (fp32 until then).
+    public static var precision: Precision { bf16 == nil ? .fp32 : .bf16 }
+
+    /// Bytes the bf16 operand scratch of every thread holds (0 under fp32): each thread that runs a
+    /// gemm keeps room for the largest `A` and `B` it has rounded.
+    public static var bf16ScratchBytes: Int { BF16Scratch.bytes.load(ordering: .relaxed) }
+
+    /// Whether `/proc/cpuinfo`'s flags name `avx512_bf16` (nil when the file cannot be read).
+    public static func cpuHasAVX512BF16(cpuinfo: String? = nil) -> Bool? {
+        guard let text = cpuinfo ?? readProcCPUInfo() else { return nil }
+        guard let flags = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        return flags.split(separator: " ").contains("avx512_bf16")
+    }
+
+    /// `/proc/cpuinfo`'s text, nil when it cannot be read.
+    private static func readProcCPUInfo() -> String? {
+        guard let file = fopen("/proc/cpuinfo", "r") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+            if count <= 0 { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Sends every later gemm through ``Precision/bf16`` (or back to the library's sgemm for fp32).
+    ///
+    /// Call once at start-up, before any thread runs a gemm.
+    /// - Throws: ``PrecisionError`` naming what is missing (see ``loadBF16Gemm(cpuinfo:sharedObjects:)``).
+    public static func select(precision: Precision) throws {
+        guard precision == .bf16 else { bf16 = nil; return }
+        let gemm = try loadBF16Gemm()
+        gemm.setThreads(threadCount)
+        bf16 = gemm
+    }
+
+    /// Opens oneDNN's bf16 gemm (`dlopen`, `RTLD_LOCAL`) after checking the CPU's `avx512_bf16` flag,
+    /// and runs a 2 × 2 × 2 probe product against its exact value, so an unusable host fails here,
+    /// before any work. Changes nothing global (tests call it directly).
+    /// - Parameters:
+    ///   - cpuinfo: `/proc/cpuinfo`'s text (read when nil).
+    ///   - sharedObjects: the libraries to try (oneDNN's names when nil).
+    /// - Throws: ``PrecisionError``: no `avx512_bf16`, no oneDNN, or the probe failed (status 3,
+    ///   `dnnl_unimplemented`, where `ONEDNN_MAX_CPU_ISA` or the CPU allows no AVX-512 kernel).
+    public static func loadBF16Gemm(cpuinfo: String? = nil, sharedObjects: [String]? = nil) throws -> BF16Gemm {
+        if cpuHasAVX512BF16(cpuinfo: cpuinfo) == false {
+            throw PrecisionError(precision: .bf16, reason: "the CPU lacks avx512_bf16 (/proc/cpuinfo flags); bf16 gemms would be emulated, slower than fp32")
+        }
+        setenv("OMP_WAIT_POLICY", "passive", 0)   // as for --blas onednn: see Backend.load
+        var reasons: [String] = []
+        for name in sharedObjects ?? Library.onednn.sharedObjects {
+            guard let handle = dlopen(name, RTLD_NOW | RTLD_LOCAL) else {
+                reasons.append(dlerror().map { String(cString: $0) } ?? "\(name): cannot be opened")
+                continue
+            }
+            guard let address = dlsym(handle, "dnnl_gemm_bf16bf16f32") else {
+                reasons.append("\(name): no symbol dnnl_gemm_bf16bf16f32")
+                continue
+            }
+            let setThreads = dlsym(handle, "omp_set_num_threads").map { unsafeBitCast($0, to: BF16Gemm.OMPSetThreads.self) }
+            var details = "oneDNN (\(name))"
+            typealias Version = @convention(c) () -> UnsafePointer<Int32>?
+            if let v = dlsym(handle, "dnnl_version").flatMap({ unsafeBitCast($0, to: Version.self)() }) {
+                details = "oneDNN \(v[0]).\(v[1]).\(v[2]) (\(name))"
+            }
+            let gemm = BF16Gemm(function: unsafeBitCast(address, to: BF16Gemm.Function.self), setThreadsFunction: setThreads, details: details)
+            // Probe: [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50], all exact in bf16.
+            let a: [UInt16] = [1, 2, 3, 4].map { BFloat16.round(Float($0)) }, b: [UInt16] = [5, 6, 7, 8].map { BFloat16.round(Float($0)) }
+            var c = [Float](repeating: 0, count: 4)
+            let status = c.withUnsafeMutableBufferPointer { cb in
+                gemm(transposeA: false, transposeB: false, m: 2, n: 2, k: 2, alpha: 1, a: a, lda: 2, b: b, ldb: 2, beta: 0, c: cb.baseAddress!, ldc: 2)
+            }
+            guard status == 0, c == [19, 22, 43, 50] else {
+                throw PrecisionError(precision: .bf16, reason: status != 0
+                    ? "\(details): dnnl_gemm_bf16bf16f32 returned status \(status)\(status == 3 ? " (unimplemented: the CPU, or ONEDNN_MAX_CPU_ISA, allows no AVX-512 bf16 kernel)" : "")"
+                    : "\(details): the probe product gave \(c), expected [19.0, 22.0, 43.0, 50.0]")
+            }
+            return gemm
+        }
+        throw PrecisionError(precision: .bf16, reason: "oneDNN's bf16 gemm cannot be opened (install libdnnl-dev): " + reasons.joined(separator: "; "))
+    }
+
+    /// The bf16 gemm's library and version, nil under fp32.
+    public static var bf16Details: String? { bf16?.details }
+
     /// The library ``gemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)`` calls.
     public static var library: Library { active.library }
 
@@ -218,6 +331,7 @@ public enum BLAS {
     /// The corresponding C function is `omp_set_num_threads` (oneDNN only).
     public static func useOneThreadOnCallingThread() {
         if active.library == .onednn { active.setThreads(1) }
+        bf16?.setThreads(1)
     }
 
     /// Sends every later gemm call to `library`, with OpenBLAS's thread count (``threadCount``).
@@ -228,13 +342,16 @@ public enum BLAS {
         let backend = try Backend.load(library)
         backend.setThreads(threadCount)
         active = backend
+        bf16?.setThreads(threadCount)
     }
 
-    /// `C = alpha * op(A) * op(B) + beta * C`, all row-major, with the library chosen by ``select(_:)``.
+    /// `C = alpha * op(A) * op(B) + beta * C`, all row-major, with the library chosen by ``select(_:)``,
+    /// or under ``Precision/bf16`` (``select(precision:)``) with both operands rounded to bf16 and
+    /// oneDNN's bf16 gemm (fp32 sums and output).
     ///
     /// `op(A)` is `m × k`, `op(B)` is `k × n`, `C` is `m × n`. `lda`, `ldb`, `ldc` are the row strides
     /// of the matrices as stored (before the transpose), in elements.
-    /// The corresponding C functions are `cblas_sgemm`, `bli_sgemm` and `dnnl_sgemm`.
+    /// The corresponding C functions are `cblas_sgemm`, `bli_sgemm`, `dnnl_sgemm` and `dnnl_gemm_bf16bf16f32`.
     @inline(__always)
     public static func gemm(
         transposeA: Bool, transposeB: Bool,
@@ -245,6 +362,11 @@ public enum BLAS {
         beta: Float = 0,
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
+        if let bf16 {
+            bf16.gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
         active.gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                     a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
@@ -275,6 +397,7 @@ public enum BLAS {
         set {
             zsft_blas_set_threads(Int32(max(1, newValue)))
             if active.library != .openblas { active.setThreads(newValue) }
+            bf16?.setThreads(newValue)
         }
     }
 

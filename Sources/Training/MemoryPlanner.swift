@@ -40,6 +40,10 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     public var collectiveTemporaries = 0
     /// OpenBLAS's packing buffer, touched by the largest `gemm` and kept for the process's life.
     public var blasBuffer = 0
+    /// `--precision bf16`: the operands each gemm-running thread keeps rounded to bf16
+    /// (``BLAS/bf16ScratchBytes``): the rank's thread holds the classifier's largest, `rows × V` and
+    /// `V × C`; each further attention worker a block's (``MemoryPlanner/bf16OperandBytes(config:rows:tokens:sequenceLength:threads:)``).
+    public var bf16Operands = 0
     /// Swift runtime, Foundation, OpenBLAS and (with more than one rank) Open MPI, measured.
     public var runtimeBaseline = 0
 
@@ -64,6 +68,7 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
         case attentionScratch = "attention_scratch"
         case collectiveTemporaries = "collective_temporaries"
         case blasBuffer = "blas_buffer"
+        case bf16Operands = "bf16_operands"
         case runtimeBaseline = "runtime_baseline"
         case peakLive = "peak_live"
         case peakPhase = "peak_phase"
@@ -111,6 +116,8 @@ public struct MemoryPlanner: Sendable {
     /// Threads each rank runs its kernels on (``Parallel/threadCount``: `OPENBLAS_NUM_THREADS`); the
     /// attention kernels keep scratch per thread.
     public var threads = Parallel.threadCount
+    /// The gemms' precision (``BLAS/precision``, `--precision`): bf16 adds ``MemoryPlan/bf16Operands``.
+    public var precision = BLAS.precision
 
     /// Runtime baselines measured with `--model tiny` (2.8 MB of buffers): peak RSS minus the ledger's bytes.
     public static let baselineWithoutMPI = 26 << 20
@@ -158,6 +165,22 @@ public struct MemoryPlanner: Sendable {
     /// The bytes of all ranks of one host (every rank of the job on one machine).
     public func hostBytes() -> Int { planAllRanks().reduce(0) { $0 + $1.predictedPeakRSS } }
 
+    /// Bytes of bf16 operand scratch under `--precision bf16` (``BLAS/bf16ScratchBytes``), 2 per element:
+    /// the rank's thread keeps the largest `A` and `B` it rounds — the classifier's `dlogits (rows, V)`
+    /// and `W (V, C)`, or a layer's `(tokens, 2F)` and `(2F, C)` if larger — and each of the other
+    /// `threads − 1` attention workers a block's stacked rows against one segment's keys
+    /// (`(blockRows · group, longest)` and `(longest, d)`).
+    public static func bf16OperandBytes(config: ModelConfig, rows: Int, tokens: Int, sequenceLength: Int, threads: Int) -> Int {
+        let c = config.hiddenSize, v = config.vocabSize, f = config.intermediateSize
+        let qkv = (config.numAttentionHeads + 2 * config.numKeyValueHeads) * config.headDimension
+        let layerA = tokens * max(2 * f, qkv, c), layerB = max(2 * f * c, qkv * c, tokens * max(f, c))
+        let main = max(rows * v, layerA) + max(v * c, layerB)
+        let group = config.numAttentionHeads / max(1, config.numKeyValueHeads)
+        let stacked = min(Attention.blockRows, sequenceLength) * group
+        let worker = stacked * sequenceLength + max(sequenceLength, stacked) * config.headDimension
+        return 2 * (main + max(0, threads - 1) * worker)
+    }
+
     /// Replays one optimizer step (one micro-batch) on `rank`.
     public func plan(rank: Int = 0) -> MemoryPlan {
         let layout = ParameterLayout(config: config)
@@ -187,9 +210,12 @@ public struct MemoryPlanner: Sendable {
         // dW = doutᵀ·x (m = F, k = tokens).
         let panel = { (m: Int, k: Int) in 4 * min(k, Self.blasPanelDepth) * min(m, Self.blasPanelWidth) }
         plan.blasBuffer = max(panel(v, rows), panel(config.intermediateSize, tokens))
+        if precision == .bf16 {
+            plan.bf16Operands = Self.bf16OperandBytes(config: config, rows: rows, tokens: tokens, sequenceLength: sequenceLength, threads: threads)
+        }
 
         var replay = Replay(stage: stage, ranks: ranks, full: full, shard: shard, inFlight: max(1, reductionsInFlight))
-        replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer + plan.data
+        replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer + plan.bf16Operands + plan.data
         replay.trainingStep(layout: layout, config: config, classifier: plan.classifierBuffers,
                             attention: plan.attentionScratch)
         replay.optimizerPhase()

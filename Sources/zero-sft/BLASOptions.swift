@@ -3,14 +3,22 @@ import Foundation
 import Kernels
 
 extension BLAS.Library: ExpressibleByArgument {}
+extension BLAS.Precision: ExpressibleByArgument {}
 
-/// Which BLAS library runs the gemms: the option of every command that trains or evaluates.
+/// Which BLAS library runs the gemms, and in which precision: the options of every command that
+/// trains or evaluates.
 struct BLASOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
         "The library for every gemm: openblas (linked, the default), blis (libblis-dev) or onednn (libdnnl-dev), opened at run time.",
         discussion: "Without the option, the environment variable ZERO_SFT_BLAS names it. Threads follow OPENBLAS_NUM_THREADS for every library. Compare them on this CPU with `zero-sft bench-gemm`.",
         valueName: "openblas|blis|onednn"))
     var blas: BLAS.Library?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The gemms' operand precision: fp32 (the default) or bf16 (both operands rounded to bf16, fp32 sums and outputs; oneDNN, CPUs with avx512_bf16).",
+        discussion: "Weights, gradients, AdamW moments, norms, softmax and the loss stay fp32 (fp32 master weights): bf16 is PyTorch's autocast for matmuls, with fp32 outputs. Refused at start-up where the CPU lacks avx512_bf16 or oneDNN (libdnnl-dev) is missing.",
+        valueName: "fp32|bf16"))
+    var precision: BLAS.Precision = .fp32
 
     /// `--blas`, else `ZERO_SFT_BLAS`, else OpenBLAS.
     func library() throws -> BLAS.Library {
@@ -24,10 +32,13 @@ struct BLASOptions: ParsableArguments {
 
     func validate() throws { _ = try library() }
 
-    /// Opens the chosen library and sends every gemm to it; call before any rank starts work.
-    /// - Throws: `BLAS.LibraryError` naming the library, its package and what the loader said.
+    /// Opens the chosen library and sends every gemm to it, in the chosen precision; call before any
+    /// rank starts work.
+    /// - Throws: `BLAS.LibraryError` naming the library, its package and what the loader said;
+    ///   `BLAS.PrecisionError` when bf16 cannot run here.
     func apply() throws {
         let library = try library()
         if library != .openblas { try BLAS.select(library) }
+        if precision != .fp32 { try BLAS.select(precision: precision) }
     }
 }

@@ -106,8 +106,8 @@ struct BenchCommand: ParsableCommand {
             let gflops = (body + head + attention) / seconds / 1e9 / Double(communicator.size)
             let ledgers = try trainer.ledgers()
             let peak = ledgers.map(\.peakRSS).max() ?? 0
-            logger.info(.init(stringLiteral: String(format: "%d ranks × %d threads: %.3f s/step, %.1f tokens/s, %.2f GFLOP/s per rank = %.0f%% of sgemm (%.2f GFLOP/s), peak RSS/rank %@",
-                       communicator.size, BLAS.threadCount, seconds / Double(steps), Double(tokens) / seconds, gflops,
+            logger.info(.init(stringLiteral: String(format: "%d ranks × %d threads, %@ gemms: %.3f s/step, %.1f tokens/s, %.2f GFLOP/s per rank = %.0f%% of the in-run gemm (%.2f GFLOP/s), peak RSS/rank %@",
+                       communicator.size, BLAS.threadCount, BLAS.precision.rawValue, seconds / Double(steps), Double(tokens) / seconds, gflops,
                        100 * gflops / sgemm, sgemm, MemoryLedger.format(peak))))
             // Rank 0's traffic against the ZeRO paper's (section 7): 2Ψ per step at stages 0-2, 3Ψ at
             // stage 3, times (N-1)/N, 4 bytes per fp32 element (see CommunicationCounters).
@@ -134,7 +134,7 @@ struct BenchCommand: ParsableCommand {
                 "zero_stage": Double(zeroStage.rawValue), "peak_rss": Double(peak),
                 "bytes_sent_per_step": bytesPerStep, "paper_bytes_per_step": paperBytes, "parameters": psi,
                 "wait_seconds_per_step": waitPerStep, "compute_seconds_per_step": seconds / Double(steps) - waitPerStep,
-                "warmup_loss": warmUp.loss,
+                "warmup_loss": warmUp.loss, "gemm_operand_bits": BLAS.precision == .bf16 ? 16 : 32,
                 "progress_passes_per_step": Double(communication.progressPasses) / Double(steps),
                 "progress_seconds_per_step": communication.progressSeconds / Double(steps),
                 "progress_cpu_seconds_per_step": communication.progressCPUSeconds / Double(steps),

@@ -26,6 +26,8 @@ struct BenchGemmCommand: ParsableCommand {
     @Option(name: .long, help: "Rounds per shape; each round times every library once.") var rounds = 3
     @Option(name: .long, help: "Minimum seconds of one timing (repeats the gemm until reached).") var minSeconds = 0.1
     @Option(name: .long, help: "Time only the shapes whose name contains this text.") var only: String?
+    @Option(name: .long, help: ArgumentHelp("Also time `--precision bf16`'s gemm (operands rounded to bf16 on every call, as in training, then oneDNN's dnnl_gemm_bf16bf16f32): auto (where the CPU and oneDNN allow it), yes or no.", valueName: "auto|yes|no"))
+    var bf16 = "auto"
 
     func libraries() throws -> [BLAS.Library]? {
         guard let blas else { return nil }
@@ -56,6 +58,15 @@ struct BenchGemmCommand: ParsableCommand {
         guard supervisedFraction > 0, supervisedFraction <= 1 else { throw ValidationError("--supervised-fraction must be in (0, 1]") }
         guard (1...100).contains(rounds) else { throw ValidationError("--rounds must be in [1, 100] (got \(rounds))") }
         guard minSeconds > 0, minSeconds <= 60 else { throw ValidationError("--min-seconds must be in (0, 60] (got \(minSeconds))") }
+        guard ["auto", "yes", "no"].contains(bf16) else { throw ValidationError("--bf16 must be auto, yes or no (got '\(bf16)')") }
+    }
+
+    /// One column of the table: a library's sgemm, or the bf16 gemm with its rounding.
+    struct Variant {
+        var name: String
+        var details: String
+        var setThreads: (Int) -> Void
+        var gemm: (GemmShape, UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void
     }
 
     func run() throws {
@@ -69,6 +80,25 @@ struct BenchGemmCommand: ParsableCommand {
                 do { backends.append(try BLAS.Backend.load(library)) } catch { print("skipped: \(error)") }
             }
         }
+        var variants = backends.map { backend in
+            Variant(name: backend.library.rawValue, details: backend.details, setThreads: backend.setThreads) { shape, a, b, c in
+                backend.gemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k,
+                             a: a, lda: shape.lda, b: b, ldb: shape.ldb, c: c, ldc: shape.ldc)
+            }
+        }
+        if bf16 != "no" {
+            do {
+                let gemm = try BLAS.loadBF16Gemm()
+                variants.append(Variant(name: "bf16", details: "\(gemm.details): dnnl_gemm_bf16bf16f32, operands rounded on every call",
+                                        setThreads: gemm.setThreads) { shape, a, b, c in
+                    gemm.gemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k, alpha: 1,
+                              a: a, lda: shape.lda, b: b, ldb: shape.ldb, beta: 0, c: c, ldc: shape.ldc)
+                })
+            } catch {
+                if bf16 == "yes" { throw error }
+                print("skipped bf16: \(error)")
+            }
+        }
         let tokens = microBatchSize * seqLen
         var shapes = GemmShape.training(
             tokens: tokens, hiddenSize: config.hiddenSize, intermediateSize: config.intermediateSize,
@@ -79,34 +109,34 @@ struct BenchGemmCommand: ParsableCommand {
 
         let cpu = CPUDescription.current
         print("CPU: \(cpu.model) (\(cpu.logicalCores) logical cores); extensions: \(cpu.extensions.joined(separator: " "))")
-        for backend in backends { print("\(backend.library): \(backend.details)") }
+        for variant in variants { print("\(variant.name): \(variant.details)") }
         print("shapes: \(preset), \(microBatchSize) × \(seqLen) tokens; median of \(rounds) rounds, libraries alternating")
 
         var results: [[String: String]] = []
         for threadCount in threadCounts {
             print("\n\(threadCount) thread\(threadCount == 1 ? "" : "s"): GFLOP/s")
-            let names = backends.map { $0.library.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0) }
+            let names = variants.map { $0.name.padding(toLength: 9, withPad: " ", startingAt: 0) }
             print("shape".padding(toLength: 22, withPad: " ", startingAt: 0) + " form " + "m × n × k".padding(toLength: 19, withPad: " ", startingAt: 0)
                   + names.joined(separator: " "))
-            var stepSeconds = [Double](repeating: 0, count: backends.count)
+            var stepSeconds = [Double](repeating: 0, count: variants.count)
             for shape in shapes {
-                let seconds = Self.time(shape, backends: backends, threads: threadCount, rounds: rounds, minSeconds: minSeconds)
+                let seconds = Self.time(shape, variants: variants, threads: threadCount, rounds: rounds, minSeconds: minSeconds)
                 let rates = seconds.map { shape.flops / $0 / 1e9 }
                 let best = rates.max() ?? 0
                 let cells = rates.map { String(format: "%8.1f%@", $0, $0 == best && rates.count > 1 ? "*" : " ") }
                 print(shape.name.padding(toLength: 22, withPad: " ", startingAt: 0) + " \(shape.form)   "
                       + "\(shape.m) × \(shape.n) × \(shape.k)".padding(toLength: 19, withPad: " ", startingAt: 0) + cells.joined(separator: " "))
-                for (i, backend) in backends.enumerated() {
+                for (i, variant) in variants.enumerated() {
                     stepSeconds[i] += Double(shape.callsPerStep) * seconds[i]
                     results.append(["shape": shape.name, "form": shape.form, "m": "\(shape.m)", "n": "\(shape.n)", "k": "\(shape.k)",
                                     "calls_per_step": "\(shape.callsPerStep)", "threads": "\(threadCount)",
-                                    "library": backend.library.rawValue, "gflops": String(format: "%.2f", rates[i])])
+                                    "library": variant.name, "gflops": String(format: "%.2f", rates[i])])
                 }
             }
-            let summary = zip(backends, stepSeconds).map { String(format: "%@ %.3f s", $0.library.rawValue, $1) }
+            let summary = zip(variants, stepSeconds).map { String(format: "%@ %.3f s", $0.name, $1) }
             print("gemm seconds per step (unfused shapes × calls per step; attention at full width): " + summary.joined(separator: ", "))
-            for (backend, seconds) in zip(backends, stepSeconds) {
-                results.append(["shape": "step", "threads": "\(threadCount)", "library": backend.library.rawValue,
+            for (variant, seconds) in zip(variants, stepSeconds) {
+                results.append(["shape": "step", "threads": "\(threadCount)", "library": variant.name,
                                 "step_gemm_seconds": String(format: "%.4f", seconds)])
             }
         }
@@ -121,19 +151,16 @@ struct BenchGemmCommand: ParsableCommand {
 
     /// Seconds per call of `shape` for each backend: in each round every backend runs in turn (its
     /// own warm-up call, then repeats until `minSeconds`); the median over rounds.
-    static func time(_ shape: GemmShape, backends: [BLAS.Backend], threads: Int, rounds: Int, minSeconds: Double) -> [Double] {
+    static func time(_ shape: GemmShape, variants: [Variant], threads: Int, rounds: Int, minSeconds: Double) -> [Double] {
         let a = FloatBuffer(count: shape.aCount), b = FloatBuffer(count: shape.bCount), c = FloatBuffer(count: shape.cCount)
         for i in 0..<a.count { a.pointer[i] = Float(i % 13) * 0.01 - 0.06 }
         for i in 0..<b.count { b.pointer[i] = Float(i % 7) * 0.01 - 0.03 }
-        var samples = [[Double]](repeating: [], count: backends.count)
+        var samples = [[Double]](repeating: [], count: variants.count)
         for _ in 0..<rounds {
-            for (i, backend) in backends.enumerated() {
-                backend.setThreads(threads)
-                func call() {
-                    backend.gemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k,
-                                 a: a.pointer.baseAddress!, lda: shape.lda, b: b.pointer.baseAddress!, ldb: shape.ldb,
-                                 c: c.pointer.baseAddress!, ldc: shape.ldc)
-                }
+            for (i, variant) in variants.enumerated() {
+                variant.setThreads(threads)
+                BLAS.threadCount = threads   // the bf16 rounding splits rows over the rank's threads
+                func call() { variant.gemm(shape, a.pointer.baseAddress!, b.pointer.baseAddress!, c.pointer.baseAddress!) }
                 call()
                 var calls = 0
                 let start = DispatchTime.now().uptimeNanoseconds
@@ -165,7 +192,8 @@ struct CPUDescription {
             return nil
         }
         let flags = (field("flags") ?? "").split(separator: " ").map(String.init)
+        let family = field("cpu family").map { " (family \($0) model \(field("model\t") ?? field("model ") ?? "?"))" } ?? ""
         let wanted = flags.filter { $0 == "avx" || $0 == "avx2" || $0 == "fma" || $0.hasPrefix("avx512") || $0.hasPrefix("amx") || $0 == "avx_vnni" }
-        return CPUDescription(model: field("model name") ?? "unknown", extensions: wanted, logicalCores: ProcessInfo.processInfo.activeProcessorCount)
+        return CPUDescription(model: (field("model name") ?? "unknown") + family, extensions: wanted, logicalCores: ProcessInfo.processInfo.activeProcessorCount)
     }
 }

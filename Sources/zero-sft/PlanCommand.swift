@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoints
 import Foundation
+import Kernels
 import ModelIO
 import Models
 import Sharding
@@ -30,6 +31,8 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .long, help: "Host memory in bytes to check against (default: MemTotal from /proc/meminfo).")
     var hostMemory: Int?
     @Flag(name: .long, help: "Print the table as JSON.") var json = false
+    @Option(name: .long, help: "The gemms' precision to plan for (as `train --precision`): bf16 adds each thread's bf16 operand copies (in the blas column).")
+    var precision: BLAS.Precision = .fp32
     @Option(name: .long, help: ArgumentHelp(
         "The training data, for the data column: a prepared token file (exact: its index, and the mapping shared per host) or JSONL (estimated: 8 bytes per token in every rank, tokens ≈ bytes / 4).",
         valueName: "file"))
@@ -105,6 +108,7 @@ struct PlanCommand: ParsableCommand {
             for stage in try parsedStages() {
                 var planner = MemoryPlanner(config: config, stage: stage, ranks: n, sequenceLength: seqLen, microBatchSize: microBatchSize)
                 planner.reductionsInFlight = reductionsInFlight
+                planner.precision = precision
                 if let dataMemory { planner.data = dataMemory.memory }
                 let plans = planner.planAllRanks()
                 let host = plans.reduce(0) { $0 + $1.predictedPeakRSS }
@@ -131,7 +135,7 @@ struct PlanCommand: ParsableCommand {
             let mib = { (bytes: Int) in String(format: "%.1f", Double(bytes) / 1_048_576) }
             rows.append(["\(p.ranks)", "\(p.stage.rawValue)", mib(p.parameters), mib(p.gatheredParameters), mib(p.gradients),
                          mib(p.gradientBuffers), mib(p.optimizerMoments), mib(p.activations), mib(p.communication), mib(p.data),
-                         mib(p.classifierBuffers), mib(p.collectiveTemporaries), mib(p.blasBuffer), mib(p.runtimeBaseline),
+                         mib(p.classifierBuffers), mib(p.collectiveTemporaries), mib(p.blasBuffer + p.bf16Operands), mib(p.runtimeBaseline),
                          mib(p.predictedPeakRSS), Self.gib(cell.hostBytes), cell.fits ? "yes" : "NO"])
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max()! }

@@ -1,6 +1,7 @@
 import Checkpoints
 import Collectives
 import Foundation
+import Kernels
 import Logging
 import ModelIO
 import Models
@@ -33,6 +34,7 @@ enum Session {
         let psi = trainer.model.layout.parameterCount
         logger.info(.init(stringLiteral: "zero-sft: \(modelName) (\(config.modelType), \(config.numHiddenLayers) layers, d \(config.hiddenSize), "
             + "\(String(format: "%.2f", Double(psi) / 1e6))M parameters) on \(communicator.size) rank(s), ZeRO \(options.stage)"))
+        logger.info("gemm: \(BLAS.precision == .bf16 ? "bf16 operands, fp32 sums (\(BLAS.bf16Details ?? "oneDNN"))" : "fp32 (\(BLAS.libraryDetails))"), \(BLAS.threadCount) thread(s) per rank")
         logger.info("data: \(trainer.plan.report.summary)")
         logger.info(.init(stringLiteral: "plan: \(trainer.totalSteps) steps × \(trainer.plan.rowsPerStep) rows of \(options.sequenceLength) "
             + "(\(options.microBatchSize) per micro-batch × \(options.gradientAccumulation) accumulation × \(communicator.size) ranks); "

@@ -1,0 +1,170 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// bfloat16: fp32's sign, 8-bit exponent and top 7 mantissa bits (Kalamkar et al., "A Study of
+/// BFLOAT16 for Deep Learning Training", 2019), the operand type of ``BLAS/Precision/bf16`` gemms.
+///
+/// Values are kept as their 16-bit patterns (`UInt16`); a bf16 value is exactly the fp32 value whose
+/// upper half is the pattern and lower half zero.
+public enum BFloat16 {
+    /// The bf16 pattern nearest to `x`, ties to even; values above the largest bf16 (≈ 3.39e38) round
+    /// to infinity, and every NaN becomes `0xFFFF` (a NaN): what PyTorch's `tensor.to(torch.bfloat16)`
+    /// gives on CPU (ATen's vectorised `cvtfp32_bf16`; its scalar `c10::BFloat16` gives `0x7FC0`).
+    @inline(__always)
+    public static func round(_ x: Float) -> UInt16 {
+        if x.isNaN { return 0xFFFF }
+        let u = x.bitPattern
+        return UInt16(truncatingIfNeeded: (u &+ 0x7FFF &+ ((u >> 16) & 1)) >> 16)
+    }
+
+    /// The fp32 value of a bf16 pattern (exact).
+    @inline(__always)
+    public static func float(_ pattern: UInt16) -> Float { Float(bitPattern: UInt32(pattern) << 16) }
+
+    /// ``round(_:)`` of 16 values at once.
+    @inline(__always)
+    static func round(_ u: SIMD16<UInt32>) -> SIMD16<UInt16> {
+        var r = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) &>> 16
+        r.replace(with: 0xFFFF, where: (u & 0x7FFF_FFFF) .> 0x7F80_0000)
+        return SIMD16<UInt16>(truncatingIfNeeded: r)
+    }
+
+    /// Rounds the `rows × columns` fp32 matrix at `source` (row stride `ld` elements) to bf16, densely
+    /// (row stride `columns`) at `destination`; rows split over the rank's threads when large
+    /// (``Parallel/forEach(count:grain:_:)``, which runs inline inside single-threaded kernels).
+    public static func round(_ source: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int,
+                             into destination: UnsafeMutablePointer<UInt16>) {
+        guard rows > 0, columns > 0 else { return }
+        precondition(ld >= columns, "BFloat16.round: row stride \(ld) below \(columns) columns")
+        let grain = max(1, (1 << 16) / columns)
+        Parallel.forEach(count: rows, grain: grain) { range in
+            for row in range {
+                roundRow(source + row * ld, destination + row * columns, count: columns)
+            }
+        }
+    }
+
+    @inline(__always)
+    private static func roundRow(_ source: UnsafePointer<Float>, _ destination: UnsafeMutablePointer<UInt16>, count: Int) {
+        let from = UnsafeRawPointer(source), to = UnsafeMutableRawPointer(destination)
+        var i = 0
+        while i + 16 <= count {
+            let u = from.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<UInt32>.self)
+            to.storeBytes(of: round(u), toByteOffset: 2 * i, as: SIMD16<UInt16>.self)
+            i += 16
+        }
+        while i < count {
+            destination[i] = round(source[i])
+            i += 1
+        }
+    }
+}
+
+/// oneDNN's bf16 gemm, `dnnl_gemm_bf16bf16f32`: `C = alpha · op(A) · op(B) + beta · C` with bf16
+/// `A` and `B`, products exact in fp32 and summed in fp32, `C` fp32, row-major (as `dnnl_sgemm`).
+///
+/// ``BLAS/gemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)`` sends every product here
+/// under ``BLAS/Precision/bf16``, rounding both fp32 operands to bf16 first (``BFloat16/round(_:)``)
+/// into scratch the calling thread keeps for its next calls: it grows to the largest `A` and `B` the
+/// thread has rounded and is freed when the thread exits (``BLAS/bf16ScratchBytes``). This is
+/// PyTorch's `torch.autocast(dtype=torch.bfloat16)` for matmuls, except that the output stays fp32.
+public struct BF16Gemm: @unchecked Sendable {
+    /// `dnnl_status_t dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t M, N, K, float alpha,
+    /// const bfloat16_t* A, dnnl_dim_t lda, const bfloat16_t* B, ldb, float beta, float* C, ldc)`.
+    typealias Function = @convention(c) (
+        CChar, CChar, Int64, Int64, Int64, Float, UnsafePointer<UInt16>?, Int64,
+        UnsafePointer<UInt16>?, Int64, Float, UnsafeMutablePointer<Float>?, Int64) -> Int32
+    typealias OMPSetThreads = @convention(c) (Int32) -> Void
+
+    let function: Function
+    let setThreadsFunction: OMPSetThreads?
+    /// The library's name and version, e.g. `oneDNN 2.6.3 (libdnnl.so.2)`.
+    public let details: String
+
+    /// Sets the OpenMP threads of the calling thread's later calls (`omp_set_num_threads`).
+    public func setThreads(_ count: Int) { setThreadsFunction?(Int32(max(1, count))) }
+
+    /// One product on bf16 operands already rounded: dense, row strides `lda`, `ldb`, `ldc`.
+    /// - Returns: oneDNN's status (0 = `dnnl_success`, 3 = `dnnl_unimplemented` on a CPU without AVX-512).
+    func callAsFunction(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                        a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
+                        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) -> Int32 {
+        function(transposeA ? 84 : 78, transposeB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
+                 a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))  // 'T' = 84, 'N' = 78
+    }
+
+    /// `C = alpha · op(A) · op(B) + beta · C` on fp32 operands: rounds `A` (stored `m × k`, or `k × m`
+    /// transposed, row stride `lda`) and `B` (`k × n`, or `n × k`) into the calling thread's scratch.
+    public func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if m == 0 || n == 0 { return }
+        if k == 0 {   // C = beta · C, as BLAS defines it for an empty sum
+            for row in 0..<m {
+                let r = c + row * ldc
+                for j in 0..<n { r[j] = beta == 0 ? 0 : beta * r[j] }
+            }
+            return
+        }
+        let (aRows, aColumns) = transposeA ? (k, m) : (m, k)
+        let (bRows, bColumns) = transposeB ? (n, k) : (k, n)
+        let scratch = BF16Scratch.current()
+        let a16 = scratch.a(aRows * aColumns), b16 = scratch.b(bRows * bColumns)
+        BFloat16.round(a, rows: aRows, columns: aColumns, ld: lda, into: a16)
+        BFloat16.round(b, rows: bRows, columns: bColumns, ld: ldb, into: b16)
+        let status = self(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                          a: a16, lda: aColumns, b: b16, ldb: bColumns, beta: beta, c: c, ldc: ldc)
+        precondition(status == 0, "dnnl_gemm_bf16bf16f32 failed with status \(status) for \(m)×\(n)×\(k)")
+    }
+}
+
+/// A thread's bf16 operand buffers (``BF16Gemm/gemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``),
+/// kept in a `pthread` key so each thread that runs gemms (the rank's main thread, attention's
+/// workers) rounds into its own; freed by the key's destructor when the thread exits.
+final class BF16Scratch {
+    private var aBuffer: UnsafeMutablePointer<UInt16>?, aCapacity = 0
+    private var bBuffer: UnsafeMutablePointer<UInt16>?, bCapacity = 0
+
+    /// Bytes held by every thread's scratch together.
+    static let bytes = Atomic<Int>(0)
+
+    func a(_ count: Int) -> UnsafeMutablePointer<UInt16> { Self.grow(&aBuffer, &aCapacity, count) }
+    func b(_ count: Int) -> UnsafeMutablePointer<UInt16> { Self.grow(&bBuffer, &bCapacity, count) }
+
+    private static func grow(_ buffer: inout UnsafeMutablePointer<UInt16>?, _ capacity: inout Int, _ count: Int) -> UnsafeMutablePointer<UInt16> {
+        if let buffer, count <= capacity { return buffer }
+        buffer?.deallocate()
+        bytes.add(2 * (count - capacity), ordering: .relaxed)
+        capacity = count
+        let fresh = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+        buffer = fresh
+        return fresh
+    }
+
+    deinit {
+        aBuffer?.deallocate(); bBuffer?.deallocate()
+        Self.bytes.subtract(2 * (aCapacity + bCapacity), ordering: .relaxed)
+    }
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        let status = pthread_key_create(&key) { pointer in
+            guard let pointer else { return }
+            Unmanaged<BF16Scratch>.fromOpaque(pointer).release()
+        }
+        precondition(status == 0, "pthread_key_create failed (\(status))")
+        return key
+    }()
+
+    /// The calling thread's scratch, made on first use.
+    static func current() -> BF16Scratch {
+        if let pointer = pthread_getspecific(key) {
+            return Unmanaged<BF16Scratch>.fromOpaque(pointer).takeUnretainedValue()
+        }
+        let scratch = BF16Scratch()
+        pthread_setspecific(key, Unmanaged.passRetained(scratch).toOpaque())
+        return scratch
+    }
+}
