@@ -23,14 +23,6 @@ public enum BFloat16 {
     @inline(__always)
     public static func float(_ pattern: UInt16) -> Float { Float(bitPattern: UInt32(pattern) << 16) }
 
-    /// ``round(_:)`` of 16 values at once.
-    @inline(__always)
-    static func round(_ u: SIMD16<UInt32>) -> SIMD16<UInt16> {
-        var r = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) &>> 16
-        r.replace(with: 0xFFFF, where: (u & 0x7FFF_FFFF) .> 0x7F80_0000)
-        return SIMD16<UInt16>(truncatingIfNeeded: r)
-    }
-
     /// Rounds the `rows × columns` fp32 matrix at `source` (row stride `ld` elements) to bf16, densely
     /// (row stride `columns`) at `destination`; rows split over the rank's threads when large
     /// (``Parallel/forEach(count:grain:_:)``, which runs inline inside single-threaded kernels).
@@ -46,18 +38,39 @@ public enum BFloat16 {
         }
     }
 
+    /// A matrix to round: `rows × columns` fp32 at row stride `ld`, into dense bf16 at `into`.
+    typealias Matrix = (source: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int, into: UnsafeMutablePointer<UInt16>)
+
+    /// Rounds two matrices (a gemm's `A` and `B`) in one split over the rank's threads: one fork and
+    /// join per gemm instead of two (each costs a wake-up of the workers, much more on a loaded host).
+    static func round(_ first: Matrix, _ second: Matrix) {
+        precondition(first.ld >= first.columns && second.ld >= second.columns, "BFloat16.round: a row stride below its columns")
+        let elements = first.rows * first.columns + second.rows * second.columns
+        guard elements > 0 else { return }
+        // Each part takes the same share of both matrices' rows: balanced however different they are.
+        let parts = max(1, min(Parallel.threadCount, elements >> 16))
+        Parallel.forEach(count: parts) { range in
+            for part in range {
+                for m in [first, second] where m.columns > 0 {
+                    for r in (m.rows * part / parts)..<(m.rows * (part + 1) / parts) {
+                        roundRow(m.source + r * m.ld, m.into + r * m.columns, count: m.columns)
+                    }
+                }
+            }
+        }
+    }
+
+    /// One row: a plain loop over the bit patterns, which LLVM vectorises (compare, select, shift);
+    /// Swift's generic SIMD operations (`replace(with:where:)`, the narrowing initialiser) did not
+    /// compile to vector code and took 46% of a bf16 step.
     @inline(__always)
     private static func roundRow(_ source: UnsafePointer<Float>, _ destination: UnsafeMutablePointer<UInt16>, count: Int) {
-        let from = UnsafeRawPointer(source), to = UnsafeMutableRawPointer(destination)
-        var i = 0
-        while i + 16 <= count {
-            let u = from.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<UInt32>.self)
-            to.storeBytes(of: round(u), toByteOffset: 2 * i, as: SIMD16<UInt16>.self)
-            i += 16
-        }
-        while i < count {
-            destination[i] = round(source[i])
-            i += 1
+        UnsafeRawPointer(source).withMemoryRebound(to: UInt32.self, capacity: count) { bits in
+            for i in 0..<count {
+                let u = bits[i]
+                let rounded = UInt16(truncatingIfNeeded: (u &+ 0x7FFF &+ ((u &>> 16) & 1)) &>> 16)
+                destination[i] = (u & 0x7FFF_FFFF) > 0x7F80_0000 ? 0xFFFF : rounded
+            }
         }
     }
 }
@@ -112,8 +125,7 @@ public struct BF16Gemm: @unchecked Sendable {
         let (bRows, bColumns) = transposeB ? (n, k) : (k, n)
         let scratch = BF16Scratch.current()
         let a16 = scratch.a(aRows * aColumns), b16 = scratch.b(bRows * bColumns)
-        BFloat16.round(a, rows: aRows, columns: aColumns, ld: lda, into: a16)
-        BFloat16.round(b, rows: bRows, columns: bColumns, ld: ldb, into: b16)
+        BFloat16.round((a, rows: aRows, columns: aColumns, ld: lda, into: a16), (b, rows: bRows, columns: bColumns, ld: ldb, into: b16))
         let status = self(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                           a: a16, lda: aColumns, b: b16, ldb: bColumns, beta: beta, c: c, ldc: ldc)
         precondition(status == 0, "dnnl_gemm_bf16bf16f32 failed with status \(status) for \(m)×\(n)×\(k)")

@@ -243,6 +243,19 @@ public enum BLAS {
         return flags.split(separator: " ").contains("avx512_bf16")
     }
 
+    /// The library `--blas auto` picks: oneDNN where the CPU has AVX-512 (`avx512f`, `avx512bw`,
+    /// `avx512vl` in `/proc/cpuinfo`) and oneDNN opens, else OpenBLAS.
+    ///
+    /// oneDNN dispatches on the instruction set, while OpenBLAS 0.3.21 (Debian 12) picks kernels by CPU
+    /// model and falls back to its AVX2 `Haswell` kernels on CPUs it predates (measured on a Zen 5);
+    /// on AVX2-only CPUs OpenBLAS stays (see docs/benchmarks.md for the figures behind the rule).
+    public static func automaticLibrary(cpuinfo: String? = nil) -> Library {
+        guard let text = cpuinfo ?? readProcCPUInfo(),
+              let flags = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") })?.split(separator: " ") else { return .openblas }
+        guard ["avx512f", "avx512bw", "avx512vl"].allSatisfy({ flags.contains(Substring($0)) }) else { return .openblas }
+        return (try? Backend.load(.onednn)) != nil ? .onednn : .openblas
+    }
+
     /// `/proc/cpuinfo`'s text, nil when it cannot be read.
     private static func readProcCPUInfo() -> String? {
         guard let file = fopen("/proc/cpuinfo", "r") else { return nil }

@@ -2,17 +2,24 @@ import ArgumentParser
 import Foundation
 import Kernels
 
-extension BLAS.Library: ExpressibleByArgument {}
 extension BLAS.Precision: ExpressibleByArgument {}
+
+/// What `--blas` accepts: a library, or `auto` (``BLAS/automaticLibrary(cpuinfo:)``).
+enum BLASChoice: String, CaseIterable, ExpressibleByArgument {
+    case auto, openblas, blis, onednn
+}
 
 /// Which BLAS library runs the gemms, and in which precision: the options of every command that
 /// trains or evaluates.
 struct BLASOptions: ParsableArguments {
+    /// What `--blas` defaults to when neither the option nor `ZERO_SFT_BLAS` names a library.
+    static let defaultChoice = BLASChoice.openblas
+
     @Option(name: .long, help: ArgumentHelp(
-        "The library for every gemm: openblas (linked, the default), blis (libblis-dev) or onednn (libdnnl-dev), opened at run time.",
+        "The library for every gemm: openblas (linked, the default), blis (libblis-dev) or onednn (libdnnl-dev), opened at run time; auto: onednn where the CPU has AVX-512 and oneDNN is installed, else openblas.",
         discussion: "Without the option, the environment variable ZERO_SFT_BLAS names it. Threads follow OPENBLAS_NUM_THREADS for every library. Compare them on this CPU with `zero-sft bench-gemm`.",
-        valueName: "openblas|blis|onednn"))
-    var blas: BLAS.Library?
+        valueName: "openblas|blis|onednn|auto"))
+    var blas: BLASChoice?
 
     @Option(name: .long, help: ArgumentHelp(
         "The gemms' operand precision: fp32 (the default) or bf16 (both operands rounded to bf16, fp32 sums and outputs; oneDNN, CPUs with avx512_bf16).",
@@ -20,17 +27,27 @@ struct BLASOptions: ParsableArguments {
         valueName: "fp32|bf16"))
     var precision: BLAS.Precision = .fp32
 
-    /// `--blas`, else `ZERO_SFT_BLAS`, else OpenBLAS.
-    func library() throws -> BLAS.Library {
+    /// `--blas`, else `ZERO_SFT_BLAS`, else ``defaultChoice``.
+    func choice() throws -> BLASChoice {
         if let blas { return blas }
-        guard let name = ProcessInfo.processInfo.environment["ZERO_SFT_BLAS"], !name.isEmpty else { return .openblas }
-        guard let library = BLAS.Library(rawValue: name) else {
-            throw ValidationError("ZERO_SFT_BLAS=\(name): expected one of \(BLAS.Library.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard let name = ProcessInfo.processInfo.environment["ZERO_SFT_BLAS"], !name.isEmpty else { return Self.defaultChoice }
+        guard let choice = BLASChoice(rawValue: name) else {
+            throw ValidationError("ZERO_SFT_BLAS=\(name): expected one of \(BLASChoice.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        return library
+        return choice
     }
 
-    func validate() throws { _ = try library() }
+    /// The library the choice names, `auto` resolved on this host.
+    func library() throws -> BLAS.Library {
+        switch try choice() {
+        case .auto: BLAS.automaticLibrary()
+        case .openblas: .openblas
+        case .blis: .blis
+        case .onednn: .onednn
+        }
+    }
+
+    func validate() throws { _ = try choice() }
 
     /// Opens the chosen library and sends every gemm to it, in the chosen precision; call before any
     /// rank starts work.

@@ -88,4 +88,14 @@ import TestSupport
         #expect(try BLAS.Backend.load(.openblas).library == .openblas)
         #expect(!BLAS.openBLASCore.isEmpty)
     }
+
+    /// `--blas auto`: OpenBLAS on a CPU without AVX-512 (or with only part of it), oneDNN with it when
+    /// oneDNN opens (else OpenBLAS).
+    @Test func automaticChoiceFollowsTheInstructionSet() {
+        #expect(BLAS.automaticLibrary(cpuinfo: "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n") == .openblas)
+        #expect(BLAS.automaticLibrary(cpuinfo: "flags\t\t: avx2 avx512f avx512cd\n") == .openblas)
+        let oneDNN = (try? BLAS.Backend.load(.onednn)) != nil
+        #expect(BLAS.automaticLibrary(cpuinfo: "flags\t\t: avx2 avx512f avx512dq avx512bw avx512vl\n") == (oneDNN ? .onednn : .openblas))
+        #expect(BLAS.library == .openblas)   // choosing changes nothing global
+    }
 }
