@@ -19,7 +19,7 @@ public struct MPIRun {
     /// Runs `zero-sft arguments…` on `ranks` ranks and returns its exit status and output.
     ///
     /// Under `mpirun` the command is `mpirun --allow-run-as-root --oversubscribe --bind-to none
-    /// -x OPENBLAS_NUM_THREADS=1 [-x KEY=VALUE for each environment entry] [launcherArguments…]
+    /// -x OPENBLAS_NUM_THREADS=1 -x ZERO_SFT_BLAS=openblas [-x KEY=VALUE for each environment entry] [launcherArguments…]
     /// -n ranks zero-sft arguments…`; `launcherArguments` adds mpirun options such as a hostfile
     /// (``LocalCluster/mpirunArguments``). With `ranks == 0` the executable runs directly, with
     /// launcher variables (`OMPI_*`, `PMIX_*`, `PMI_*`) removed from its environment. The status is
@@ -38,6 +38,9 @@ public struct MPIRun {
         }
         var extra = environment
         if extra["OPENBLAS_NUM_THREADS"] == nil { extra["OPENBLAS_NUM_THREADS"] = "1" }
+        // The tolerances against references were measured with OpenBLAS; `--blas auto` (the default)
+        // would pick oneDNN on AVX-512 hosts. Tests of the choice itself pass --blas or ZERO_SFT_BLAS.
+        if extra["ZERO_SFT_BLAS"] == nil && childEnvironment["ZERO_SFT_BLAS"] == nil { extra["ZERO_SFT_BLAS"] = "openblas" }
         childEnvironment.merge(extra) { _, new in new }
 
         let command: [String]

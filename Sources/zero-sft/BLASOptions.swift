@@ -13,10 +13,10 @@ enum BLASChoice: String, CaseIterable, ExpressibleByArgument {
 /// trains or evaluates.
 struct BLASOptions: ParsableArguments {
     /// What `--blas` defaults to when neither the option nor `ZERO_SFT_BLAS` names a library.
-    static let defaultChoice = BLASChoice.openblas
+    static let defaultChoice = BLASChoice.auto
 
     @Option(name: .long, help: ArgumentHelp(
-        "The library for every gemm: openblas (linked, the default), blis (libblis-dev) or onednn (libdnnl-dev), opened at run time; auto: onednn where the CPU has AVX-512 and oneDNN is installed, else openblas.",
+        "The library for every gemm: auto (the default: onednn where the CPU has AVX-512 and oneDNN is installed, else openblas), openblas (linked), blis (libblis-dev) or onednn (libdnnl-dev), opened at run time.",
         discussion: "Without the option, the environment variable ZERO_SFT_BLAS names it. Threads follow OPENBLAS_NUM_THREADS for every library. Compare them on this CPU with `zero-sft bench-gemm`.",
         valueName: "openblas|blis|onednn|auto"))
     var blas: BLASChoice?

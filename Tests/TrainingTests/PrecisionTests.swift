@@ -2,6 +2,7 @@ import Foundation
 import TestSupport
 import Testing
 import Training
+import Kernels
 
 /// `train --precision bf16`: bf16 gemm operands with fp32 master weights, sums and optimizer.
 ///
@@ -72,5 +73,29 @@ import Training
             #expect(!text.contains("step 1/"), "ranks \(ranks): a step ran")
             #expect(!FileManager.default.fileExists(atPath: output.path), "ranks \(ranks): the output directory was written")
         }
+    }
+
+    /// The default library is `auto`: the run names the library ``BLAS/automaticLibrary(cpuinfo:)``
+    /// picks here (oneDNN on an AVX-512 host with oneDNN installed, else OpenBLAS), and trains as
+    /// `--blas openblas` does: losses 1e-5 relative (a different summation order; bitwise when auto
+    /// picks OpenBLAS).
+    @Test func defaultLibraryIsTheAutomaticChoice() throws {
+        let scratch = try ScratchDirectory()
+        let data = scratch.url.appendingPathComponent("data.jsonl")
+        try writeJSONL(syntheticExamples(count: 64, seed: 4), to: data)
+        let arguments = Self.common + ["--data", data.path, "--zero-stage", "0", "--micro-batch-size", "8"]
+        // ZERO_SFT_BLAS empty: neither the option nor the variable names a library.
+        let automatic = try MPIRun.run(ranks: 0, arguments: ["train"] + arguments + ["--metrics-file", scratch.url.appendingPathComponent("auto.jsonl").path],
+                                       environment: ["ZERO_SFT_BLAS": ""], timeout: 300)
+        let openblas = try TrainingRun.run(ranks: 0, arguments: arguments + ["--blas", "openblas"], in: scratch.url, label: "openblas", saveModel: false)
+        #expect(automatic.status == 0, "\(automatic.stderr)")
+        let expected = BLAS.automaticLibrary() == .onednn ? "gemm: fp32 (oneDNN" : "gemm: fp32 (OpenBLAS"
+        #expect(automatic.stdout.contains(expected), "expected '\(expected)' in the log:\n\(automatic.stdout)")
+        #expect(openblas.stdout.contains("gemm: fp32 (OpenBLAS"))
+        let lines = try String(contentsOf: scratch.url.appendingPathComponent("auto.jsonl"), encoding: .utf8).split(separator: "\n")
+        let losses = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+            .filter { $0["eval"] == nil }.map { $0["loss"] as! Double }
+        #expect(losses.count == openblas.losses.count && losses.count == 10)
+        for (a, b) in zip(losses, openblas.losses) { #expect(abs(a - b) <= 1e-5 * abs(b), "auto \(a), openblas \(b)") }
     }
 }
