@@ -86,8 +86,8 @@ final class ProgressThread: @unchecked Sendable {
     /// Passes over the registered operations so far.
     let passes = Atomic<Int>(0)
 
-    /// The thread currently running (set while it runs): for `deinit` of an operation whose last
-    /// reference the thread dropped, and to stop it before `MPI_Finalize`.
+    /// The thread currently running (set while it runs), so that `MPI_Finalize` stops it first
+    /// also when the process exits through the `atexit` handler instead of `Job.run`.
     nonisolated(unsafe) static var running: ProgressThread? = nil
 
     private struct WeakDriven {
