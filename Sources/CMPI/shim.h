@@ -21,6 +21,7 @@ static inline int zsft_success(void) { return MPI_SUCCESS; }
 static inline int zsft_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int zsft_thread_single(void) { return MPI_THREAD_SINGLE; }
 static inline int zsft_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
+static inline int zsft_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 static inline MPI_Status *zsft_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline int zsft_err_in_status(void) { return MPI_ERR_IN_STATUS; }
 static inline int zsft_max_processor_name(void) { return MPI_MAX_PROCESSOR_NAME; }

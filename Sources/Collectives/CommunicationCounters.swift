@@ -29,6 +29,12 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
     /// The processor time of this rank's thread in those passes (`CLOCK_THREAD_CPUTIME_ID`): on a
     /// loaded host ``progressSeconds`` also counts time the thread was preempted.
     public var progressCPUSeconds: Double = 0
+    /// Passes of the progress thread (`--progress-thread`, ``Communicator/startProgressThread()``)
+    /// over the collectives in flight; 0 without it.
+    public var progressThreadPasses: Int = 0
+    /// The progress thread's processor time (`pthread_getcpuclockid`): what the thread took from
+    /// the cores the ranks compute on.
+    public var progressThreadCPUSeconds: Double = 0
 
     public init() {}
 
@@ -41,6 +47,8 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
         difference.progressPasses = progressPasses - earlier.progressPasses
         difference.progressSeconds = progressSeconds - earlier.progressSeconds
         difference.progressCPUSeconds = progressCPUSeconds - earlier.progressCPUSeconds
+        difference.progressThreadPasses = progressThreadPasses - earlier.progressThreadPasses
+        difference.progressThreadCPUSeconds = progressThreadCPUSeconds - earlier.progressThreadCPUSeconds
         return difference
     }
 
@@ -51,6 +59,8 @@ public struct CommunicationCounters: Sendable, Equatable, Codable {
         case progressPasses = "progress_passes"
         case progressSeconds = "progress_seconds"
         case progressCPUSeconds = "progress_cpu_seconds"
+        case progressThreadPasses = "progress_thread_passes"
+        case progressThreadCPUSeconds = "progress_thread_cpu_seconds"
     }
 }
 

@@ -1,4 +1,5 @@
 internal import CMPI
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -15,7 +16,8 @@ import Musl
 /// it is and gathers/scatters are copies.
 ///
 /// Not `Sendable`: make every call from the thread that called ``world()`` first (MPI is
-/// initialised `FUNNELED`). Counts are `Int`; a collective whose arguments do not fit one MPI call
+/// initialised `FUNNELED`; `MULTIPLE` when a progress thread also tests the collectives in flight,
+/// see ``startProgressThread()``). Counts are `Int`; a collective whose arguments do not fit one MPI call
 /// (more than ``maximumBytesPerCall`` bytes, default `Int32.max`) is split into several calls.
 /// Buffer sizes must agree on every rank (a programmer error otherwise, which MPI may report as
 /// `MPI_ERR_TRUNCATE` or not at all).
@@ -55,11 +57,34 @@ public final class Communicator {
     /// see ``checkConsistency(_:bytes:)``. Must be the same on every rank.
     public var checksConsistency = false
     /// Whether a wait on this rank has passed ``collectiveTimeout``: the job is being aborted, and
-    /// requests released on the way out no longer wait for their collectives.
-    public internal(set) var hasGivenUp = false
-    /// Bytes sent (ring model), collectives started and seconds waited by this rank so far; see
-    /// ``CommunicationCounters``.
-    public internal(set) var counters = CommunicationCounters()
+    /// requests released on the way out no longer wait for their collectives (nor does the
+    /// progress thread test them). Atomic: operations released on the progress thread read it.
+    public internal(set) var hasGivenUp: Bool {
+        get { givenUp.load(ordering: .relaxed) }
+        set {
+            givenUp.store(newValue, ordering: .relaxed)
+            if newValue { progressThread?.pause() }
+        }
+    }
+    private let givenUp = Atomic<Bool>(false)
+    /// Bytes sent (ring model), collectives started and seconds waited by this rank so far, and
+    /// the progress thread's passes and processor time; see ``CommunicationCounters``.
+    public internal(set) var counters: CommunicationCounters {
+        get {
+            var counters = recordedCounters
+            if let progressThread {
+                counters.progressThreadPasses = progressThread.passes.load(ordering: .relaxed)
+                counters.progressThreadCPUSeconds = progressThread.cpuSeconds
+            }
+            return counters
+        }
+        set { recordedCounters = newValue }
+    }
+    private var recordedCounters = CommunicationCounters()
+    /// The communication thread of `--progress-thread` (``startProgressThread()``), if started.
+    var progressThread: ProgressThread? = nil
+    /// The thread level MPI was initialised with (`.funneled` without MPI).
+    let providedThreadLevel: ThreadLevel
     /// The least time between two passes of ``progressIfDue(_:)``, the progress hook that compute
     /// calls between its matrix products (default 1 ms; `nil` turns the hook off). See
     /// ``progressIfDue(_:)``.
@@ -103,6 +128,7 @@ public final class Communicator {
         size = 1
         storedHostName = ProcessRuntime.localHostName()
         handle = nil
+        providedThreadLevel = .funneled
     }
 
     /// Initialises MPI and wraps a duplicate of `MPI_COMM_WORLD`.
@@ -112,8 +138,9 @@ public final class Communicator {
                 operation: operation, rank: Int(ProcessRuntime.launcherRank) ?? -1, size: -1,
                 errorCode: code, errorClass: mpiErrorClass(code), reason: mpiErrorString(code))
         }
+        let required = Self.threadMultipleRequiredBy == nil ? zsft_thread_funneled() : zsft_thread_multiple()
         var provided: Int32 = 0
-        var code = MPI_Init_thread(nil, nil, zsft_thread_funneled(), &provided)
+        var code = MPI_Init_thread(nil, nil, required, &provided)
         guard code == zsft_success() else { throw failure("MPI_Init_thread", code) }
         ProcessRuntime.registerFinaliseAtExit()
         let world = zsft_comm_world()
@@ -133,6 +160,14 @@ public final class Communicator {
                 operation: "MPI_Init_thread", rank: Int(rank), size: Int(size),
                 reason: "the MPI library provides thread level \(provided), below MPI_THREAD_FUNNELED (\(zsft_thread_funneled()))")
         }
+        if let option = Self.threadMultipleRequiredBy, provided < zsft_thread_multiple() {
+            throw CollectiveError(
+                operation: "MPI_Init_thread", rank: Int(rank), size: Int(size),
+                reason: "\(option) needs MPI_THREAD_MULTIPLE (\(zsft_thread_multiple())), but this MPI library provides only "
+                    + "thread level \(provided) (Open MPI must be built with thread support; `ompi_info | grep -i thread` shows it); "
+                    + "run without \(option)")
+        }
+        self.providedThreadLevel = provided >= zsft_thread_multiple() ? .multiple : .funneled
         var name = [CChar](repeating: 0, count: Int(zsft_max_processor_name()) + 1)
         var nameLength: Int32 = 0
         code = MPI_Get_processor_name(&name, &nameLength)
@@ -273,8 +308,17 @@ public final class Communicator {
     /// Finalises MPI (`MPI_Finalize`); the communicator must not be used afterwards.
     func finalise() throws(CollectiveError) {
         guard handle != nil else { return }
+        progressThread?.stop()
         try check(ProcessRuntime.finaliseIfNeeded(), "MPI_Finalize", "")
     }
+}
+
+/// The MPI thread levels zero-sft uses.
+enum ThreadLevel {
+    /// `MPI_THREAD_FUNNELED`: every MPI call from the thread that initialised MPI.
+    case funneled
+    /// `MPI_THREAD_MULTIPLE`: MPI calls from any thread, at the same time (`--progress-thread`).
+    case multiple
 }
 
 /// Consecutive pieces `[offset, offset + count)` of at most `limit` elements covering `0 ..< count`.

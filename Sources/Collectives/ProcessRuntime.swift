@@ -50,6 +50,8 @@ enum ProcessRuntime {
 
     /// Calls `MPI_Finalize` when MPI is initialised and not yet finalised; returns its error code.
     static func finaliseIfNeeded() -> Int32 {
+        // The progress thread calls MPI: it ends first.
+        ProgressThread.running?.stop()
         var initialised: Int32 = 0
         var finalised: Int32 = 0
         MPI_Initialized(&initialised)

@@ -20,10 +20,14 @@ import Musl
 ///
 /// Progress is driven by the caller: ``test()`` completes the current step if its messages have
 /// arrived, adds, and posts the next (as many steps as are ready); ``wait()`` blocks step by step.
+/// With a progress thread (``Communicator/startProgressThread()``) that thread calls ``test()`` as
+/// well: the ring's state is touched only under its own lock, the additions go into the ring's own
+/// buffers (untouched by the caller until completion), and a failure met by the thread is thrown
+/// by the owner's next ``test()`` or ``wait()``.
 /// A rank that blocks in ``wait()`` while other rings or collectives are in flight must make sure
 /// the other ranks can finish without it (see `ZeroEngine`, which instead tests every operation in
 /// flight in one loop): the ring advances only when its owner calls it.
-public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>: ProgressingOperation {
+public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>: ProgressingOperation, ThreadDrivenOperation {
     private let buffer: UnsafeMutableBufferPointer<T>
     private let scratch: UnsafeMutableBufferPointer<T>
     private let handle: MPI_Comm?
@@ -32,12 +36,23 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
     private let pieceLimit: Int
     /// The communicator whose deadline and backoff ``wait()`` uses.
     private unowned let communicator: Communicator
+    /// The communicator's timeout when the ring started (for a `deinit` on the progress thread).
+    private let timeout: Double
+    /// Guards the state below: the owner's thread and the progress thread both test the ring.
+    private let lock = OperationLock()
     /// The step whose messages are in flight; `size − 1` once complete.
-    public private(set) var step = 0
+    private var currentStep = 0
     private var requests: [MPI_Request?] = []
     private var statuses: [MPI_Status] = []
-    /// Whether block `rank` of the buffer holds the reduced sum.
-    public private(set) var isComplete = false
+    private var completed = false
+    /// The error that ended the ring, thrown again by every later ``test()``.
+    private var failure: CollectiveError? = nil
+
+    /// The step whose messages are in flight; `size − 1` once complete.
+    public var step: Int { lock.withLock { currentStep } }
+    /// Whether block `rank` of the buffer holds the reduced sum (or the ring failed: ``test()``
+    /// throws the error).
+    public var isComplete: Bool { lock.withLock { completed } }
 
     init(buffer: UnsafeMutableBufferPointer<T>, scratch: UnsafeMutableBufferPointer<T>, communicator: Communicator,
          tag: Int32, pieceLimit: Int) throws(CollectiveError) {
@@ -49,9 +64,10 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
         self.size = communicator.size
         self.tag = tag
         self.pieceLimit = pieceLimit
+        self.timeout = communicator.collectiveTimeout
         if size == 1 || scratch.isEmpty || handle == nil {
-            step = size - 1
-            isComplete = true
+            currentStep = size - 1
+            completed = true
         } else {
             try post()
         }
@@ -71,7 +87,7 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
     /// Posts the receive and the send of `step`, in pieces of at most `pieceLimit` elements.
     private func post() throws(CollectiveError) {
         let left = Int32((rank - 1 + size) % size), right = Int32((rank + 1) % size)
-        let send = block(rank - step - 1)
+        let send = block(rank - currentStep - 1)
         let type = T.checkedMPIDatatype
         requests.removeAll(keepingCapacity: true)
         for piece in Pieces(count: blockCount, limit: pieceLimit) {
@@ -88,11 +104,11 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
 
     /// Adds the received block into the buffer and posts the next step, or completes.
     private func advance() throws(CollectiveError) {
-        let target = block(rank - step - 2), source = scratch.baseAddress!
+        let target = block(rank - currentStep - 2), source = scratch.baseAddress!
         for i in 0..<blockCount { target[i] += source[i] }
-        step += 1
-        if step == size - 1 {
-            isComplete = true
+        currentStep += 1
+        if currentStep == size - 1 {
+            completed = true
             requests.removeAll()
         } else {
             try post()
@@ -100,53 +116,72 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
     }
 
     /// Completes every step whose messages have arrived, without blocking; whether the whole
-    /// reduce-scatter is complete. The corresponding C function is `MPI_Testall`.
+    /// reduce-scatter is complete. Throws the ring's error, also one met earlier by the progress
+    /// thread. The corresponding C function is `MPI_Testall`.
     public func test() throws(CollectiveError) -> Bool {
-        while !isComplete {
-            var flag: Int32 = 0
-            let code = MPI_Testall(Int32(requests.count), &requests, &flag, &statuses)
-            try checkCompletion(code, "MPI_Testall")
-            guard flag != 0 else { return false }
-            try advance()
+        try lock.withLock { () throws(CollectiveError) -> Bool in
+            if let failure { throw failure }
+            while !completed {
+                var flag: Int32 = 0
+                let code = MPI_Testall(Int32(requests.count), &requests, &flag, &statuses)
+                try checkCompletion(code, "MPI_Testall")
+                guard flag != 0 else { return false }
+                try advance()
+            }
+            return true
         }
-        return true
     }
 
     /// Blocks until this rank's part is complete, polling ``test()`` through the communicator's
     /// ``Communicator/poll(_:until:)`` (backoff, and a ``CollectiveError`` after
     /// ``Communicator/collectiveTimeout`` seconds).
     public func wait() throws(CollectiveError) {
-        guard !isComplete else { return }
         try communicator.wait("ring reduce-scatter", details) { () throws(CollectiveError) -> Bool in try test() }
     }
 
-    /// ``test()``, for the communicator's waits, which advance every ring in flight.
+    /// ``test()``, for the communicator's waits, which advance every ring in flight, and for the
+    /// progress thread.
     func progress() throws(CollectiveError) -> Bool { try test() }
 
+    /// The step (`size − 1` once complete): the progress thread's sign that the ring moved.
+    var progressMark: Int { step }
+
     private var details: String {
-        "ring reduce-scatter, \(blockCount) × \(T.collectiveElementKind) per rank, step \(step + 1) of \(size - 1), tag \(tag)"
+        "ring reduce-scatter, \(blockCount) × \(T.collectiveElementKind) per rank, step \(currentStep + 1) of \(size - 1), tag \(tag)"
     }
 
     private func check(_ code: Int32, _ operation: String, _ piece: Pieces.Piece) throws(CollectiveError) {
         guard code != zsft_success() else { return }
-        isComplete = true
-        throw CollectiveError(operation: operation, rank: rank, size: size, errorCode: code,
-                              errorClass: mpiErrorClass(code), reason: mpiErrorString(code),
-                              details: details + piece.describe(total: blockCount))
+        completed = true
+        let error = CollectiveError(operation: operation, rank: rank, size: size, errorCode: code,
+                                    errorClass: mpiErrorClass(code), reason: mpiErrorString(code),
+                                    details: details + piece.describe(total: blockCount))
+        failure = error
+        throw error
     }
 
     private func checkCompletion(_ code: Int32, _ operation: String) throws(CollectiveError) {
         guard code != zsft_success() else { return }
-        isComplete = true
+        completed = true
+        let error = CollectiveError(completing: operation, code: code, statuses: statuses, rank: rank, size: size, details: details)
         requests.removeAll()
-        throw CollectiveError(completing: operation, code: code, statuses: statuses, rank: rank, size: size, details: details)
+        failure = error
+        throw error
     }
 
     deinit {
         // After a collective timeout the job is being aborted: waiting again would only delay it.
-        guard !isComplete, !communicator.hasGivenUp else { return }
+        guard !completed, !communicator.hasGivenUp else { return }
         ProcessRuntime.writeToStandardError(
             "zero-sft: warning: rank \(rank): \(details) was released without wait(); waiting for it now\n")
+        if ProgressThread.isCurrent {
+            // Released by its owner while the progress thread held it: finish it here, without the
+            // communicator (its waits and counters belong to the rank's thread).
+            if let problem = drain({ () throws(CollectiveError) -> Bool in try test() }, timeout: timeout) {
+                ProcessRuntime.writeToStandardError("zero-sft: rank \(rank): \(problem)\n")
+            }
+            return
+        }
         do { try wait() } catch {
             ProcessRuntime.writeToStandardError("zero-sft: rank \(rank): \(error)\n")
         }
@@ -177,7 +212,10 @@ extension Communicator {
         nextRingTag = (nextRingTag + 1) % 32_767  // the least MPI_TAG_UB allows
         let ring = try RingReduceScatter(buffer: buffer, scratch: scratch, communicator: self,
                                          tag: tag, pieceLimit: elementsPerCall(T.self, ranksPerCall: 1))
-        if !ring.isComplete { ringsInFlight.append(WeakOperation(operation: ring)) }
+        if !ring.isComplete {
+            ringsInFlight.append(WeakOperation(operation: ring))
+            driveInBackground(ring)
+        }
         return ring
     }
 

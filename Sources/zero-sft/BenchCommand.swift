@@ -13,7 +13,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Time training steps (forward, backward, AdamW) and print tokens/s and achieved GFLOP/s against sgemm's.",
-        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, warmup_loss (the untimed first step's loss, before any update), and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step, compute_seconds_per_step, and the progress hook's progress_passes_per_step and progress_seconds_per_step.")
+        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, warmup_loss (the untimed first step's loss, before any update), and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step, compute_seconds_per_step, and the progress hook's progress_passes_per_step and progress_seconds_per_step (progress_cpu_seconds_per_step: their CPU), progress_thread (1 with --progress-thread) with the thread's progress_thread_passes_per_step and progress_thread_cpu_seconds_per_step.")
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var blasOptions: BLASOptions
@@ -49,9 +49,10 @@ struct BenchCommand: ParsableCommand {
         try blasOptions.apply()
         let source = try modelOptions.resolve()
         let config = source.config
+        collectives.prepareProcess()
         Job.run { (communicator: Communicator) throws -> Void in
             let logger = Session.logger("bench")
-            collectives.apply(to: communicator, checkingConsistency: false)
+            try collectives.apply(to: communicator, checkingConsistency: false)
             var options = TrainingOptions()
             options.stage = zeroStage
             options.microBatchSize = microBatchSize
@@ -92,6 +93,8 @@ struct BenchCommand: ParsableCommand {
                 communication.progressPasses += metrics.communication.progressPasses
                 communication.progressSeconds += metrics.communication.progressSeconds
                 communication.progressCPUSeconds += metrics.communication.progressCPUSeconds
+                communication.progressThreadPasses += metrics.communication.progressThreadPasses
+                communication.progressThreadCPUSeconds += metrics.communication.progressThreadCPUSeconds
                 logger.info(.init(stringLiteral: String(format: "step %d: %.3f s (forward+backward %.3f s, optimizer %.3f s), %.0f tokens/s, loss %.4f", step, metrics.stepSeconds,
                            metrics.computeSeconds, metrics.optimizerSeconds, metrics.tokensPerSec, metrics.loss)))
             }
@@ -126,7 +129,8 @@ struct BenchCommand: ParsableCommand {
                 \(fixed(waitPerStep, 3)) s waited of \(fixed(stepSeconds, 3)) s (\(fixed(100 * waitPerStep / stepSeconds, 0))%), \
                 \(communication.progressPasses / steps) progress passes in compute \
                 (\(fixed(communication.progressSeconds / Double(steps), 4)) s, \
-                \(fixed(communication.progressCPUSeconds / Double(steps), 4)) s of CPU)
+                \(fixed(communication.progressCPUSeconds / Double(steps), 4)) s of CPU)\
+                \(communicator.hasProgressThread ? ", progress thread \(communication.progressThreadPasses / steps) passes (\(fixed(communication.progressThreadCPUSeconds / Double(steps), 4)) s of CPU)" : "")
                 """)
             let summary: [String: Double] = [
                 "tokens_per_sec": Double(tokens) / seconds, "gflops": gflops, "sgemm_gflops": sgemm,
@@ -138,6 +142,9 @@ struct BenchCommand: ParsableCommand {
                 "progress_passes_per_step": Double(communication.progressPasses) / Double(steps),
                 "progress_seconds_per_step": communication.progressSeconds / Double(steps),
                 "progress_cpu_seconds_per_step": communication.progressCPUSeconds / Double(steps),
+                "progress_thread": communicator.hasProgressThread ? 1 : 0,
+                "progress_thread_passes_per_step": Double(communication.progressThreadPasses) / Double(steps),
+                "progress_thread_cpu_seconds_per_step": communication.progressThreadCPUSeconds / Double(steps),
             ]
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

@@ -13,6 +13,10 @@ struct CollectiveOptions: ParsableArguments {
         discussion: "Open MPI moves a non-blocking collective only inside MPI calls: the model tests the prefetches and gradient reduce-scatters in flight between its matrix products, at most this often, so they run under compute.",
         valueName: "ms"))
     var progressInterval: Double = 1
+    @Flag(name: .long, help: ArgumentHelp(
+        "Drive the collectives in flight from a communication thread per rank (MPI_THREAD_MULTIPLE).",
+        discussion: "The thread tests the stage-3 prefetches and advances the gradient reduce-scatters while the rank computes, sleeping 50 µs to 1 ms between passes (10 ms once nothing has moved for 100 ms); results are bitwise those without it. It needs a core of its own to pay: on a host with a core per rank it competes with compute (docs/multi-host.md). Combine with --progress-interval 0 to use the thread alone. Fails at start-up, naming this option, when the MPI library does not provide MPI_THREAD_MULTIPLE."))
+    var progressThread = false
 
     func validate() throws {
         guard collectiveTimeout > 0, collectiveTimeout.isFinite else {
@@ -23,11 +27,19 @@ struct CollectiveOptions: ParsableArguments {
         }
     }
 
-    /// Sets the communicator's timeout and, with `checkingConsistency` (`--debug`), its check that
-    /// all ranks run the same collectives.
-    func apply(to communicator: Communicator, checkingConsistency: Bool) {
+    /// What must be settled before MPI starts (before `Job.run`): `--progress-thread` needs
+    /// `MPI_THREAD_MULTIPLE`.
+    func prepareProcess() {
+        if progressThread { Communicator.requireThreadMultiple(for: "--progress-thread") }
+    }
+
+    /// Sets the communicator's timeout, progress hook and (`--progress-thread`) starts its
+    /// communication thread, and, with `checkingConsistency` (`--debug`), its check that all ranks
+    /// run the same collectives.
+    func apply(to communicator: Communicator, checkingConsistency: Bool) throws {
         communicator.collectiveTimeout = collectiveTimeout
         communicator.progressInterval = progressInterval > 0 ? .nanoseconds(Int64(progressInterval * 1e6)) : nil
         communicator.checksConsistency = checkingConsistency
+        if progressThread { try communicator.startProgressThread() }
     }
 }

@@ -46,8 +46,9 @@ struct DemoCommand: ParsableCommand {
         options.logEvery = max(1, maxSteps / 12)
         options.metricsFile = metricsFile
         let collectives = collectives
+        collectives.prepareProcess()
         Job.run { (communicator: Communicator) throws -> Void in
-            collectives.apply(to: communicator, checkingConsistency: false)
+            try collectives.apply(to: communicator, checkingConsistency: false)
             // Every step sees the whole question set (8 rows of 128 tokens), however many ranks share it.
             options.gradientAccumulation = max(1, 4 / communicator.size)
             let logger = Session.logger("demo")

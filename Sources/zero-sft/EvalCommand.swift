@@ -51,8 +51,9 @@ struct EvalCommand: ParsableCommand {
         try EmptyEvaluationError.check(examples, sequenceLength: seqLen)
         let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
         let collectives = collectives
+        collectives.prepareProcess()
         Job.run { (communicator: Communicator) throws -> Void in
-            collectives.apply(to: communicator, checkingConsistency: false)
+            try collectives.apply(to: communicator, checkingConsistency: false)
             communicator.context = "evaluation"
             let logger = Session.logger("eval")
             Session.warn(source)

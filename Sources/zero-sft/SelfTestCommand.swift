@@ -48,8 +48,9 @@ struct SelfTestCommand: ParsableCommand {
 
     func run() throws {
         let options = self
+        options.collectives.prepareProcess()
         Job.runReturningExitCode { communicator in
-            options.collectives.apply(to: communicator, checkingConsistency: options.debug)
+            try options.collectives.apply(to: communicator, checkingConsistency: options.debug)
             var selfTest = SelfTest(communicator: communicator, options: options)
             return try selfTest.run()
         }
@@ -237,6 +238,7 @@ struct SelfTest {
         try checkOverlappedRequests()
         try checkRings()
         try checkProgressHook()
+        if communicator.hasProgressThread { try checkProgressThread() }
         try checkChunking()
         if options.beyondInt32 { try checkBeyondInt32() }
         if rank == 0 { print("self-test: \(passed) passed, \(failed) failed") }
@@ -549,7 +551,8 @@ struct SelfTest {
                 compute()
                 try communicator.progressIfDue(advance)
             }
-            if size > 1, ring.isComplete { return "the ring completed with the hook off" }
+            // (A progress thread, `--progress-thread`, moves it regardless: checkProgressThread.)
+            if size > 1, !communicator.hasProgressThread, ring.isComplete { return "the ring completed with the hook off" }
             // Hook on (every 100 µs): compute alone completes both.
             communicator.progressInterval = .microseconds(100)
             let before = communicator.counters
@@ -563,12 +566,55 @@ struct SelfTest {
             }
             let spent = communicator.counters.subtracting(before)
             if spent.waitSeconds != 0 { return "waited \(spent.waitSeconds) s: the hook must not wait" }
-            if size > 1, spent.progressPasses == 0 { return "no progress pass counted" }
+            if size > 1, !communicator.hasProgressThread, spent.progressPasses == 0 { return "no progress pass counted" }
             if sink.isNaN { return "compute produced NaN" }
             for j in 0..<count where ring.result[j] != Float.reducedPattern(size: size, index: rank * count + j, salt: 40, .sum) {
                 return "ring, block index \(j): found \(ring.result[j])"
             }
             return gathered.mismatch { Int32.pattern(rank: $0 / 7, index: $0, salt: 41) }.map { "allGather: \($0)" }
+        }
+    }
+
+    /// The progress thread (`--progress-thread`, ``Communicator/startProgressThread()``): a ring and
+    /// an all-gather started, then compute that makes no MPI call at all (the hook off) sees both
+    /// complete, with the right results, without a wait: the communication thread alone moved them,
+    /// the ring's additions included.
+    private mutating func checkProgressThread() throws {
+        let communicator = communicator
+        let rank = rank
+        let size = size
+        try check("progress thread: a ring and an allGather in flight complete during compute with no MPI call from it") { _ in
+            let count = 40_961
+            let floats = TestBuffer<Float>(count: count * size) { Float.pattern(rank: rank, index: $0, salt: 42) }
+            let scratch = TestBuffer<Float>(count: count) { _ in .sentinel }
+            let shard = TestBuffer<Int32>(count: 9_999) { Int32.pattern(rank: rank, index: rank * 9_999 + $0, salt: 43) }
+            let gathered = TestBuffer<Int32>(count: 9_999 * size) { _ in .sentinel }
+            defer { withExtendedLifetime((floats, scratch, shard, gathered)) {} }
+            let saved = communicator.progressInterval
+            communicator.progressInterval = nil
+            defer { communicator.progressInterval = saved }
+            let gather = try communicator.startAllGather(shard.readOnly, into: gathered.buffer)
+            let ring = try communicator.startRingReduceScatter(floats.buffer, scratch: scratch.buffer)
+            let before = communicator.counters
+            var sink: Float = 0
+            let start = ContinuousClock.now
+            // `isComplete` reads the operations' state under their locks; it calls no MPI function.
+            while !(ring.isComplete && gather.isComplete) {
+                for i in 0..<2_000 { sink += Float(i & 7) * 0.5 }
+                if ContinuousClock.now - start > .seconds(min(10, communicator.collectiveTimeout)) {
+                    return "not complete after \(min(10, communicator.collectiveTimeout)) s of compute with the progress thread (ring step \(ring.step))"
+                }
+            }
+            let spent = communicator.counters.subtracting(before)
+            if spent.waitSeconds != 0 || spent.progressPasses != 0 { return "this thread waited or ran the hook: \(spent)" }
+            if size > 1, spent.progressThreadPasses == 0 { return "no pass of the progress thread counted" }
+            if sink.isNaN { return "compute produced NaN" }
+            // Complete: the owner's own test returns at once and agrees.
+            if try !ring.test() || !gather.test() { return "test() disagrees with isComplete" }
+            for j in 0..<count where ring.result[j] != Float.reducedPattern(size: size, index: rank * count + j, salt: 42, .sum) {
+                return "ring, block index \(j): found \(ring.result[j])"
+            }
+            return gathered.mismatch { Int32.pattern(rank: $0 / 9_999, index: $0, salt: 43) }.map { "allGather: \($0)" }
         }
     }
 

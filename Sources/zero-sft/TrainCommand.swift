@@ -153,9 +153,10 @@ struct TrainCommand: ParsableCommand {
         let (resolved, evaluationSets) = try resolveData(source: source, options: options, long: longExamples)
         let saveEvery = checkpointing.saveEvery, keepLast = checkpointing.keepLast
         let fault = try FaultInjection.fromEnvironment()  // a test hook (docs/testing.md)
+        collectives.prepareProcess()
         Job.runReturningExitCode { (communicator: Communicator) throws -> Int32 in
             StopSignals.install()
-            collectives.apply(to: communicator, checkingConsistency: options.debug)
+            try collectives.apply(to: communicator, checkingConsistency: options.debug)
             Session.warn(source)
             let logger = Session.logger("train")
             communicator.context = "data"

@@ -51,10 +51,22 @@ extension ProcessTests {
             expectAllPassed(result, ranks: ranks, usesMPI: true)
         }
 
-        @Test("a rank that throws aborts the whole job quickly, naming the rank and the error")
-        func failingRankAbortsTheJob() throws {
+        /// `--progress-thread`: MPI initialised `MPI_THREAD_MULTIPLE`, every check passes with the
+        /// communication thread testing the collectives in flight, and its own check (a ring and an
+        /// all-gather complete during compute that makes no MPI call) runs and passes.
+        @Test("passes under mpirun with --progress-thread, with its own check", arguments: [2, 3])
+        func withProgressThread(ranks: Int) throws {
+            let result = try MPIRun.run(ranks: ranks, arguments: ["self-test", "--progress-thread"], timeout: Self.timeout)
+            expectAllPassed(result, ranks: ranks, usesMPI: true)
+            #expect(result.stdout.contains("ok    progress thread: a ring and an allGather in flight complete"),
+                    "the progress thread's check did not run or pass:\n\(result.stdout)")
+        }
+
+        @Test("a rank that throws aborts the whole job quickly, naming the rank and the error", arguments: [false, true])
+        func failingRankAbortsTheJob(progressThread: Bool) throws {
             let start = ContinuousClock.now
-            let result = try MPIRun.run(ranks: 3, arguments: ["self-test", "--fail-on-rank", "1"], timeout: 60)
+            let result = try MPIRun.run(ranks: 3, arguments: ["self-test", "--fail-on-rank", "1"] + (progressThread ? ["--progress-thread"] : []),
+                                        timeout: 60)
             let elapsed = ContinuousClock.now - start
             #expect(result.status != 0, "the job exited 0 although rank 1 threw\nstdout:\n\(result.stdout)")
             #expect(

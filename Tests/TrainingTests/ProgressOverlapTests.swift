@@ -11,8 +11,45 @@ import Training
     static let common = ["--model", "tiny", "--seq-len", "64", "--max-steps", "4", "--lr", "1e-3", "--micro-batch-size", "2",
                          "--seed", "11"]
 
-    static func passes(_ run: TrainingRun) -> [Int] {
-        run.metrics.map { (($0["communication"] as? [String: Any])?["progress_passes"] as? NSNumber)?.intValue ?? -1 }
+    static func passes(_ run: TrainingRun, _ key: String = "progress_passes") -> [Int] {
+        run.metrics.map { (($0["communication"] as? [String: Any])?[key] as? NSNumber)?.intValue ?? -1 }
+    }
+
+    /// Losses and every final parameter bitwise equal, or a message naming what differs.
+    static func expectSameTraining(_ on: TrainingRun, _ off: TrainingRun, _ label: String) {
+        #expect(on.losses.map(\.bitPattern) == off.losses.map(\.bitPattern), "\(label): losses \(on.losses), reference \(off.losses)")
+        #expect(Set(on.parameters.keys) == Set(off.parameters.keys))
+        for (name, values) in off.parameters {
+            let other = on.parameters[name] ?? []
+            let differing = other.count == values.count
+                ? values.indices.first { values[$0].bitPattern != other[$0].bitPattern } : 0
+            #expect(other.count == values.count && differing == nil, "\(label): \(name) differs at element \(differing ?? -1)")
+        }
+    }
+
+    /// The progress thread (`--progress-thread`): a second thread per rank tests the prefetches and
+    /// advances the rings, additions included, while the rank computes. The reference is the run
+    /// with neither thread nor hook; the thread alone, with two units of prefetch (stage 3), and
+    /// with the hook as well must train bitwise the same, and its passes are counted.
+    @Test("progress thread on and off, stages 2 and 3, 2 and 3 ranks, prefetch depth 1 and 2: bitwise the same training",
+          arguments: [(2, 2), (2, 3), (3, 2), (3, 3)])
+    func threadChangesNoValue(stage: Int, ranks: Int) throws {
+        let scratch = try ScratchDirectory()
+        let data = scratch.url.appendingPathComponent("data.jsonl")
+        try writeJSONL(syntheticExamples(count: 32, seed: 12), to: data)
+        let arguments = Self.common + ["--data", data.path, "--zero-stage", "\(stage)"]
+        let off = try TrainingRun.run(ranks: ranks, arguments: arguments + ["--progress-interval", "0"], in: scratch.url,
+                                      label: "stage\(stage)-\(ranks)-off")
+        #expect(Self.passes(off, "progress_thread_passes").allSatisfy { $0 == 0 }, "no thread, yet thread passes \(Self.passes(off, "progress_thread_passes"))")
+        var variants = [("thread alone", ["--progress-thread", "--progress-interval", "0"]),
+                        ("thread and hook", ["--progress-thread", "--progress-interval", "0.001"])]
+        if stage == 3 { variants.append(("thread alone, prefetch depth 2", ["--progress-thread", "--progress-interval", "0", "--prefetch-depth", "2"])) }
+        for (index, (label, extra)) in variants.enumerated() {
+            let on = try TrainingRun.run(ranks: ranks, arguments: arguments + extra, in: scratch.url, label: "stage\(stage)-\(ranks)-\(index)")
+            let passes = Self.passes(on, "progress_thread_passes")
+            #expect(passes.count == 4 && passes.allSatisfy { $0 > 0 }, "stage \(stage), \(ranks) ranks, \(label): thread passes per step \(passes)")
+            Self.expectSameTraining(on, off, "stage \(stage), \(ranks) ranks, \(label)")
+        }
     }
 
     @Test("hook on and off, prefetch depth 1 and 2: bitwise the same training, passes counted only with the hook",
@@ -34,16 +71,7 @@ import Training
             let passes = Self.passes(on)
             #expect(passes.count == 4 && passes.allSatisfy { $0 >= 0 } && (stage == 3 ? passes.allSatisfy { $0 > 0 } : passes.contains { $0 > 0 }),
                     "stage \(stage), \(label): progress passes per step \(passes)")
-            #expect(on.losses.map(\.bitPattern) == off.losses.map(\.bitPattern),
-                    "stage \(stage), \(label): losses \(on.losses), hook off \(off.losses)")
-            #expect(Set(on.parameters.keys) == Set(off.parameters.keys))
-            for (name, values) in off.parameters {
-                let other = on.parameters[name] ?? []
-                let differing = other.count == values.count
-                    ? values.indices.first { values[$0].bitPattern != other[$0].bitPattern } : 0
-                #expect(other.count == values.count && differing == nil,
-                        "stage \(stage), \(label): \(name) differs at element \(differing ?? -1)")
-            }
+            Self.expectSameTraining(on, off, "stage \(stage), \(label)")
         }
     }
 }
