@@ -287,6 +287,8 @@ import Glibc
                 childEnvironment[key] = nil
             }
             childEnvironment["OPENBLAS_NUM_THREADS"] = "1"
+            // As MPIRun: the same library as the runs it is compared with.
+            if childEnvironment["ZERO_SFT_BLAS"] == nil { childEnvironment["ZERO_SFT_BLAS"] = "openblas" }
             childEnvironment.merge(environment) { $1 }
             switch ProcessSpawn.spawn(command, environment: childEnvironment, stdout: .file(stdout.path), stderr: .file(stderr.path)) {
             case .success(let pid): self.pid = pid
