@@ -20,6 +20,7 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, help: "Seed.") var seed: UInt64 = 7
     @Option(name: .long, help: "Write one JSON object per step to this file (rank 0).") var metricsFile: String?
     @OptionGroup var collectives: CollectiveOptions
+    @OptionGroup var blasOptions: BLASOptions
 
     func validate() throws {
         guard maxSteps >= 1 else { throw ValidationError("--max-steps must be at least 1 (got \(maxSteps))") }
@@ -27,6 +28,7 @@ struct DemoCommand: ParsableCommand {
     }
 
     func run() throws {
+        try blasOptions.apply()
         guard ModelPreset.config(named: model) != nil else {
             throw ValidationError("unknown preset \(model): \(ModelPreset.all.map(\.name).joined(separator: ", "))")
         }
