@@ -27,6 +27,29 @@ public enum VectorMath {
         return x.isNaN ? x : p * scale
     }
 
+    /// ``exp(_:)`` on eight lanes at once: the same operations in the same order on each lane, so
+    /// every lane is bitwise the scalar function's result (Swift does not contract `a * b + c` into
+    /// an FMA). The bit tricks are reinterpretations (`unsafeBitCast`), never conversions: a
+    /// float→int conversion through the generic SIMD initialisers costs more than the whole `exp`.
+    @inline(__always)
+    public static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        let clamped = pointwiseMin(pointwiseMax(x, SIMD8(repeating: -87.3)), SIMD8(repeating: 88.3))
+        let shifted = clamped * 1.442_695_04 + 12_582_912
+        let n = shifted - 12_582_912
+        var r = clamped - n * 0.693_359_375
+        r = r + n * 2.121_944_4e-4
+        var p = SIMD8<Float>(repeating: 1.0 / 720)
+        p = p * r + 1.0 / 120
+        p = p * r + 1.0 / 24
+        p = p * r + 1.0 / 6
+        p = p * r + 0.5
+        p = p * r + 1
+        p = p * r + 1
+        let bits = (unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+        let result = p * unsafeBitCast(bits, to: SIMD8<Float>.self)
+        return result.replacing(with: x, where: x .!= x)
+    }
+
     /// `1 / (1 + e⁻ˣ)`.
     @inline(__always)
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
@@ -40,15 +63,12 @@ public enum VectorMath {
     @inline(__always)
     public static func exponentiate(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {
         var sums = SIMD8<Double>(repeating: 0)
+        let shifts = SIMD8<Float>(repeating: shift)
         var i = 0
         while i + 8 <= count {
-            var lanes = SIMD8<Float>(repeating: 0)
-            for lane in 0..<8 {
-                let e = exp(x[i + lane] - shift)
-                x[i + lane] = e
-                lanes[lane] = e
-            }
-            sums += SIMD8<Double>(lanes)
+            let e = exp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - shifts)
+            UnsafeMutableRawPointer(x + i).storeBytes(of: e, as: SIMD8<Float>.self)
+            sums += SIMD8<Double>(e)
             i += 8
         }
         var sum = sums.sum()
@@ -88,7 +108,9 @@ public enum VectorMath {
         var lanes = SIMD8<Float>(repeating: -.infinity)
         var i = 0
         while i + 8 <= count {
-            for lane in 0..<8 where x[i + lane] > lanes[lane] { lanes[lane] = x[i + lane] }
+            // Lane-wise `if x > lane { lane = x }` (a NaN never replaces), without the per-lane branches.
+            let values = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            lanes.replace(with: values, where: lanes .< values)
             i += 8
         }
         var m = lanes.max()
