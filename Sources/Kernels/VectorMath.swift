@@ -33,7 +33,12 @@ public enum VectorMath {
     /// float→int conversion through the generic SIMD initialisers costs more than the whole `exp`.
     @inline(__always)
     public static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-        let clamped = pointwiseMin(pointwiseMax(x, SIMD8(repeating: -87.3)), SIMD8(repeating: 88.3))
+        // The clamp as the scalar's `min(max(x, lo), hi)` (a NaN lane stays NaN), spelled with masks:
+        // the generic `pointwiseMin`/`pointwiseMax` were not inlined across modules (a call per 8 lanes).
+        let lower = SIMD8<Float>(repeating: -87.3), upper = SIMD8<Float>(repeating: 88.3)
+        var clamped = x
+        clamped.replace(with: lower, where: clamped .< lower)
+        clamped.replace(with: upper, where: upper .< clamped)
         let shifted = clamped * 1.442_695_04 + 12_582_912
         let n = shifted - 12_582_912
         var r = clamped - n * 0.693_359_375
@@ -68,7 +73,7 @@ public enum VectorMath {
         while i + 8 <= count {
             let e = exp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - shifts)
             UnsafeMutableRawPointer(x + i).storeBytes(of: e, as: SIMD8<Float>.self)
-            sums += SIMD8<Double>(e)
+            sums += widen(e)
             i += 8
         }
         var sum = sums.sum()
@@ -79,6 +84,14 @@ public enum VectorMath {
             i += 1
         }
         return Float(sum)
+    }
+
+    /// `SIMD8<Double>(x)`, lane by lane: the generic conversion initialiser was left as a call per
+    /// eight lanes inside `exponentiate`; this form compiles to two `cvtps2pd`.
+    @inline(__always)
+    static func widen(_ x: SIMD8<Float>) -> SIMD8<Double> {
+        SIMD8<Double>(Double(x[0]), Double(x[1]), Double(x[2]), Double(x[3]),
+                      Double(x[4]), Double(x[5]), Double(x[6]), Double(x[7]))
     }
 
     /// `Σ xᵢ²` in Double: eight Double lanes (vectorisable), each summing every eighth square, so the
