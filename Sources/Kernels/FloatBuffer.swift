@@ -19,7 +19,14 @@ public final class FloatBuffer: @unchecked Sendable {
     /// Buffers at least this large (1 MiB) are mapped rather than allocated from the heap.
     public static let mappingThreshold = 1 << 20
 
-    public init(count: Int) {
+    /// - Parameter prefault: write the (zero) pages at once, over the rank's threads, for a buffer the
+    ///   caller will write in full anyway (gradients, moments). A mapped page first *read* maps the
+    ///   shared zero page, and the write after it takes a second fault that breaks the huge zero page
+    ///   up: AdamW's first step (`m`, `v` read before written) and the gradient gemms (`beta = 1`)
+    ///   paid 0.75–0.87 s per GiB that way, against 0.13 s per GiB written first (measured on the
+    ///   Zen 4 VM with transparent huge pages on `madvise`). Heap-allocated (small) buffers are
+    ///   already written by their zero initialisation.
+    public init(count: Int, prefault: Bool = false) {
         precondition(count >= 0, "FloatBuffer: negative count \(count)")
         let bytes = count * MemoryLayout<Float>.stride
         if bytes >= Self.mappingThreshold {
@@ -32,10 +39,22 @@ public final class FloatBuffer: @unchecked Sendable {
             _ = madvise(address, bytes, Int32(MADV_HUGEPAGE))
             pointer = UnsafeMutableBufferPointer(start: address.bindMemory(to: Float.self, capacity: count), count: count)
             isMapped = true
+            if prefault { Self.writeZeros(address, bytes: bytes) }
         } else {
             pointer = .allocate(capacity: count)
             pointer.initialize(repeating: 0)
             isMapped = false
+        }
+    }
+
+    /// Writes zeros over `bytes` bytes at `address` in runs of whole 2 MiB pages, split over the
+    /// rank's threads (the page faults of a fresh mapping are taken in parallel).
+    private static func writeZeros(_ address: UnsafeMutableRawPointer, bytes: Int) {
+        let page = 1 << 21
+        let pages = (bytes + page - 1) / page
+        Parallel.forEach(count: pages, grain: 16) { range in
+            let start = range.lowerBound * page
+            _ = memset(address + start, 0, min(range.upperBound * page, bytes) - start)
         }
     }
 

@@ -43,11 +43,27 @@ public enum RMSNorm {
         for t in 0..<n {
             let xt = x + t * c, dyt = dy + t * c, dxt = dx + t * c
             let s = r[t]
-            var dot = 0.0
-            for j in 0..<c {
+            // `Σ dout·w·x̂` in eight Double lanes (lane k sums every eighth product, as
+            // ``VectorMath/sumOfSquares(_:)``): one running Double sum was a chain of dependent
+            // adds the loop could not vectorise, and it held `dweight`'s update to one lane too.
+            var lanes = SIMD8<Double>(repeating: 0)
+            let sv = SIMD8<Float>(repeating: s)
+            var j = 0
+            while j + 8 <= c {
+                let xhat = UnsafeRawPointer(xt + j).loadUnaligned(as: SIMD8<Float>.self) * sv
+                let dyj = UnsafeRawPointer(dyt + j).loadUnaligned(as: SIMD8<Float>.self)
+                let wj = UnsafeRawPointer(w + j).loadUnaligned(as: SIMD8<Float>.self)
+                lanes += SIMD8<Double>(dyj * wj * xhat)
+                let dwj = UnsafeRawPointer(dw + j).loadUnaligned(as: SIMD8<Float>.self) + dyj * xhat
+                UnsafeMutableRawPointer(dw + j).storeBytes(of: dwj, as: SIMD8<Float>.self)
+                j += 8
+            }
+            var dot = lanes.sum()
+            while j < c {
                 let xhat = xt[j] * s
                 dot += Double(dyt[j] * w[j] * xhat)
                 dw[j] += dyt[j] * xhat
+                j += 1
             }
             let meanDot = Float(dot / Double(c))
             for j in 0..<c {

@@ -27,6 +27,34 @@ public enum VectorMath {
         return x.isNaN ? x : p * scale
     }
 
+    /// ``exp(_:)`` on eight lanes at once: the same operations in the same order on each lane, so
+    /// every lane is bitwise the scalar function's result (Swift does not contract `a * b + c` into
+    /// an FMA). The bit tricks are reinterpretations (`unsafeBitCast`), never conversions: a
+    /// float→int conversion through the generic SIMD initialisers costs more than the whole `exp`.
+    @inline(__always)
+    public static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        // The clamp as the scalar's `min(max(x, lo), hi)` (a NaN lane stays NaN), spelled with masks:
+        // the generic `pointwiseMin`/`pointwiseMax` were not inlined across modules (a call per 8 lanes).
+        let lower = SIMD8<Float>(repeating: -87.3), upper = SIMD8<Float>(repeating: 88.3)
+        var clamped = x
+        clamped.replace(with: lower, where: clamped .< lower)
+        clamped.replace(with: upper, where: upper .< clamped)
+        let shifted = clamped * 1.442_695_04 + 12_582_912
+        let n = shifted - 12_582_912
+        var r = clamped - n * 0.693_359_375
+        r = r + n * 2.121_944_4e-4
+        var p = SIMD8<Float>(repeating: 1.0 / 720)
+        p = p * r + 1.0 / 120
+        p = p * r + 1.0 / 24
+        p = p * r + 1.0 / 6
+        p = p * r + 0.5
+        p = p * r + 1
+        p = p * r + 1
+        let bits = (unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+        let result = p * unsafeBitCast(bits, to: SIMD8<Float>.self)
+        return result.replacing(with: x, where: x .!= x)
+    }
+
     /// `1 / (1 + e⁻ˣ)`.
     @inline(__always)
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
@@ -40,15 +68,12 @@ public enum VectorMath {
     @inline(__always)
     public static func exponentiate(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {
         var sums = SIMD8<Double>(repeating: 0)
+        let shifts = SIMD8<Float>(repeating: shift)
         var i = 0
         while i + 8 <= count {
-            var lanes = SIMD8<Float>(repeating: 0)
-            for lane in 0..<8 {
-                let e = exp(x[i + lane] - shift)
-                x[i + lane] = e
-                lanes[lane] = e
-            }
-            sums += SIMD8<Double>(lanes)
+            let e = exp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - shifts)
+            UnsafeMutableRawPointer(x + i).storeBytes(of: e, as: SIMD8<Float>.self)
+            sums += widen(e)
             i += 8
         }
         var sum = sums.sum()
@@ -59,6 +84,14 @@ public enum VectorMath {
             i += 1
         }
         return Float(sum)
+    }
+
+    /// `SIMD8<Double>(x)`, lane by lane: the generic conversion initialiser was left as a call per
+    /// eight lanes inside `exponentiate`; this form compiles to two `cvtps2pd`.
+    @inline(__always)
+    static func widen(_ x: SIMD8<Float>) -> SIMD8<Double> {
+        SIMD8<Double>(Double(x[0]), Double(x[1]), Double(x[2]), Double(x[3]),
+                      Double(x[4]), Double(x[5]), Double(x[6]), Double(x[7]))
     }
 
     /// `Σ xᵢ²` in Double: eight Double lanes (vectorisable), each summing every eighth square, so the
@@ -88,7 +121,9 @@ public enum VectorMath {
         var lanes = SIMD8<Float>(repeating: -.infinity)
         var i = 0
         while i + 8 <= count {
-            for lane in 0..<8 where x[i + lane] > lanes[lane] { lanes[lane] = x[i + lane] }
+            // Lane-wise `if x > lane { lane = x }` (a NaN never replaces), without the per-lane branches.
+            let values = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            lanes.replace(with: values, where: lanes .< values)
             i += 8
         }
         var m = lanes.max()

@@ -37,7 +37,8 @@ public final class GradientReducer: BackgroundWork {
         self.communicator = communicator
         self.reductionsInFlight = reductionsInFlight
         rank = communicator.rank
-        store = RoleBuffer(layout: plan.flatLayout(sharded: stage.shardsGradients, rank: rank))
+        // Accumulated into (read, then written) and zeroed by every step: faulted in now, written first.
+        store = RoleBuffer(layout: plan.flatLayout(sharded: stage.shardsGradients, rank: rank), prefault: true)
     }
 
     /// Rings still in flight when the reducer goes away (see ``ShardedParameters``): kept, never waited for.
@@ -56,7 +57,9 @@ public final class GradientReducer: BackgroundWork {
     /// reduce-scatter of what it accumulated starts when `body` returns.
     public func withGradients<R>(of unit: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) throws -> R {
         guard stage.shardsGradients else { return try body(store.unit(unit)) }
-        let full = FloatBuffer(count: plan.units[unit].paddedCount)
+        // Every element is accumulated into (`+=`, gemms with `beta = 1`): written first, so its pages
+        // come in at the cost of a write, not of a zero-page read and a copy-on-write fault each.
+        let full = FloatBuffer(count: plan.units[unit].paddedCount, prefault: true)
         gradientBufferBytes += full.bytes
         peakGradientBufferBytes = max(peakGradientBufferBytes, gradientBufferBytes)
         let result = try body(full.pointer)

@@ -125,9 +125,11 @@ public final class RoleBuffer {
     public let layout: FlatLayout
     public let storage: FloatBuffer
 
-    public init(layout: FlatLayout) {
+    /// - Parameter prefault: write the buffer's pages at once (``FloatBuffer/init(count:prefault:)``):
+    ///   for the roles every step writes in full (gradients, moments).
+    public init(layout: FlatLayout, prefault: Bool = false) {
         self.layout = layout
-        storage = FloatBuffer(count: layout.count)
+        storage = FloatBuffer(count: layout.count, prefault: prefault)
     }
 
     public var bytes: Int { storage.bytes }

@@ -28,8 +28,9 @@ public final class ShardedAdamW {
                 parameters: FlatLayout, gradients: FlatLayout) {
         self.optimizer = optimizer
         let moments = plan.flatLayout(sharded: stage.shardsMoments, rank: rank)
-        m = RoleBuffer(layout: moments)
-        v = RoleBuffer(layout: moments)
+        // Every step reads and writes all of them: their pages are faulted in now, written first.
+        m = RoleBuffer(layout: moments, prefault: true)
+        v = RoleBuffer(layout: moments, prefault: true)
         let decayMatters = optimizer.weightDecay != 0
         var segments: [Segment] = []
         func append(unit: Int, _ elements: Range<Int>, decays: Bool) {

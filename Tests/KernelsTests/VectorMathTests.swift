@@ -30,4 +30,24 @@ import Kernels
         for (a, b) in zip(values, expected) { #expect(abs(Double(a) - b) < 1e-6 * b) }
         #expect(values.withUnsafeBufferPointer { VectorMath.maximum($0.baseAddress!, count: 21) } == values.max())
     }
+
+    /// The eight-lane exp is the scalar exp, bit for bit, on a grid over the whole range, past both
+    /// clamps, at ±∞, ±0 and NaN (every lane position; the softmax's results rest on this).
+    @Test func simdExpIsTheScalarExp() {
+        var inputs: [Float] = [-.infinity, .infinity, .nan, 0, -0.0, -87.3, 88.3, -87.31, 88.31, -1000, 1000,
+                               .leastNonzeroMagnitude, -.leastNonzeroMagnitude, .greatestFiniteMagnitude]
+        var x: Float = -95
+        while x < 95 { inputs.append(x); x += 0.013_7 }
+        while inputs.count % 8 != 0 { inputs.append(1) }
+        var differing: [Float] = []
+        for start in stride(from: 0, to: inputs.count, by: 8) {
+            let lanes = SIMD8<Float>(inputs[start..<(start + 8)])
+            let e = VectorMath.exp(lanes)
+            for lane in 0..<8 {
+                let scalar = VectorMath.exp(lanes[lane])
+                if !(scalar.bitPattern == e[lane].bitPattern || (scalar.isNaN && e[lane].isNaN)) { differing.append(lanes[lane]) }
+            }
+        }
+        #expect(differing.isEmpty, "SIMD exp differs from the scalar exp at \(differing.prefix(8)) (\(differing.count) inputs)")
+    }
 }
