@@ -22,6 +22,13 @@ import Testing
         return result.stdout
     }
 
+    /// `text` without mpirun's own notices (blocks between two lines of dashes, untagged): mpirun can
+    /// print one between two pieces of one line a rank wrote, which `perRank` would then join with
+    /// the notice in the middle (seen: "Error: /tmp/…/" + notice + "flipped/rank-…").
+    static func withoutLauncherNotices(_ text: String) -> String {
+        text.replacing(/-{40,}\n[\s\S]*?-{40,}\n/, with: "")
+    }
+
     /// Each rank's stderr from mpirun `--tag-output` text (`[JOB,RANK]<stderr>:` before every piece a rank wrote).
     static func perRank(_ tagged: String) -> [Int: String] {
         var streams: [Int: String] = [:]
@@ -190,7 +197,7 @@ import Testing
                            sourceLocation: SourceLocation = #_sourceLocation) throws {
             let result = try MPIRun.run(ranks: ranks, arguments: arguments, launcherArguments: ranks > 0 ? ["--tag-output"] : [], timeout: 180)
             #expect(result.status != 0, "exited 0: \(arguments)", sourceLocation: sourceLocation)
-            let streams = ranks > 0 ? Self.perRank(result.stderr) : [0: result.stderr]
+            let streams = ranks > 0 ? Self.perRank(Self.withoutLauncherNotices(result.stderr)) : [0: result.stderr]
             #expect(streams.count == max(ranks, 1), "stderr of \(streams.count) rank(s):\n\(result.stderr)", sourceLocation: sourceLocation)
             for (rank, stderr) in streams.sorted(by: { $0.key < $1.key }) {
                 for fragment in fragments {
