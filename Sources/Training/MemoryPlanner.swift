@@ -118,10 +118,16 @@ public struct MemoryPlanner: Sendable {
     public var threads = Parallel.threadCount
     /// The gemms' precision (``BLAS/precision``, `--precision`): bf16 adds ``MemoryPlan/bf16Operands``.
     public var precision = BLAS.precision
+    /// The gemm library (``BLAS/library``, `--blas`): oneDNN adds ``oneDNNBaseline``.
+    public var library = BLAS.library
 
     /// Runtime baselines measured with `--model tiny` (2.8 MB of buffers): peak RSS minus the ledger's bytes.
     public static let baselineWithoutMPI = 26 << 20
     public static let baselineWithMPI = 36 << 20
+    /// What loading oneDNN adds to the baseline (`--blas onednn`, `auto` where it picks oneDNN, or
+    /// `--precision bf16`): measured with `--model tiny`, 3 steps, against `--blas openblas`: +9.4 MB
+    /// (oneDNN, 1 rank), +7.5 MB (2 ranks), +5.6 MB (bf16, 1 rank).
+    public static let oneDNNBaseline = 10 << 20
     /// OpenBLAS 0.3.21 (Zen/Haswell sgemm kernels) packs B in panels of at most `blasPanelDepth ×
     /// blasPanelWidth` floats (measured: 256 × 104,960, 102.5 MiB) and keeps the buffer.
     public static let blasPanelDepth = 256
@@ -196,7 +202,8 @@ public struct MemoryPlanner: Sendable {
         plan.gradients = (stage.shardsGradients ? shard : full).reduce(0, +)
         plan.optimizerMoments = 2 * (stage.shardsMoments ? shard : full).reduce(0, +)
         plan.activations = Self.activationBytes(config: config, tokens: tokens)
-        plan.runtimeBaseline = ranks > 1 ? Self.baselineWithMPI : Self.baselineWithoutMPI
+        plan.runtimeBaseline = (ranks > 1 ? Self.baselineWithMPI : Self.baselineWithoutMPI)
+            + (library == .onednn || precision == .bf16 ? Self.oneDNNBaseline : 0)
         plan.data = data.privateBytes
         plan.mappedData = data.mappedBytes
 

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Models
 import Sharding
 import Testing
@@ -58,6 +59,28 @@ struct MemoryPlannerTests {
             let plan = planner(stage, ranks: 1).plan()
             #expect(plan.modelStates == 16 * 102_720, "\(stage), N 1: \(plan.modelStates) bytes, expected 16Ψ = \(16 * 102_720)")
         }
+    }
+
+    /// `--precision bf16` and oneDNN: the bf16 operand copies (2 bytes an element: the classifier's
+    /// `dlogits (63, 256)` and `W (256, 64)` on the rank's thread — larger here than a layer's — and one
+    /// attention block's on the second worker) and oneDNN's runtime, each added once.
+    @Test func bf16OperandsAndOneDNNRuntime() {
+        var fp32 = planner(.zero, ranks: 1)
+        fp32.threads = 2
+        var bf16 = fp32
+        bf16.precision = .bf16
+        let a = fp32.plan(), b = bf16.plan()
+        let group = tiny.numAttentionHeads / tiny.numKeyValueHeads, d = tiny.headDimension
+        let layerA = 64 * max(2 * tiny.intermediateSize, (tiny.numAttentionHeads + 2 * tiny.numKeyValueHeads) * d, tiny.hiddenSize)
+        let layerB = max(2 * tiny.intermediateSize * tiny.hiddenSize, 64 * max(tiny.intermediateSize, tiny.hiddenSize))
+        let main = max(63 * 256, layerA) + max(256 * 64, layerB)
+        let worker = 64 * group * 64 + 64 * group * d
+        #expect(a.bf16Operands == 0 && b.bf16Operands == 2 * (main + worker), "bf16 operands \(b.bf16Operands)")
+        #expect(b.runtimeBaseline == MemoryPlanner.baselineWithoutMPI + MemoryPlanner.oneDNNBaseline)
+        #expect(b.predictedPeakRSS == a.predictedPeakRSS + b.bf16Operands + MemoryPlanner.oneDNNBaseline)
+        var onednn = fp32
+        onednn.library = .onednn
+        #expect(onednn.plan().predictedPeakRSS == a.predictedPeakRSS + MemoryPlanner.oneDNNBaseline)
     }
 
     @Test func buffersBesideTheLedger() {
