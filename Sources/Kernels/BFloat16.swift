@@ -28,14 +28,8 @@ public enum BFloat16 {
     /// (``Parallel/forEach(count:grain:_:)``, which runs inline inside single-threaded kernels).
     public static func round(_ source: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int,
                              into destination: UnsafeMutablePointer<UInt16>) {
-        guard rows > 0, columns > 0 else { return }
-        precondition(ld >= columns, "BFloat16.round: row stride \(ld) below \(columns) columns")
-        let grain = max(1, (1 << 16) / columns)
-        Parallel.forEach(count: rows, grain: grain) { range in
-            for row in range {
-                roundRow(source + row * ld, destination + row * columns, count: columns)
-            }
-        }
+        round((source, rows: rows, columns: columns, ld: ld, into: destination),
+              (source, rows: 0, columns: 0, ld: 0, into: destination))
     }
 
     /// A matrix to round: `rows × columns` fp32 at row stride `ld`, into dense bf16 at `into`.

@@ -138,12 +138,8 @@ public enum BLAS {
                     guard let gemm = symbol("dnnl_sgemm", as: DNNLGemm.self) else { continue }
                     // libgomp is one of libdnnl's dependencies, so dlsym through its handle finds it.
                     let setThreads = symbol("omp_set_num_threads", as: OMPSetThreads.self)
-                    var details = "oneDNN (\(name))"
-                    typealias Version = @convention(c) () -> UnsafePointer<Int32>?
-                    if let version = symbol("dnnl_version", as: Version.self), let v = version() {
-                        details = "oneDNN \(v[0]).\(v[1]).\(v[2]) (\(name))"
-                    }
-                    return Backend(library: .onednn, details: details, entry: .onednn(gemm: gemm, setThreads: setThreads))
+                    return Backend(library: .onednn, details: BLAS.oneDNNDescription(handle, name),
+                                   entry: .onednn(gemm: gemm, setThreads: setThreads))
                 }
             }
             throw LibraryError(library: library, reasons: reasons)
@@ -238,9 +234,15 @@ public enum BLAS {
 
     /// Whether `/proc/cpuinfo`'s flags name `avx512_bf16` (nil when the file cannot be read).
     public static func cpuHasAVX512BF16(cpuinfo: String? = nil) -> Bool? {
-        guard let text = cpuinfo ?? readProcCPUInfo() else { return nil }
-        guard let flags = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
-        return flags.split(separator: " ").contains("avx512_bf16")
+        cpuFlags(cpuinfo: cpuinfo).map { $0.contains("avx512_bf16") }
+    }
+
+    /// The first `flags` line of `cpuinfo` (`/proc/cpuinfo` when nil), split into flags; nil when
+    /// there is none.
+    static func cpuFlags(cpuinfo: String? = nil) -> Set<Substring>? {
+        guard let text = cpuinfo ?? readProcCPUInfo(),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        return Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
     }
 
     /// The library `--blas auto` picks: oneDNN where the CPU has AVX-512 (`avx512f`, `avx512bw`,
@@ -250,9 +252,8 @@ public enum BLAS {
     /// model and falls back to its AVX2 `Haswell` kernels on CPUs it predates (measured on a Zen 5);
     /// on AVX2-only CPUs OpenBLAS stays (see docs/benchmarks.md for the figures behind the rule).
     public static func automaticLibrary(cpuinfo: String? = nil) -> Library {
-        guard let text = cpuinfo ?? readProcCPUInfo(),
-              let flags = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") })?.split(separator: " ") else { return .openblas }
-        guard ["avx512f", "avx512bw", "avx512vl"].allSatisfy({ flags.contains(Substring($0)) }) else { return .openblas }
+        guard let flags = cpuFlags(cpuinfo: cpuinfo),
+              ["avx512f", "avx512bw", "avx512vl"].allSatisfy({ flags.contains(Substring($0)) }) else { return .openblas }
         return (try? Backend.load(.onednn)) != nil ? .onednn : .openblas
     }
 
@@ -305,12 +306,8 @@ public enum BLAS {
                 continue
             }
             let setThreads = dlsym(handle, "omp_set_num_threads").map { unsafeBitCast($0, to: BF16Gemm.OMPSetThreads.self) }
-            var details = "oneDNN (\(name))"
-            typealias Version = @convention(c) () -> UnsafePointer<Int32>?
-            if let v = dlsym(handle, "dnnl_version").flatMap({ unsafeBitCast($0, to: Version.self)() }) {
-                details = "oneDNN \(v[0]).\(v[1]).\(v[2]) (\(name))"
-            }
-            let gemm = BF16Gemm(function: unsafeBitCast(address, to: BF16Gemm.Function.self), setThreadsFunction: setThreads, details: details)
+            let gemm = BF16Gemm(function: unsafeBitCast(address, to: BF16Gemm.Function.self), setThreadsFunction: setThreads,
+                                details: oneDNNDescription(handle, name))
             // Probe: [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50], all exact in bf16.
             let a: [UInt16] = [1, 2, 3, 4].map { BFloat16.round(Float($0)) }, b: [UInt16] = [5, 6, 7, 8].map { BFloat16.round(Float($0)) }
             var c = [Float](repeating: 0, count: 4)
@@ -319,12 +316,20 @@ public enum BLAS {
             }
             guard status == 0, c == [19, 22, 43, 50] else {
                 throw PrecisionError(precision: .bf16, reason: status != 0
-                    ? "\(details): dnnl_gemm_bf16bf16f32 returned status \(status)\(status == 3 ? " (unimplemented: the CPU, or ONEDNN_MAX_CPU_ISA, allows no AVX-512 bf16 kernel)" : "")"
-                    : "\(details): the probe product gave \(c), expected [19.0, 22.0, 43.0, 50.0]")
+                    ? "\(gemm.details): dnnl_gemm_bf16bf16f32 returned status \(status)\(status == 3 ? " (unimplemented: the CPU, or ONEDNN_MAX_CPU_ISA, allows no AVX-512 bf16 kernel)" : "")"
+                    : "\(gemm.details): the probe product gave \(c), expected [19.0, 22.0, 43.0, 50.0]")
             }
             return gemm
         }
         throw PrecisionError(precision: .bf16, reason: "oneDNN's bf16 gemm cannot be opened (install libdnnl-dev): " + reasons.joined(separator: "; "))
+    }
+
+    /// `oneDNN 2.6.3 (libdnnl.so.2)` from the opened library's `dnnl_version`, or without the version
+    /// when it lacks the symbol.
+    static func oneDNNDescription(_ handle: UnsafeMutableRawPointer, _ name: String) -> String {
+        typealias Version = @convention(c) () -> UnsafePointer<Int32>?
+        guard let v = dlsym(handle, "dnnl_version").flatMap({ unsafeBitCast($0, to: Version.self)() }) else { return "oneDNN (\(name))" }
+        return "oneDNN \(v[0]).\(v[1]).\(v[2]) (\(name))"
     }
 
     /// The bf16 gemm's library and version, nil under fp32.

@@ -24,7 +24,7 @@ public final class FloatBuffer: @unchecked Sendable {
     ///   shared zero page, and the write after it takes a second fault that breaks the huge zero page
     ///   up: AdamW's first step (`m`, `v` read before written) and the gradient gemms (`beta = 1`)
     ///   paid 0.75–0.87 s per GiB that way, against 0.13 s per GiB written first (measured on the
-    ///   Zen 4 VM with transparent huge pages on `madvise`). Heap-allocated (small) buffers are
+    ///   Zen 5 VM, family 26 model 2, with transparent huge pages on `madvise`). Heap-allocated (small) buffers are
     ///   already written by their zero initialisation.
     public init(count: Int, prefault: Bool = false) {
         precondition(count >= 0, "FloatBuffer: negative count \(count)")

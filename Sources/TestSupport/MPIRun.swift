@@ -31,16 +31,8 @@ public struct MPIRun {
         precondition(ranks >= 0, "ranks must be 0 (no mpirun) or positive, got \(ranks)")
         precondition(timeout > 0, "timeout must be positive, got \(timeout)")
         let binary = try ZeroSFTBinary.locate()
-        var childEnvironment = ProcessInfo.processInfo.environment
-        for key in childEnvironment.keys
-        where key.hasPrefix("OMPI_") || key.hasPrefix("PMIX_") || key.hasPrefix("PMI_") {
-            childEnvironment[key] = nil
-        }
-        var extra = environment
-        if extra["OPENBLAS_NUM_THREADS"] == nil { extra["OPENBLAS_NUM_THREADS"] = "1" }
-        // The tolerances against references were measured with OpenBLAS; `--blas auto` (the default)
-        // would pick oneDNN on AVX-512 hosts. Tests of the choice itself pass --blas or ZERO_SFT_BLAS.
-        if extra["ZERO_SFT_BLAS"] == nil && childEnvironment["ZERO_SFT_BLAS"] == nil { extra["ZERO_SFT_BLAS"] = "openblas" }
+        var childEnvironment = inheritedEnvironment()
+        let extra = testSettings(environment, inherited: childEnvironment)
         childEnvironment.merge(extra) { _, new in new }
 
         let command: [String]
@@ -55,6 +47,25 @@ public struct MPIRun {
             command = launch + launcherArguments + ["-n", String(ranks), binary.path] + arguments
         }
         return try ChildProcess.run(command, environment: childEnvironment, timeout: timeout)
+    }
+
+    /// This process's environment without launcher variables (`OMPI_*`, `PMIX_*`, `PMI_*`), so a child
+    /// zero-sft does not take itself for a rank of the test runner's own job.
+    public static func inheritedEnvironment() -> [String: String] {
+        ProcessInfo.processInfo.environment.filter { key, _ in
+            !(key.hasPrefix("OMPI_") || key.hasPrefix("PMIX_") || key.hasPrefix("PMI_"))
+        }
+    }
+
+    /// `environment` plus the settings every test run of zero-sft gets unless given: one OpenBLAS
+    /// thread, and `ZERO_SFT_BLAS=openblas` unless `inherited` names a library — the tolerances against
+    /// references were measured with OpenBLAS, and `--blas auto` (the default) would pick oneDNN on
+    /// AVX-512 hosts. Tests of the choice itself pass `--blas` or `ZERO_SFT_BLAS`.
+    public static func testSettings(_ environment: [String: String], inherited: [String: String]) -> [String: String] {
+        var settings = environment
+        if settings["OPENBLAS_NUM_THREADS"] == nil { settings["OPENBLAS_NUM_THREADS"] = "1" }
+        if settings["ZERO_SFT_BLAS"] == nil && inherited["ZERO_SFT_BLAS"] == nil { settings["ZERO_SFT_BLAS"] = "openblas" }
+        return settings
     }
 
     /// The first executable file named `name` in the colon-separated `path`.

@@ -31,10 +31,9 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .long, help: "Host memory in bytes to check against (default: MemTotal from /proc/meminfo).")
     var hostMemory: Int?
     @Flag(name: .long, help: "Print the table as JSON.") var json = false
-    @Option(name: .long, help: "The gemms' precision to plan for (as `train --precision`): bf16 adds each thread's bf16 operand copies (in the blas column).")
-    var precision: BLAS.Precision = .fp32
-    @Option(name: .long, help: ArgumentHelp("The gemm library to plan for (as `train --blas`; default: ZERO_SFT_BLAS, else auto as resolved on this host): oneDNN adds its runtime (about 10 MiB) to the runtime column.", valueName: "openblas|blis|onednn|auto"))
-    var blas: BLASChoice?
+    /// `--blas` and `--precision` as `train` takes them: what to plan for (not applied here). bf16 adds
+    /// each thread's bf16 operand copies (in the blas column), oneDNN its runtime (the runtime column).
+    @OptionGroup var blasOptions: BLASOptions
     @Option(name: .long, help: ArgumentHelp(
         "The training data, for the data column: a prepared token file (exact: its index, and the mapping shared per host) or JSONL (estimated: 8 bytes per token in every rank, tokens ≈ bytes / 4).",
         valueName: "file"))
@@ -105,15 +104,13 @@ struct PlanCommand: ParsableCommand {
         let config = source.config
         let memory = try hostMemory ?? HostMemory.total()
         let dataMemory = try self.dataMemory()
-        var blasOptions = BLASOptions()
-        blasOptions.blas = blas
         let library = try blasOptions.library()
         var cells: [Cell] = []
         for n in try parsedRanks() {
             for stage in try parsedStages() {
                 var planner = MemoryPlanner(config: config, stage: stage, ranks: n, sequenceLength: seqLen, microBatchSize: microBatchSize)
                 planner.reductionsInFlight = reductionsInFlight
-                planner.precision = precision
+                planner.precision = blasOptions.precision
                 planner.library = library
                 if let dataMemory { planner.data = dataMemory.memory }
                 let plans = planner.planAllRanks()

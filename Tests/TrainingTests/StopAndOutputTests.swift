@@ -282,14 +282,9 @@ import Glibc
         init(_ command: [String], environment: [String: String] = [:], in scratch: ScratchDirectory, label: String) throws {
             stdout = scratch.url.appendingPathComponent("\(label).out")
             stderr = scratch.url.appendingPathComponent("\(label).err")
-            var childEnvironment = ProcessInfo.processInfo.environment
-            for key in childEnvironment.keys where key.hasPrefix("OMPI_") || key.hasPrefix("PMIX_") || key.hasPrefix("PMI_") {
-                childEnvironment[key] = nil
-            }
-            childEnvironment["OPENBLAS_NUM_THREADS"] = "1"
-            // As MPIRun: the same library as the runs it is compared with.
-            if childEnvironment["ZERO_SFT_BLAS"] == nil { childEnvironment["ZERO_SFT_BLAS"] = "openblas" }
-            childEnvironment.merge(environment) { $1 }
+            // As MPIRun's: the same thread count and library as the runs it is compared with.
+            var childEnvironment = MPIRun.inheritedEnvironment()
+            childEnvironment.merge(MPIRun.testSettings(environment, inherited: childEnvironment)) { $1 }
             switch ProcessSpawn.spawn(command, environment: childEnvironment, stdout: .file(stdout.path), stderr: .file(stderr.path)) {
             case .success(let pid): self.pid = pid
             case .failure(let error): throw TestFailure("could not start \(command[0]): errno \(error.errno)")
