@@ -104,14 +104,32 @@ public final class RingReduceScatter<T: CollectiveElement & BinaryFloatingPoint>
 
     /// Adds the received block into the buffer and posts the next step, or completes.
     private func advance() throws(CollectiveError) {
-        let target = block(rank - currentStep - 2), source = scratch.baseAddress!
-        for i in 0..<blockCount { target[i] += source[i] }
+        Self.add(UnsafePointer(scratch.baseAddress!), into: block(rank - currentStep - 2), count: blockCount)
         currentStep += 1
         if currentStep == size - 1 {
             completed = true
             requests.removeAll()
         } else {
             try post()
+        }
+    }
+
+    /// `target[i] += source[i]` for `i < count`. The class is generic and used from other modules,
+    /// where its methods run unspecialised: a plain `+=` on `T` is then a call through `T`'s witness
+    /// table per element (measured: 12% of a stage-3 SmolLM2 step's samples in the ring's additions and
+    /// their value witnesses), so `Float` and `Double` go to concrete loops LLVM vectorises.
+    static func add(_ source: UnsafePointer<T>, into target: UnsafeMutablePointer<T>, count: Int) {
+        func add<F: BinaryFloatingPoint>(_: F.Type, _ body: (UnsafePointer<F>, UnsafeMutablePointer<F>) -> Void) {
+            UnsafeRawPointer(source).withMemoryRebound(to: F.self, capacity: count) { s in
+                UnsafeMutableRawPointer(target).withMemoryRebound(to: F.self, capacity: count) { t in body(s, t) }
+            }
+        }
+        if T.self == Float.self {
+            add(Float.self) { s, t in for i in 0..<count { t[i] += s[i] } }
+        } else if T.self == Double.self {
+            add(Double.self) { s, t in for i in 0..<count { t[i] += s[i] } }
+        } else {
+            for i in 0..<count { target[i] += source[i] }
         }
     }
 
