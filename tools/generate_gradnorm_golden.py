@@ -19,6 +19,9 @@ release build of zero-sft):
    is sqrt(sum of squares of every fp32 gradient, summed in float64). The tied embedding counts
    once. Also the loss. With --float64 (run after the fp32 run) the same in float64 is added: torch's
    own fp32 figures are about 8e-6 from it, which is the scale of fp32 rounding through 30 layers.
+   With --bf16-parameters (after that) the float64 computation runs on every parameter rounded to
+   bf16 first (`tensor.to(torch.bfloat16)`, ties to even): what `train --param-dtype bf16` (FSDP's
+   param_dtype) reads; added under "bf16_parameters_float64".
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ def main() -> None:
     parser.add_argument("--float64", action="store_true",
                         help="compute in float64 and add the figures to the existing golden.json under "
                              "\"float64\" (how far fp32 rounding moves torch's own figures)")
+    parser.add_argument("--bf16-parameters", action="store_true",
+                        help="with --float64: round every parameter to bf16 first and add the figures under "
+                             "\"bf16_parameters_float64\" (the reference of --param-dtype bf16)")
     args = parser.parse_args()
     hf_dir = args.hf_dir
     if hf_dir is None or not (hf_dir / "model.safetensors").exists():
@@ -86,6 +92,11 @@ def main() -> None:
     dtype = torch.float64 if args.float64 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=dtype)
     model.train(False)  # no dropout (there is none in Llama, but be explicit); gradients still flow
+    if args.bf16_parameters:
+        assert args.float64, "--bf16-parameters computes in float64: pass --float64 too"
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.copy_(parameter.float().to(torch.bfloat16).to(dtype))
     supervised = sum(sum(1 for label in labels[1:] if label != -100) for _, labels in examples)
     loss_sum = torch.zeros((), dtype=torch.float64)
     for ids, labels in examples:
@@ -103,7 +114,7 @@ def main() -> None:
 
     if args.float64:
         golden = json.loads((OUT / "golden.json").read_text())
-        golden["float64"] = {"loss": loss, "grad_norm": norm}
+        golden["bf16_parameters_float64" if args.bf16_parameters else "float64"] = {"loss": loss, "grad_norm": norm}
         (OUT / "golden.json").write_text(json.dumps(golden, indent=2) + "\n")
         print(json.dumps(golden, indent=2))
         return

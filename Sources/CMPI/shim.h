@@ -10,6 +10,7 @@ static inline MPI_Datatype zsft_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype zsft_int32(void) { return MPI_INT32_T; }
 static inline MPI_Datatype zsft_int64(void) { return MPI_INT64_T; }
 static inline MPI_Datatype zsft_uint8(void) { return MPI_UINT8_T; }
+static inline MPI_Datatype zsft_uint16(void) { return MPI_UINT16_T; }
 static inline MPI_Op zsft_op_sum(void) { return MPI_SUM; }
 static inline MPI_Op zsft_op_max(void) { return MPI_MAX; }
 static inline MPI_Op zsft_op_min(void) { return MPI_MIN; }

@@ -2,7 +2,8 @@ internal import CMPI
 
 /// The element types a collective can move: each maps to one predefined MPI datatype.
 ///
-/// The conforming types are `Float`, `Double`, `Int32`, `Int64` and `UInt8`. Do not add
+/// The conforming types are `Float`, `Double`, `Int32`, `Int64`, `UInt8` and `UInt16` (bf16 patterns
+/// under `--param-dtype bf16`). Do not add
 /// conformances of your own: the communicator sends `MemoryLayout<Self>.stride` bytes per element
 /// as the datatype named by ``collectiveElementKind`` and checks the two agree.
 public protocol CollectiveElement: Sendable {
@@ -22,6 +23,8 @@ public enum CollectiveElementKind: Sendable, Equatable, CustomStringConvertible 
     case int64
     /// 8-bit unsigned integer, `MPI_UINT8_T` (sums wrap modulo 256).
     case uint8
+    /// 16-bit unsigned integer, `MPI_UINT16_T`: bf16 bit patterns on the wire (moved, never reduced).
+    case uint16
 
     /// Bytes per element.
     public var byteCount: Int {
@@ -29,6 +32,7 @@ public enum CollectiveElementKind: Sendable, Equatable, CustomStringConvertible 
         case .float32, .int32: 4
         case .float64, .int64: 8
         case .uint8: 1
+        case .uint16: 2
         }
     }
 
@@ -40,6 +44,7 @@ public enum CollectiveElementKind: Sendable, Equatable, CustomStringConvertible 
         case .int32: "Int32"
         case .int64: "Int64"
         case .uint8: "UInt8"
+        case .uint16: "UInt16"
         }
     }
 
@@ -51,6 +56,7 @@ public enum CollectiveElementKind: Sendable, Equatable, CustomStringConvertible 
         case .int32: zsft_int32()
         case .int64: zsft_int64()
         case .uint8: zsft_uint8()
+        case .uint16: zsft_uint16()
         }
     }
 }
@@ -69,6 +75,9 @@ extension Int64: CollectiveElement {
 }
 extension UInt8: CollectiveElement {
     public static var collectiveElementKind: CollectiveElementKind { .uint8 }
+}
+extension UInt16: CollectiveElement {
+    public static var collectiveElementKind: CollectiveElementKind { .uint16 }
 }
 
 /// The reduction applied element-wise across ranks by `allReduce` and `reduceScatter`.

@@ -32,6 +32,53 @@ public enum BFloat16 {
               (source, rows: 0, columns: 0, ld: 0, into: destination))
     }
 
+    /// Rounds a vector: `destination[i] = round(source[i])` (ties to even, NaN → `0xFFFF`), split over
+    /// the rank's threads in runs of 64 Ki elements. `destination.count == source.count`.
+    ///
+    /// `--param-dtype bf16`: what a rank puts on the wire of a stage-3 all-gather (FSDP's
+    /// `MixedPrecisionPolicy(param_dtype=torch.bfloat16)` casts the shard the same way).
+    public static func round(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<UInt16>) {
+        precondition(source.count == destination.count, "BFloat16.round: \(source.count) values into \(destination.count)")
+        guard let input = source.baseAddress, let output = destination.baseAddress else { return }
+        Parallel.forEach(count: source.count, grain: 1 << 16) { range in
+            roundRow(input + range.lowerBound, output + range.lowerBound, count: range.count)
+        }
+    }
+
+    /// Widens bf16 patterns to fp32 (exact): `destination[i] = float(source[i])`, split over the
+    /// rank's threads. `destination.count == source.count`.
+    public static func widen(_ source: UnsafeBufferPointer<UInt16>, into destination: UnsafeMutableBufferPointer<Float>) {
+        precondition(source.count == destination.count, "BFloat16.widen: \(source.count) values into \(destination.count)")
+        guard let input = source.baseAddress, let output = destination.baseAddress else { return }
+        Parallel.forEach(count: source.count, grain: 1 << 16) { range in
+            UnsafeMutableRawPointer(output + range.lowerBound).withMemoryRebound(to: UInt32.self, capacity: range.count) { bits in
+                let from = input + range.lowerBound
+                for i in 0..<range.count { bits[i] = UInt32(from[i]) &<< 16 }
+            }
+        }
+    }
+
+    /// fp32 values rounded to the nearest bf16 and kept in fp32: `destination[i] = float(round(source[i]))`,
+    /// split over the rank's threads. `destination.count == source.count`; the two may be the same buffer.
+    ///
+    /// `--param-dtype bf16` at stages 0–2, where a rank holds the whole fp32 parameters and the model
+    /// reads a rounded copy (no wire to cast for).
+    public static func roundKeepingFloat(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>) {
+        precondition(source.count == destination.count, "BFloat16.roundKeepingFloat: \(source.count) values into \(destination.count)")
+        guard let input = source.baseAddress, let output = destination.baseAddress else { return }
+        Parallel.forEach(count: source.count, grain: 1 << 16) { range in
+            UnsafeRawPointer(input + range.lowerBound).withMemoryRebound(to: UInt32.self, capacity: range.count) { from in
+                UnsafeMutableRawPointer(output + range.lowerBound).withMemoryRebound(to: UInt32.self, capacity: range.count) { to in
+                    for i in 0..<range.count {
+                        let u = from[i]
+                        let rounded = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) & 0xFFFF_0000
+                        to[i] = (u & 0x7FFF_FFFF) > 0x7F80_0000 ? 0xFFFF_0000 : rounded
+                    }
+                }
+            }
+        }
+    }
+
     /// A matrix to round: `rows × columns` fp32 at row stride `ld`, into dense bf16 at `into`.
     typealias Matrix = (source: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int, into: UnsafeMutablePointer<UInt16>)
 

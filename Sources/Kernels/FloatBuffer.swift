@@ -81,6 +81,12 @@ public final class FloatBuffer: @unchecked Sendable {
     public func prefix(_ count: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(slice(0..<count)) }
 
     public func zero() { pointer.update(repeating: 0) }
+
+    /// The buffer's bytes as `2 × count` `UInt16` values (bf16 patterns: `--param-dtype bf16`'s
+    /// all-gathers), reachable inside `body` only.
+    public func withUInt16s<R>(_ body: (UnsafeMutableBufferPointer<UInt16>) throws -> R) rethrows -> R {
+        try UnsafeMutableRawBufferPointer(pointer).withMemoryRebound(to: UInt16.self) { try body($0) }
+    }
 }
 
 extension UnsafeMutableBufferPointer where Element == Float {

@@ -21,6 +21,11 @@ public protocol BackgroundWork: AnyObject {
 /// schedule, runs the closure, and frees the unit when it returns: the gathered unit is reachable
 /// only inside the closure. Gathers follow ``DecoderModel/parameterSchedule(training:)``, the same
 /// order on every rank.
+///
+/// Under ``ParameterDType/bf16`` (`--param-dtype bf16`) the closure sees every parameter rounded to
+/// bf16: at stage 3 each rank rounds its shard into the bf16 all-gather's buffer (half the bytes on
+/// the wire) and the unit is widened to fp32 when it is used; at stages 0–2 a rounded copy of the unit
+/// is made for the closure. The store itself (the fp32 masters) is never rounded.
 public final class ShardedParameters: UnitStore {
     public let stage: ZeroStage
     public let plan: ShardPlan
@@ -36,10 +41,15 @@ public final class ShardedParameters: UnitStore {
     public let prefetchDepth: Int
     /// One unit ahead: the next unit's gather runs during this unit's compute.
     public static let defaultPrefetchDepth = 1
+    /// The dtype the model reads parameters in (and stage 3 all-gathers them in).
+    public let parameterDType: ParameterDType
 
     /// Stage 3: units gathered for use, and all-gathers in flight (prefetches).
     var gathered: [Int: FloatBuffer] = [:]
     var gathering: [Int: CollectiveRequest] = [:]
+    /// `--param-dtype bf16`, stage 3: each gather's buffer of bf16 patterns (two per `Float` slot), from
+    /// its start until the unit is widened into ``gathered``.
+    var wires: [Int: FloatBuffer] = [:]
     var schedule: [Int] = []
     var cursor = 0
 
@@ -50,7 +60,7 @@ public final class ShardedParameters: UnitStore {
     /// called only for the ranges this rank keeps (elements past the unit's count are padding: zero).
     public init(
         layout: ParameterLayout, stage: ZeroStage, communicator: Communicator,
-        prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth,
+        prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth, parameterDType: ParameterDType = .fp32,
         initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
     ) throws {
         precondition(prefetchDepth >= 1, "ShardedParameters: prefetchDepth must be at least 1, got \(prefetchDepth)")
@@ -58,6 +68,7 @@ public final class ShardedParameters: UnitStore {
         self.stage = stage
         self.communicator = communicator
         self.prefetchDepth = prefetchDepth
+        self.parameterDType = parameterDType
         rank = communicator.rank
         plan = ShardPlan(layout: layout, ranks: communicator.size)
         store = RoleBuffer(layout: plan.flatLayout(sharded: stage.shardsParameters, rank: rank))
@@ -76,7 +87,7 @@ public final class ShardedParameters: UnitStore {
 
     deinit {
         guard !gathering.isEmpty else { return }
-        Self.abandoned += gathering.values.map { $0 as AnyObject } + Array(gathered.values)
+        Self.abandoned += gathering.values.map { $0 as AnyObject } + Array(gathered.values) + Array(wires.values)
     }
 
     public var parameterBytes: Int { store.bytes }
@@ -99,11 +110,19 @@ public final class ShardedParameters: UnitStore {
                      "ShardedParameters: unit \(unit) requested out of schedule (expected \(cursor < schedule.count ? String(schedule[cursor]) : "none"))")
         cursor += 1
         try background?.progress()
-        guard stage.shardsParameters else { return try body(UnsafeBufferPointer(store.unit(unit))) }
+        guard stage.shardsParameters else {
+            guard parameterDType == .bf16 else { return try body(UnsafeBufferPointer(store.unit(unit))) }
+            let rounded = FloatBuffer(count: store.unit(unit).count)
+            BFloat16.roundKeepingFloat(UnsafeBufferPointer(store.unit(unit)), into: rounded.pointer)
+            hold(rounded.bytes)
+            defer { gatheredBytes -= rounded.bytes }
+            return try body(UnsafeBufferPointer(rounded.pointer))
+        }
         if let request = gathering.removeValue(forKey: unit) { try wait(for: request, unit: unit) }
-        if gathered[unit] == nil { try wait(for: startGather(unit), unit: unit) }
+        if gathered[unit] == nil, wires[unit] == nil { try wait(for: startGather(unit), unit: unit) }
+        if let wire = wires.removeValue(forKey: unit) { widen(wire, unit: unit) }
         // Prefetch the next units while this one computes (the same order on every rank).
-        for next in schedule[cursor..<min(cursor + prefetchDepth, schedule.count)] where gathered[next] == nil {
+        for next in schedule[cursor..<min(cursor + prefetchDepth, schedule.count)] where gathered[next] == nil && wires[next] == nil {
             gathering[next] = try startGather(next)
         }
         guard let buffer = gathered[unit] else { preconditionFailure("ShardedParameters: unit \(unit) not gathered") }
@@ -129,12 +148,45 @@ public final class ShardedParameters: UnitStore {
         preconditionFailure("ShardedParameters: no gradients (an inference store; training uses ZeroEngine)")
     }
 
+    /// Starts the all-gather of `unit` into a fresh buffer: fp32 into ``gathered``; bf16 into ``wires``,
+    /// after rounding this rank's shard into its own slice of the buffer (`MPI_IN_PLACE`).
     private func startGather(_ unit: Int) throws -> CollectiveRequest {
-        let buffer = FloatBuffer(count: plan.units[unit].paddedCount)
+        let padded = plan.units[unit].paddedCount
+        let shard = UnsafeBufferPointer(store.unit(unit))
+        switch parameterDType {
+        case .fp32:
+            let buffer = FloatBuffer(count: padded)
+            gathered[unit] = buffer
+            hold(buffer.bytes)
+            return try communicator.startAllGather(shard, into: buffer.pointer)
+        case .bf16:
+            let wire = FloatBuffer(count: (padded + 1) / 2)
+            wires[unit] = wire
+            hold(wire.bytes)
+            return try wire.withUInt16s { patterns in
+                let all = UnsafeMutableBufferPointer(rebasing: patterns[0..<padded])
+                let slot = UnsafeMutableBufferPointer(rebasing: all[(rank * shard.count)..<((rank + 1) * shard.count)])
+                BFloat16.round(shard, into: slot)
+                return try communicator.startAllGather(UnsafeBufferPointer(slot), into: all)
+            }
+        }
+    }
+
+    /// Widens a completed bf16 gather of `unit` into its fp32 buffer in ``gathered`` and frees the
+    /// patterns (both are held for the moment of the copy).
+    private func widen(_ wire: FloatBuffer, unit: Int) {
+        let padded = plan.units[unit].paddedCount
+        let buffer = FloatBuffer(count: padded)
+        wire.withUInt16s { BFloat16.widen(UnsafeBufferPointer(rebasing: $0[0..<padded]), into: buffer.pointer) }
         gathered[unit] = buffer
-        gatheredBytes += buffer.bytes
+        hold(buffer.bytes)
+        gatheredBytes -= wire.bytes
+    }
+
+    /// Counts `bytes` more of gathered parameters (the ledger's `gathered_parameters`) and their peak.
+    private func hold(_ bytes: Int) {
+        gatheredBytes += bytes
         peakGatheredBytes = max(peakGatheredBytes, gatheredBytes)
-        return try communicator.startAllGather(UnsafeBufferPointer(store.unit(unit)), into: buffer.pointer)
     }
 
     /// Waits for the all-gather of `unit`, advancing the gradient reducer's rings meanwhile (a ring

@@ -29,7 +29,7 @@ public final class ZeroEngine: UnitStore {
     public init(
         layout: ParameterLayout, stage: ZeroStage, communicator: Communicator, optimizer: AdamW,
         reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight,
-        prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth,
+        prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth, parameterDType: ParameterDType = .fp32,
         initialize: (_ unit: Int, _ elements: Range<Int>, _ destination: UnsafeMutableBufferPointer<Float>) throws -> Void
     ) throws {
         precondition(reductionsInFlight >= 1, "ZeroEngine: reductionsInFlight must be at least 1, got \(reductionsInFlight)")
@@ -37,7 +37,7 @@ public final class ZeroEngine: UnitStore {
         self.stage = stage
         self.communicator = communicator
         parameters = try ShardedParameters(layout: layout, stage: stage, communicator: communicator,
-                                           prefetchDepth: prefetchDepth, initialize: initialize)
+                                           prefetchDepth: prefetchDepth, parameterDType: parameterDType, initialize: initialize)
         plan = parameters.plan
         gradients = GradientReducer(plan: plan, stage: stage, communicator: communicator, reductionsInFlight: reductionsInFlight)
         adamW = ShardedAdamW(optimizer: optimizer, layout: layout, plan: plan, stage: stage, rank: communicator.rank,
@@ -52,6 +52,8 @@ public final class ZeroEngine: UnitStore {
     public var reductionsInFlight: Int { gradients.reductionsInFlight }
     /// Stage 3: how many units of the schedule are gathered ahead of the one in use.
     public var prefetchDepth: Int { parameters.prefetchDepth }
+    /// The dtype the model reads parameters in (`--param-dtype`).
+    public var parameterDType: ParameterDType { parameters.parameterDType }
 
     // MARK: Bytes held (the memory ledger)
 

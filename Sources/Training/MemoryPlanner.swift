@@ -120,6 +120,10 @@ public struct MemoryPlanner: Sendable {
     public var precision = BLAS.precision
     /// The gemm library (``BLAS/library``, `--blas`): oneDNN adds ``oneDNNBaseline``.
     public var library = BLAS.library
+    /// `--param-dtype`: under bf16 stage 3 gathers into half-size buffers of bf16 patterns, widened to
+    /// fp32 when the unit is used (both held for the moment of the copy), and stages 0–2 hold a rounded
+    /// fp32 copy of each unit in use (``ShardedParameters``).
+    public var parameterDType = ParameterDType.fp32
 
     /// Runtime baselines measured with `--model tiny` (2.8 MB of buffers): peak RSS minus the ledger's bytes.
     public static let baselineWithoutMPI = 26 << 20
@@ -222,6 +226,7 @@ public struct MemoryPlanner: Sendable {
         }
 
         var replay = Replay(stage: stage, ranks: ranks, full: full, shard: shard, inFlight: max(1, reductionsInFlight))
+        if parameterDType == .bf16 { replay.wire = shards.units.map { 4 * (($0.paddedCount + 1) / 2) } }
         replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer + plan.bf16Operands + plan.data
         replay.trainingStep(layout: layout, config: config, classifier: plan.classifierBuffers,
                             attention: plan.attentionScratch)
@@ -250,6 +255,10 @@ struct Replay {
     var peakLive = 0, peakPhase = ""
 
     var gathered: Set<Int> = []
+    /// `--param-dtype bf16`: each unit's buffer of bf16 patterns (stage 3), and the gathers started
+    /// into them and not yet widened; nil under fp32.
+    var wire: [Int]? = nil
+    var wiring: Set<Int> = []
     var gradientBuffers: Set<Int> = []
     var reductions: [Int] = []
     var schedule: [Int] = [], cursor = 0
@@ -276,19 +285,38 @@ struct Replay {
     mutating func parameters(_ unit: Int, _ phase: String) {
         precondition(schedule[cursor] == unit, "Replay: unit \(unit) out of schedule")
         cursor += 1
-        guard stage.shardsParameters else { return }
-        if !gathered.contains(unit) { gather(unit, phase) }
-        if cursor < schedule.count, !gathered.contains(schedule[cursor]) { gather(schedule[cursor], phase) }
+        guard stage.shardsParameters else {
+            // bf16: a rounded copy of the whole unit while it is used.
+            if wire != nil { hold(unit, phase) }
+            return
+        }
+        if !gathered.contains(unit), !wiring.contains(unit) { gather(unit, phase) }
+        if let wire, wiring.remove(unit) != nil {
+            hold(unit, phase)
+            live.gathered -= wire[unit]
+        }
+        if cursor < schedule.count, !gathered.contains(schedule[cursor]), !wiring.contains(schedule[cursor]) {
+            gather(schedule[cursor], phase)
+        }
     }
 
+    /// Starts a stage-3 gather: into the fp32 unit, or (bf16) into its buffer of patterns.
     mutating func gather(_ unit: Int, _ phase: String) {
+        guard let wire else { return hold(unit, phase) }
+        wiring.insert(unit)
+        live.gathered += wire[unit]
+        record(phase)
+    }
+
+    /// The fp32 unit the model reads: gathered, widened or (stages 0–2, bf16) rounded.
+    mutating func hold(_ unit: Int, _ phase: String) {
         gathered.insert(unit)
         live.gathered += full[unit]
         record(phase)
     }
 
     mutating func releaseParameters(_ unit: Int) {
-        guard stage.shardsParameters, gathered.remove(unit) != nil else { return }
+        guard gathered.remove(unit) != nil else { return }
         live.gathered -= full[unit]
     }
 

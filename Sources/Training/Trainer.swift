@@ -13,6 +13,8 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
     public var reductionsInFlight = ZeroEngine.defaultReductionsInFlight
     /// Stage 3: units gathered ahead of the one in use (`--prefetch-depth`).
     public var prefetchDepth = ShardedParameters.defaultPrefetchDepth
+    /// The dtype parameters are all-gathered in and read by the model in (`--param-dtype`, FSDP's `param_dtype`).
+    public var parameterDType = ParameterDType.fp32
     public var microBatchSize = 4
     public var sequenceLength = 512
     public var gradientAccumulation = 1
@@ -184,7 +186,8 @@ public final class Trainer {
                               weightDecay: Float(options.weightDecay))
         engine = try ZeroEngine(layout: model.layout, stage: options.stage, communicator: communicator,
                                 optimizer: optimizer, reductionsInFlight: options.reductionsInFlight,
-                                prefetchDepth: options.prefetchDepth, initialize: initialize)
+                                prefetchDepth: options.prefetchDepth, parameterDType: options.parameterDType,
+                                initialize: initialize)
     }
 
     public var isLeader: Bool { communicator.rank == 0 }

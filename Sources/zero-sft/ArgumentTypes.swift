@@ -24,3 +24,6 @@ extension PackingMethod: ExpressibleByArgument {}
 
 /// `--long-examples truncate|split|drop|error`.
 extension LongExamplePolicy: ExpressibleByArgument {}
+
+/// `--param-dtype fp32|bf16` (``ParameterDType``).
+extension ParameterDType: ExpressibleByArgument {}

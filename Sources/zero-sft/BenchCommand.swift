@@ -13,7 +13,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Time training steps (forward, backward, AdamW) and print tokens/s and achieved GFLOP/s against sgemm's.",
-        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, warmup_loss (the untimed first step's loss, before any update), and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4), wait_seconds_per_step, compute_seconds_per_step, and the progress hook's progress_passes_per_step and progress_seconds_per_step (progress_cpu_seconds_per_step: their CPU), progress_thread (1 with --progress-thread) with the thread's progress_thread_passes_per_step and progress_thread_cpu_seconds_per_step.")
+        discussion: "The last line is one JSON object with tokens_per_sec, gflops, sgemm_gflops, step_seconds, warmup_loss (the untimed first step's loss, before any update), and rank 0's bytes_sent_per_step (ring model), paper_bytes_per_step (2Ψ or 3Ψ × (N-1)/N × 4; at stage 3 with --param-dtype bf16 (2Ψ·2 + Ψ·4)(N-1)/N), param_dtype_bits, wait_seconds_per_step, compute_seconds_per_step, and the progress hook's progress_passes_per_step and progress_seconds_per_step (progress_cpu_seconds_per_step: their CPU), progress_thread (1 with --progress-thread) with the thread's progress_thread_passes_per_step and progress_thread_cpu_seconds_per_step.")
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var blasOptions: BLASOptions
@@ -26,6 +26,8 @@ struct BenchCommand: ParsableCommand {
     var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
     @Option(name: .long, help: "Stage 3: units gathered ahead of the one in use (as `train --prefetch-depth`).")
     var prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth
+    @Option(name: .long, help: ArgumentHelp("The dtype parameters are all-gathered in and read in (as `train --param-dtype`): fp32 or bf16.", valueName: "fp32|bf16"))
+    var paramDtype: ParameterDType = .fp32
     @OptionGroup var collectives: CollectiveOptions
 
     func validate() throws {
@@ -62,6 +64,7 @@ struct BenchCommand: ParsableCommand {
             options.logEvery = 1
             options.reductionsInFlight = reductionsInFlight
             options.prefetchDepth = prefetchDepth
+            options.parameterDType = paramDtype
             // One row per example, `ranks × micro-batch` rows per step, random tokens.
             var state: UInt64 = 12345
             func next() -> Int32 {
@@ -109,13 +112,17 @@ struct BenchCommand: ParsableCommand {
             let gflops = (body + head + attention) / seconds / 1e9 / Double(communicator.size)
             let ledgers = try trainer.ledgers()
             let peak = ledgers.map(\.peakRSS).max() ?? 0
-            logger.info(.init(stringLiteral: String(format: "%d ranks × %d threads, %@ gemms: %.3f s/step, %.1f tokens/s, %.2f GFLOP/s per rank = %.0f%% of the in-run gemm (%.2f GFLOP/s), peak RSS/rank %@",
-                       communicator.size, BLAS.threadCount, BLAS.precision.rawValue, seconds / Double(steps), Double(tokens) / seconds, gflops,
+            logger.info(.init(stringLiteral: String(format: "%d ranks × %d threads, %@ gemms%@: %.3f s/step, %.1f tokens/s, %.2f GFLOP/s per rank = %.0f%% of the in-run gemm (%.2f GFLOP/s), peak RSS/rank %@",
+                       communicator.size, BLAS.threadCount, BLAS.precision.rawValue, paramDtype == .bf16 ? ", bf16 parameters" : "", seconds / Double(steps), Double(tokens) / seconds, gflops,
                        100 * gflops / sgemm, sgemm, MemoryLedger.format(peak))))
             // Rank 0's traffic against the ZeRO paper's (section 7): 2Ψ per step at stages 0-2, 3Ψ at
-            // stage 3, times (N-1)/N, 4 bytes per fp32 element (see CommunicationCounters).
+            // stage 3 (two all-gathers of the parameters and a reduce-scatter of the gradients), times
+            // (N-1)/N, 4 bytes per fp32 element (see CommunicationCounters); under --param-dtype bf16
+            // stage 3's two all-gathers move 2 bytes per parameter.
             let ranks = Double(communicator.size)
-            let paperBytes = (zeroStage == .three ? 3 : 2) * psi * (ranks - 1) / ranks * 4
+            let wire = Double(paramDtype.wireBytes)
+            let paperBytes = (zeroStage == .three ? 2 * wire + 4 : 8) * psi * (ranks - 1) / ranks
+            let paperFormula = zeroStage != .three ? "2Ψ(N-1)/N·4" : paramDtype == .bf16 ? "(2Ψ·2 + Ψ·4)(N-1)/N" : "3Ψ(N-1)/N·4"
             let bytesPerStep = Double(communication.bytesSent) / Double(steps)
             let waitPerStep = communication.waitSeconds / Double(steps)
             // Each figure formatted on its own: one String(format:) mixing Int and Double arguments
@@ -124,7 +131,7 @@ struct BenchCommand: ParsableCommand {
             let stepSeconds = seconds / Double(steps)
             logger.info("""
                 communication per step per rank: \(fixed(bytesPerStep / 1e6, 2)) MB sent (ring model; ZeRO paper \
-                \(zeroStage == .three ? 3 : 2)Ψ(N-1)/N·4 = \(fixed(paperBytes / 1e6, 2)) MB, ratio \
+                \(paperFormula) = \(fixed(paperBytes / 1e6, 2)) MB, ratio \
                 \(fixed(paperBytes > 0 ? bytesPerStep / paperBytes : 0, 3))), \(communication.collectives / steps) collectives, \
                 \(fixed(waitPerStep, 3)) s waited of \(fixed(stepSeconds, 3)) s (\(fixed(100 * waitPerStep / stepSeconds, 0))%), \
                 \(communication.progressPasses / steps) progress passes in compute \
@@ -139,6 +146,7 @@ struct BenchCommand: ParsableCommand {
                 "bytes_sent_per_step": bytesPerStep, "paper_bytes_per_step": paperBytes, "parameters": psi,
                 "wait_seconds_per_step": waitPerStep, "compute_seconds_per_step": seconds / Double(steps) - waitPerStep,
                 "warmup_loss": warmUp.loss, "gemm_operand_bits": BLAS.precision == .bf16 ? 16 : 32,
+                "param_dtype_bits": Double(8 * paramDtype.wireBytes),
                 "progress_passes_per_step": Double(communication.progressPasses) / Double(steps),
                 "progress_seconds_per_step": communication.progressSeconds / Double(steps),
                 "progress_cpu_seconds_per_step": communication.progressCPUSeconds / Double(steps),

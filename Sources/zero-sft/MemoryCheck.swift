@@ -54,6 +54,7 @@ enum MemoryCheck {
         var planner = MemoryPlanner(config: config, stage: options.stage, ranks: world,
                                     sequenceLength: options.sequenceLength, microBatchSize: options.microBatchSize)
         planner.reductionsInFlight = options.reductionsInFlight
+        planner.parameterDType = options.parameterDType
         let peaks = planner.planAllRanks().map(\.predictedPeakRSS).sorted(by: >)
         let host = peaks.prefix(local).reduce(0, +)
         guard host > available else { return }

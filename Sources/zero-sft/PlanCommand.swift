@@ -28,6 +28,8 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .long, help: "Packed rows per micro-batch on each rank.") var microBatchSize: Int = 4
     @Option(name: .long, help: "The engine's cap on stage 2–3 reduce-scatters in flight (as `train --reductions-in-flight`); the plan assumes it is reached.")
     var reductionsInFlight: Int = ZeroEngine.defaultReductionsInFlight
+    @Option(name: .long, help: ArgumentHelp("The dtype parameters are all-gathered in and read in (as `train --param-dtype`): bf16 gathers half-size buffers at stage 3 and holds rounded copies of the units in use at stages 0–2.", valueName: "fp32|bf16"))
+    var paramDtype: ParameterDType = .fp32
     @Option(name: .long, help: "Host memory in bytes to check against (default: MemTotal from /proc/meminfo).")
     var hostMemory: Int?
     @Flag(name: .long, help: "Print the table as JSON.") var json = false
@@ -110,6 +112,7 @@ struct PlanCommand: ParsableCommand {
             for stage in try parsedStages() {
                 var planner = MemoryPlanner(config: config, stage: stage, ranks: n, sequenceLength: seqLen, microBatchSize: microBatchSize)
                 planner.reductionsInFlight = reductionsInFlight
+                planner.parameterDType = paramDtype
                 planner.precision = blasOptions.precision
                 planner.library = library
                 if let dataMemory { planner.data = dataMemory.memory }

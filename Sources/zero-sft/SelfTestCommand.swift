@@ -131,6 +131,15 @@ extension Int64: SelfTestElement {
         switch op { case .sum: a &+ b; case .max: Swift.max(a, b); case .min: Swift.min(a, b) }
     }
 }
+extension UInt16: SelfTestElement {
+    fileprivate static var zero: UInt16 { 0 }
+    fileprivate static var sentinel: UInt16 { 0xFFFF }
+    /// Both bytes non-zero (`0x3F01 …`, bf16 patterns near 0.5): a half-element shift shows.
+    fileprivate init(patternValue v: Int) { self = UInt16(0x3F01 + 2 * v) }
+    fileprivate static func combine(_ a: UInt16, _ b: UInt16, _ op: ReductionOperation) -> UInt16 {
+        switch op { case .sum: a &+ b; case .max: Swift.max(a, b); case .min: Swift.min(a, b) }
+    }
+}
 extension UInt8: SelfTestElement {
     fileprivate static var zero: UInt8 { 0 }
     fileprivate static var sentinel: UInt8 { 255 }
@@ -646,6 +655,11 @@ struct SelfTest {
             try communicator.allGather(UnsafeBufferPointer(inPlace.slice(rank * count..<(rank + 1) * count)), into: inPlace.buffer)
             if let problem = output.mismatch({ Float.pattern(rank: $0 / count, index: $0, salt: 33) }) { return "copied: \(problem)" }
             return inPlace.mismatch { Float.pattern(rank: $0 / count, index: $0, salt: 34) }.map { "in place: \($0)" }
+        }
+        try check("chunked (≤\(limit) bytes per call) startAllGather UInt16 \(size)×\(count) in place (--param-dtype bf16's patterns)") { _ in
+            let all = TestBuffer<UInt16>(count: count * size) { $0 / count == rank ? UInt16.pattern(rank: rank, index: $0, salt: 39) : .sentinel }
+            try communicator.startAllGather(UnsafeBufferPointer(all.slice(rank * count..<(rank + 1) * count)), into: all.buffer).wait()
+            return all.mismatch { UInt16.pattern(rank: $0 / count, index: $0, salt: 39) }
         }
         try check("chunked (≤\(limit) bytes per call) reduceScatter UInt8 sum \(size)×\(count)") { _ in
             let input = TestBuffer<UInt8>(count: count * size) { UInt8.pattern(rank: rank, index: $0, salt: 35) }

@@ -33,6 +33,11 @@ struct TrainingArguments: ParsableArguments {
         "Stage 3: units whose all-gather runs ahead of the one in use; each holds one more unit's full parameters.",
         discussion: "1 gathers the next unit while this one computes; more smooths ranks that drift apart, at one unit of memory each."))
     var prefetchDepth: Int = ShardedParameters.defaultPrefetchDepth
+    @Option(name: .long, help: ArgumentHelp(
+        "The dtype parameters are all-gathered in and read by the model in: fp32 (the default) or bf16 (FSDP's param_dtype).",
+        discussion: "bf16 rounds every parameter the forward and backward read (norm weights and embeddings included) to the nearest bf16; at --zero-stage 3 the all-gathers then move half the bytes. Master parameters, gradients, their reduce-scatters and AdamW stay fp32. Independent of --precision, which rounds the gemm operands; the two together are FSDP's MixedPrecisionPolicy(param_dtype=bfloat16) under autocast.",
+        valueName: "fp32|bf16"))
+    var paramDtype: ParameterDType = .fp32
     @Option(name: .long, help: "Packed rows per micro-batch on each rank.")
     var microBatchSize: Int = 4
     @Option(name: .long, help: "Tokens per packed row; longer examples are handled by --long-examples (and counted).")
@@ -73,6 +78,7 @@ struct TrainingArguments: ParsableArguments {
         o.stage = zeroStage
         o.reductionsInFlight = reductionsInFlight
         o.prefetchDepth = prefetchDepth
+        o.parameterDType = paramDtype
         o.microBatchSize = microBatchSize
         o.sequenceLength = seqLen
         o.gradientAccumulation = gradAccum

@@ -46,6 +46,32 @@ import TestSupport
         #expect(block == expected)
     }
 
+    /// `--param-dtype bf16`'s vector paths against the fixture: rounding a vector to patterns (split
+    /// over threads: the fixture repeated past the 64 Ki-element grain), widening them back (exact:
+    /// the pattern in the upper half), and rounding in place in fp32 (`float(torch's pattern)`, NaN
+    /// to the NaN `0xFFFF0000`).
+    @Test func vectorRoundingAndWideningAreTorchs() throws {
+        let golden = try Self.golden()
+        let copies = (1 << 17) / golden.float_bits.count + 1
+        let floats = (0..<copies).flatMap { _ in golden.float_bits.map { Float(bitPattern: $0) } }
+        let expected = (0..<copies).flatMap { _ in golden.bf16_bits }
+        var patterns = [UInt16](repeating: 0, count: floats.count)
+        var widened = [Float](repeating: 0, count: floats.count)
+        var kept = [Float](repeating: 0, count: floats.count)
+        floats.withUnsafeBufferPointer { f in
+            patterns.withUnsafeMutableBufferPointer { BFloat16.round(f, into: $0) }
+            kept.withUnsafeMutableBufferPointer { BFloat16.roundKeepingFloat(f, into: $0) }
+        }
+        patterns.withUnsafeBufferPointer { p in widened.withUnsafeMutableBufferPointer { BFloat16.widen(p, into: $0) } }
+        #expect(patterns == expected, "vector rounding differs from torch's at \(zip(patterns, expected).filter { $0 != $1 }.count) elements")
+        #expect(zip(widened, expected).allSatisfy { $0.bitPattern == UInt32($1) << 16 }, "widening is not exact")
+        #expect(zip(kept, expected).allSatisfy { $0.bitPattern == UInt32($1) << 16 }, "rounding kept in fp32 differs from torch's pattern")
+        // In place.
+        var inPlace = floats
+        inPlace.withUnsafeMutableBufferPointer { BFloat16.roundKeepingFloat(UnsafeBufferPointer($0), into: $0) }
+        #expect(zip(inPlace, kept).allSatisfy { $0.bitPattern == $1.bitPattern })
+    }
+
     /// The bf16 gemm, or nil after printing why the test skips (no oneDNN, or a CPU without avx512_bf16).
     func bf16Gemm() -> BF16Gemm? {
         do { return try BLAS.loadBF16Gemm() } catch {

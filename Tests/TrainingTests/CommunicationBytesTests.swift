@@ -22,12 +22,12 @@ import Training
 @Suite(.serialized) struct CommunicationBytesTests {
     static let ranks = 4
 
-    static func bytesPerStep(model: String, stage: Int, in scratch: ScratchDirectory, data: URL) throws -> [Int] {
+    static func bytesPerStep(model: String, stage: Int, in scratch: ScratchDirectory, data: URL, extra: [String] = []) throws -> [Int] {
         let run = try TrainingRun.run(
             ranks: ranks,
             arguments: ["--model", model, "--data", data.path, "--seq-len", "32", "--max-steps", "2", "--micro-batch-size", "1",
-                        "--zero-stage", "\(stage)", "--seed", "3"],
-            in: scratch.url, label: "\(model)-stage\(stage)", saveModel: false)
+                        "--zero-stage", "\(stage)", "--seed", "3"] + extra,
+            in: scratch.url, label: "\(model)-stage\(stage)\(extra.joined())", saveModel: false)
         return run.metrics.map { (($0["communication"] as? [String: Any])?["bytes_sent"] as? NSNumber)?.intValue ?? -1 }
     }
 
@@ -66,5 +66,26 @@ import Training
                 #expect(measured.allSatisfy { $0 - small == Int(paper) }, "stage \(stage) is exactly the paper's 2Ψ: \(measured) − \(small) vs \(Int(paper))")
             }
         }
+    }
+
+    /// `--param-dtype bf16`: stage 3's all-gathers move 2 bytes per parameter (the same schedule as
+    /// above), its gradient reduce-scatters still 4; stages 0–2 send exactly what they send in fp32.
+    @Test("--param-dtype bf16: stage 3 gathers 2 bytes per parameter, reduce-scatters 4", arguments: ["tiny-qwen2", "tiny"])
+    func bf16ParametersHalveTheGathers(model: String) throws {
+        let scratch = try ScratchDirectory()
+        let data = scratch.url.appendingPathComponent("data.jsonl")
+        try writeJSONL(syntheticExamples(count: 16, seed: 4), to: data)
+        let (psi, e, f, tied) = Self.sizes(model)
+        let n = Self.ranks
+        let gathered = 2 * psi + (tied ? e : 0) - e - f, reduced = psi + (tied ? e : 0)
+        let small = 2 * 48 * (n - 1) / n
+        let expected = gathered * 2 * (n - 1) / n + reduced * 4 * (n - 1) / n + small
+        let fp32 = (gathered + reduced) * 4 * (n - 1) / n + small
+        let measured = try Self.bytesPerStep(model: model, stage: 3, in: scratch, data: data, extra: ["--param-dtype", "bf16"])
+        #expect(measured.count == 2 && measured.allSatisfy { abs($0 - expected) <= 64 },
+                "\(model) stage 3 bf16: \(measured) bytes per step, expected \(expected) (fp32: \(fp32))")
+        let stage2 = try Self.bytesPerStep(model: model, stage: 2, in: scratch, data: data, extra: ["--param-dtype", "bf16"])
+        let expected2 = (2 * psi + (tied ? e : 0)) * 4 * (n - 1) / n + small
+        #expect(stage2.count == 2 && stage2.allSatisfy { abs($0 - expected2) <= 64 }, "\(model) stage 2 bf16: \(stage2), expected \(expected2)")
     }
 }

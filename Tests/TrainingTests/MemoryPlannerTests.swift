@@ -39,6 +39,23 @@ struct MemoryPlannerTests {
         }
     }
 
+    /// `--param-dtype bf16`, N = 3. Stage 3: a gather's buffer of patterns is 4·⌈padded/2⌉ bytes (a layer
+    /// 4·21,569 = 86,276) and the unit in use 4·43,137 = 172,548; the peak is a layer in use with the next
+    /// layer's patterns in flight (or its own, at the moment of widening): 258,824, against fp32's two
+    /// layers 345,096. Stages 0–2: the rounded copy of the unit in use, a layer: 172,548.
+    @Test func bf16ParametersGatherHalfSizeBuffers() {
+        var stage3 = planner(.three, ranks: 3)
+        #expect(stage3.plan().gatheredParameters == 345_096)
+        stage3.parameterDType = .bf16
+        #expect(stage3.plan().gatheredParameters == 258_824, "stage 3 bf16: \(stage3.plan().gatheredParameters)")
+        for stage in [ZeroStage.zero, .two] {
+            var planner = planner(stage, ranks: 3)
+            #expect(planner.plan().gatheredParameters == 0)
+            planner.parameterDType = .bf16
+            #expect(planner.plan().gatheredParameters == 172_548, "\(stage) bf16: \(planner.plan().gatheredParameters)")
+        }
+    }
+
     @Test func modelStatesAtEachStage() {
         // (parameters, gradients, moments) in bytes with N = 3: full padded units 4 · 102,726 = 410,904,
         // shards 4 · 34,242 = 136,968.
@@ -235,6 +252,21 @@ struct MemoryPlannerTests {
                         }
                     }
                 }
+            }
+        }
+        // `--param-dtype bf16`: rounded copies (stages 0–2) and half-size gathers (stage 3), exact.
+        for (ranks, stage) in [(3, ZeroStage.three), (3, .zero), (1, .three)] {
+            let run = try TrainingRun.run(
+                ranks: ranks,
+                arguments: ["--model", "tiny", "--data", data.path, "--seq-len", "64", "--micro-batch-size", "1",
+                            "--max-steps", "1", "--zero-stage", "\(stage.rawValue)", "--param-dtype", "bf16"],
+                in: scratch.url, label: "plan-n\(ranks)-s\(stage.rawValue)-bf16")
+            var planner = MemoryPlanner(config: config, stage: stage, ranks: ranks, sequenceLength: 64, microBatchSize: 1)
+            planner.parameterDType = .bf16
+            let plan = planner.plan()
+            for ledger in run.memory(step: 0) {
+                #expect(ledger["gathered_parameters"] == plan.gatheredParameters,
+                        "N \(ranks), \(stage), bf16, rank \(ledger["rank"]!): gathered ledger \(ledger["gathered_parameters"]!), plan \(plan.gatheredParameters)")
             }
         }
         // The cap bounds a rank's gradient memory however the ranks drift: with one reduce-scatter in
