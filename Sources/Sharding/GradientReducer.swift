@@ -12,7 +12,8 @@ import Models
 /// scratch), first completing the oldest while ``reductionsInFlight`` are already in flight: each
 /// holds a full-size buffer, so the cap is what bounds a rank's gradient memory when ranks drift
 /// apart. Completed rings are folded into the shard oldest first, so the two reductions of a tied
-/// embedding always add up in the same order.
+/// embedding always add up in the same order. A released layer-size buffer (and scratch shard) is
+/// kept for the next layer (``SpareBuffers``) instead of mapping fresh memory for each.
 public final class GradientReducer: BackgroundWork {
     public let stage: ZeroStage
     public let plan: ShardPlan
@@ -25,6 +26,9 @@ public final class GradientReducer: BackgroundWork {
 
     /// Oldest first; each ring reduces in `full` and receives into `scratch` (one shard).
     var reductions: [(unit: Int, ring: RingReduceScatter<Float>, full: FloatBuffer, scratch: FloatBuffer)] = []
+    /// Stages 2–3: released layer-size gradient buffers and ring scratch shards kept for the next unit
+    /// (``SpareBuffers``), counted in their ledger categories while kept.
+    var spareGradients: SpareBuffers, spareScratch: SpareBuffers
 
     /// Byte counters for the memory ledger.
     public private(set) var gradientBufferBytes = 0, peakGradientBufferBytes = 0
@@ -39,6 +43,8 @@ public final class GradientReducer: BackgroundWork {
         rank = communicator.rank
         // Accumulated into (read, then written) and zeroed by every step: faulted in now, written first.
         store = RoleBuffer(layout: plan.flatLayout(sharded: stage.shardsGradients, rank: rank), prefault: true)
+        spareGradients = SpareBuffers(counts: plan.recurringCounts(\.paddedCount))
+        spareScratch = SpareBuffers(counts: plan.recurringCounts(\.shardCount))
     }
 
     /// Rings still in flight when the reducer goes away (see ``ShardedParameters``): kept, never waited for.
@@ -57,11 +63,17 @@ public final class GradientReducer: BackgroundWork {
     /// reduce-scatter of what it accumulated starts when `body` returns.
     public func withGradients<R>(of unit: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) throws -> R {
         guard stage.shardsGradients else { return try body(store.unit(unit)) }
-        // Every element is accumulated into (`+=`, gemms with `beta = 1`): written first, so its pages
-        // come in at the cost of a write, not of a zero-page read and a copy-on-write fault each.
-        let full = FloatBuffer(count: plan.units[unit].paddedCount, prefault: true)
-        gradientBufferBytes += full.bytes
-        peakGradientBufferBytes = max(peakGradientBufferBytes, gradientBufferBytes)
+        // Every element is accumulated into (`+=`, gemms with `beta = 1`): a new buffer is written first,
+        // so its pages come in at the cost of a write, not of a zero-page read and a copy-on-write fault
+        // each; a spare (a previous layer's) is zeroed.
+        let (full, isNew, freed) = spareGradients.take(count: plan.units[unit].paddedCount, prefault: true)
+        gradientBufferBytes -= freed
+        if isNew {
+            gradientBufferBytes += full.bytes
+            peakGradientBufferBytes = max(peakGradientBufferBytes, gradientBufferBytes)
+        } else {
+            full.zero()
+        }
         let result = try body(full.pointer)
         try reduce(unit, full)
         return result
@@ -71,15 +83,18 @@ public final class GradientReducer: BackgroundWork {
         if communicator.size == 1 {
             // One rank: the gradient is the reduced gradient.
             add(UnsafeBufferPointer(full.pointer), into: store.unit(unit))
-            gradientBufferBytes -= full.bytes
+            if !spareGradients.keep(full) { gradientBufferBytes -= full.bytes }
             return
         }
         try waitUntil("a gradient reduce-scatter to finish before unit \(unit) (\(plan.units[unit].name))") {
             reductions.count < reductionsInFlight
         }
-        let scratch = FloatBuffer(count: plan.units[unit].shardCount)
-        communicationBytes += scratch.bytes
-        peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
+        let (scratch, isNew, freed) = spareScratch.take(count: plan.units[unit].shardCount)
+        communicationBytes -= freed
+        if isNew {
+            communicationBytes += scratch.bytes
+            peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
+        }
         let ring = try communicator.startRingReduceScatter(full.pointer, scratch: scratch.pointer)
         reductions.append((unit, ring, full, scratch))
         try progress()
@@ -94,13 +109,17 @@ public final class GradientReducer: BackgroundWork {
         while let oldest = reductions.first, oldest.ring.isComplete {
             reductions.removeFirst()
             add(UnsafeBufferPointer(oldest.ring.result), into: store.unit(oldest.unit))
-            gradientBufferBytes -= oldest.full.bytes
-            communicationBytes -= oldest.scratch.bytes
+            if !spareGradients.keep(oldest.full) { gradientBufferBytes -= oldest.full.bytes }
+            if !spareScratch.keep(oldest.scratch) { communicationBytes -= oldest.scratch.bytes }
         }
     }
 
     /// Completes every reduce-scatter in flight (the end of a micro-step).
-    public func finish() throws { try waitUntil("gradient reduce-scatters") { reductions.isEmpty } }
+    public func finish() throws {
+        try waitUntil("gradient reduce-scatters") { reductions.isEmpty }
+        gradientBufferBytes -= spareGradients.removeAll()
+        communicationBytes -= spareScratch.removeAll()
+    }
 
     private func add(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>) {
         precondition(source.count == destination.count, "GradientReducer: adding \(source.count) elements into \(destination.count)")

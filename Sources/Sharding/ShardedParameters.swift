@@ -26,6 +26,10 @@ public protocol BackgroundWork: AnyObject {
 /// bf16: at stage 3 each rank rounds its shard into the bf16 all-gather's buffer (half the bytes on
 /// the wire) and the unit is widened to fp32 when it is used; at stages 0–2 a rounded copy of the unit
 /// is made for the closure. The store itself (the fp32 masters) is never rounded.
+///
+/// A released buffer of a layer's size is kept as a spare for the next one (``SpareBuffers``): the
+/// layers' gathers reuse one or two buffers instead of mapping (and the kernel zeroing) fresh memory
+/// for each; the spare is counted as gathered parameters while kept.
 public final class ShardedParameters: UnitStore {
     public let stage: ZeroStage
     public let plan: ShardPlan
@@ -50,6 +54,8 @@ public final class ShardedParameters: UnitStore {
     /// `--param-dtype bf16`, stage 3: each gather's buffer of bf16 patterns (two per `Float` slot), from
     /// its start until the unit is widened into ``gathered``.
     var wires: [Int: FloatBuffer] = [:]
+    /// Released layer-size buffers kept for the next gather, widening or rounded copy (``SpareBuffers``).
+    var spares: SpareBuffers
     var schedule: [Int] = []
     var cursor = 0
 
@@ -72,6 +78,8 @@ public final class ShardedParameters: UnitStore {
         rank = communicator.rank
         plan = ShardPlan(layout: layout, ranks: communicator.size)
         store = RoleBuffer(layout: plan.flatLayout(sharded: stage.shardsParameters, rank: rank))
+        spares = SpareBuffers(counts: plan.recurringCounts(\.paddedCount).union(
+            parameterDType == .bf16 ? plan.recurringCounts { ($0.paddedCount + 1) / 2 } : []))
         for (index, unit) in plan.units.enumerated() {
             let held = store.layout.entries[index].elements
             let valid = held.clamped(to: 0..<unit.count)
@@ -103,6 +111,7 @@ public final class ShardedParameters: UnitStore {
     public func endPass() throws {
         precondition(cursor == schedule.count, "ShardedParameters: pass used \(cursor) of \(schedule.count) scheduled units")
         precondition(gathered.isEmpty && gathering.isEmpty, "ShardedParameters: units still held at the end of the pass")
+        gatheredBytes -= spares.removeAll()
     }
 
     public func withParameters<R>(of unit: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
@@ -112,10 +121,9 @@ public final class ShardedParameters: UnitStore {
         try background?.progress()
         guard stage.shardsParameters else {
             guard parameterDType == .bf16 else { return try body(UnsafeBufferPointer(store.unit(unit))) }
-            let rounded = FloatBuffer(count: store.unit(unit).count)
+            let rounded = allocate(store.unit(unit).count)
             BFloat16.roundKeepingFloat(UnsafeBufferPointer(store.unit(unit)), into: rounded.pointer)
-            hold(rounded.bytes)
-            defer { gatheredBytes -= rounded.bytes }
+            defer { release(rounded) }
             return try body(UnsafeBufferPointer(rounded.pointer))
         }
         if let request = gathering.removeValue(forKey: unit) { try wait(for: request, unit: unit) }
@@ -129,7 +137,7 @@ public final class ShardedParameters: UnitStore {
         defer {
             precondition(gathering[unit] == nil, "ShardedParameters: released unit \(unit) with its gather in flight")
             gathered[unit] = nil
-            gatheredBytes -= buffer.bytes
+            release(buffer)
         }
         return try body(UnsafeBufferPointer(buffer.pointer))
     }
@@ -155,14 +163,12 @@ public final class ShardedParameters: UnitStore {
         let shard = UnsafeBufferPointer(store.unit(unit))
         switch parameterDType {
         case .fp32:
-            let buffer = FloatBuffer(count: padded)
+            let buffer = allocate(padded)
             gathered[unit] = buffer
-            hold(buffer.bytes)
             return try communicator.startAllGather(shard, into: buffer.pointer)
         case .bf16:
-            let wire = FloatBuffer(count: (padded + 1) / 2)
+            let wire = allocate((padded + 1) / 2)
             wires[unit] = wire
-            hold(wire.bytes)
             return try wire.withUInt16s { patterns in
                 let all = UnsafeMutableBufferPointer(rebasing: patterns[0..<padded])
                 let slot = UnsafeMutableBufferPointer(rebasing: all[(rank * shard.count)..<((rank + 1) * shard.count)])
@@ -176,17 +182,34 @@ public final class ShardedParameters: UnitStore {
     /// patterns (both are held for the moment of the copy).
     private func widen(_ wire: FloatBuffer, unit: Int) {
         let padded = plan.units[unit].paddedCount
-        let buffer = FloatBuffer(count: padded)
+        let buffer = allocate(padded)
         wire.withUInt16s { BFloat16.widen(UnsafeBufferPointer(rebasing: $0[0..<padded]), into: buffer.pointer) }
         gathered[unit] = buffer
-        hold(buffer.bytes)
-        gatheredBytes -= wire.bytes
+        release(wire)
     }
 
-    /// Counts `bytes` more of gathered parameters (the ledger's `gathered_parameters`) and their peak.
-    private func hold(_ bytes: Int) {
-        gatheredBytes += bytes
-        peakGatheredBytes = max(peakGatheredBytes, gatheredBytes)
+    /// A buffer of `count` floats for a gather, a widening or a rounded copy, every element of which
+    /// the caller overwrites: the spare of that size (``SpareBuffers``) or a new one, counted in the
+    /// ledger's `gathered_parameters` (``gatheredBytes`` and its peak) when new.
+    private func allocate(_ count: Int) -> FloatBuffer {
+        let (buffer, isNew, freed) = spares.take(count: count)
+        gatheredBytes -= freed
+        if isNew {
+            gatheredBytes += buffer.bytes
+            peakGatheredBytes = max(peakGatheredBytes, gatheredBytes)
+        }
+        return buffer
+    }
+
+    /// A buffer the pass is done with: kept as the spare of its size (and still counted) when a unit
+    /// still to come in the pass will need a new buffer of that size, else freed.
+    private func release(_ buffer: FloatBuffer) {
+        let count = buffer.count
+        let wanted = schedule[cursor...].contains { unit in
+            let padded = plan.units[unit].paddedCount
+            return gathered[unit] == nil && (padded == count || (wires[unit] == nil && parameterDType == .bf16 && (padded + 1) / 2 == count))
+        }
+        if !wanted || !spares.keep(buffer) { gatheredBytes -= buffer.bytes }
     }
 
     /// Waits for the all-gather of `unit`, advancing the gradient reducer's rings meanwhile (a ring

@@ -227,6 +227,9 @@ public struct MemoryPlanner: Sendable {
 
         var replay = Replay(stage: stage, ranks: ranks, full: full, shard: shard, inFlight: max(1, reductionsInFlight))
         if parameterDType == .bf16 { replay.wire = shards.units.map { 4 * (($0.paddedCount + 1) / 2) } }
+        replay.spareParameters = Replay.Spares(sizes: Replay.Spares.recurring(full).union(Replay.Spares.recurring(replay.wire ?? [])))
+        replay.spareGradients = Replay.Spares(sizes: Replay.Spares.recurring(full))
+        replay.spareScratch = Replay.Spares(sizes: Replay.Spares.recurring(shard))
         replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer + plan.bf16Operands + plan.data
         replay.trainingStep(layout: layout, config: config, classifier: plan.classifierBuffers,
                             attention: plan.attentionScratch)
@@ -259,6 +262,34 @@ struct Replay {
     /// into them and not yet widened; nil under fp32.
     var wire: [Int]? = nil
     var wiring: Set<Int> = []
+    /// ``SpareBuffers``, byte for byte: at most one released buffer kept per recurring size (two or
+    /// more units of it: the layers'), still counted in its category; asking for a size not kept
+    /// frees every spare first, and so does the end of the pass.
+    struct Spares {
+        var sizes: Set<Int> = []
+        var held: Set<Int> = []
+        /// The sizes that occur two or more times in `bytes`.
+        static func recurring(_ bytes: [Int]) -> Set<Int> {
+            Set(Dictionary(bytes.map { ($0, 1) }, uniquingKeysWith: +).filter { $0.value >= 2 }.keys)
+        }
+        /// Whether a spare of `bytes` was there to reuse (taken); else the bytes of the spares freed first.
+        mutating func take(_ bytes: Int) -> (reused: Bool, freed: Int) {
+            if held.remove(bytes) != nil { return (true, 0) }
+            return (false, sizes.contains(bytes) ? 0 : removeAll())
+        }
+        /// Frees every spare; their bytes.
+        mutating func removeAll() -> Int {
+            defer { held.removeAll() }
+            return held.reduce(0, +)
+        }
+        /// Whether a released buffer of `bytes` is kept.
+        mutating func keep(_ bytes: Int) -> Bool {
+            guard sizes.contains(bytes), !held.contains(bytes) else { return false }
+            held.insert(bytes)
+            return true
+        }
+    }
+    var spareParameters = Spares(), spareGradients = Spares(), spareScratch = Spares()
     var gradientBuffers: Set<Int> = []
     var reductions: [Int] = []
     var schedule: [Int] = [], cursor = 0
@@ -293,7 +324,7 @@ struct Replay {
         if !gathered.contains(unit), !wiring.contains(unit) { gather(unit, phase) }
         if let wire, wiring.remove(unit) != nil {
             hold(unit, phase)
-            live.gathered -= wire[unit]
+            free(wire[unit])
         }
         if cursor < schedule.count, !gathered.contains(schedule[cursor]), !wiring.contains(schedule[cursor]) {
             gather(schedule[cursor], phase)
@@ -304,6 +335,9 @@ struct Replay {
     mutating func gather(_ unit: Int, _ phase: String) {
         guard let wire else { return hold(unit, phase) }
         wiring.insert(unit)
+        let spare = spareParameters.take(wire[unit])
+        live.gathered -= spare.freed
+        guard !spare.reused else { return }
         live.gathered += wire[unit]
         record(phase)
     }
@@ -311,18 +345,33 @@ struct Replay {
     /// The fp32 unit the model reads: gathered, widened or (stages 0–2, bf16) rounded.
     mutating func hold(_ unit: Int, _ phase: String) {
         gathered.insert(unit)
+        let spare = spareParameters.take(full[unit])
+        live.gathered -= spare.freed
+        guard !spare.reused else { return }
         live.gathered += full[unit]
         record(phase)
     }
 
     mutating func releaseParameters(_ unit: Int) {
         guard gathered.remove(unit) != nil else { return }
-        live.gathered -= full[unit]
+        free(full[unit])
+    }
+
+    /// A parameter buffer of `bytes` given back: kept as a spare when a unit still to come in the pass
+    /// will need a new buffer of that size (``ShardedParameters``), else freed.
+    mutating func free(_ bytes: Int) {
+        let wanted = schedule[cursor...].contains { unit in
+            !gathered.contains(unit) && (full[unit] == bytes || (!wiring.contains(unit) && wire?[unit] == bytes))
+        }
+        if !wanted || !spareParameters.keep(bytes) { live.gathered -= bytes }
     }
 
     mutating func gradients(_ unit: Int, _ phase: String) {
         guard stage.shardsGradients, !gradientBuffers.contains(unit) else { return }
         gradientBuffers.insert(unit)
+        let spare = spareGradients.take(full[unit])
+        live.gradientBuffers -= spare.freed
+        guard !spare.reused else { return }
         live.gradientBuffers += full[unit]
         record(phase)
     }
@@ -332,18 +381,21 @@ struct Replay {
     mutating func releaseGradients(_ unit: Int, _ phase: String) {
         guard stage.shardsGradients, gradientBuffers.remove(unit) != nil else { return }
         guard ranks > 1 else {
-            live.gradientBuffers -= full[unit]
+            if !spareGradients.keep(full[unit]) { live.gradientBuffers -= full[unit] }
             return
         }
         while reductions.count >= inFlight { complete(reductions.removeFirst()) }
-        live.communication += shard[unit]
         reductions.append(unit)
+        let spare = spareScratch.take(shard[unit])
+        live.communication -= spare.freed
+        guard !spare.reused else { return }
+        live.communication += shard[unit]
         record(phase)
     }
 
     mutating func complete(_ unit: Int) {
-        live.gradientBuffers -= full[unit]
-        live.communication -= shard[unit]
+        if !spareGradients.keep(full[unit]) { live.gradientBuffers -= full[unit] }
+        if !spareScratch.keep(shard[unit]) { live.communication -= shard[unit] }
     }
 
     // MARK: DecoderModel.step(training: true)
@@ -383,7 +435,11 @@ struct Replay {
         }
         gradients(embedding, "embedding backward")
         releaseGradients(embedding, "embedding gradient reduce-scatter")
+        // ZeroEngine.endPass: the parameters' spares go, the rings complete, the gradients' spares go.
+        live.gathered -= spareParameters.removeAll()
         while !reductions.isEmpty { complete(reductions.removeFirst()) }
+        live.gradientBuffers -= spareGradients.removeAll()
+        live.communication -= spareScratch.removeAll()
     }
 
     /// Records a moment at which `bytes` more of `category` are alive than outside it.
