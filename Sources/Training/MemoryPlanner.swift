@@ -335,21 +335,24 @@ struct Replay {
     mutating func gather(_ unit: Int, _ phase: String) {
         guard let wire else { return hold(unit, phase) }
         wiring.insert(unit)
-        let spare = spareParameters.take(wire[unit])
-        live.gathered -= spare.freed
+        allocate(wire[unit], from: \.spareParameters, in: \.gathered, phase)
+    }
+
+    /// A transient buffer of `bytes` in `category`: the spare of that size, or new (recorded), after
+    /// the spares a unique size frees (``SpareBuffers/take(count:prefault:)``).
+    mutating func allocate(_ bytes: Int, from spares: WritableKeyPath<Replay, Spares>, in category: WritableKeyPath<Live, Int>,
+                           _ phase: String) {
+        let spare = self[keyPath: spares].take(bytes)
+        live[keyPath: category] -= spare.freed
         guard !spare.reused else { return }
-        live.gathered += wire[unit]
+        live[keyPath: category] += bytes
         record(phase)
     }
 
     /// The fp32 unit the model reads: gathered, widened or (stages 0–2, bf16) rounded.
     mutating func hold(_ unit: Int, _ phase: String) {
         gathered.insert(unit)
-        let spare = spareParameters.take(full[unit])
-        live.gathered -= spare.freed
-        guard !spare.reused else { return }
-        live.gathered += full[unit]
-        record(phase)
+        allocate(full[unit], from: \.spareParameters, in: \.gathered, phase)
     }
 
     mutating func releaseParameters(_ unit: Int) {
@@ -369,11 +372,7 @@ struct Replay {
     mutating func gradients(_ unit: Int, _ phase: String) {
         guard stage.shardsGradients, !gradientBuffers.contains(unit) else { return }
         gradientBuffers.insert(unit)
-        let spare = spareGradients.take(full[unit])
-        live.gradientBuffers -= spare.freed
-        guard !spare.reused else { return }
-        live.gradientBuffers += full[unit]
-        record(phase)
+        allocate(full[unit], from: \.spareGradients, in: \.gradientBuffers, phase)
     }
 
     /// One rank: the gradient is added to the store at once. More: the oldest reduce-scatters
@@ -386,11 +385,7 @@ struct Replay {
         }
         while reductions.count >= inFlight { complete(reductions.removeFirst()) }
         reductions.append(unit)
-        let spare = spareScratch.take(shard[unit])
-        live.communication -= spare.freed
-        guard !spare.reused else { return }
-        live.communication += shard[unit]
-        record(phase)
+        allocate(shard[unit], from: \.spareScratch, in: \.communication, phase)
     }
 
     mutating func complete(_ unit: Int) {

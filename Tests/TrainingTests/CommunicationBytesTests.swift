@@ -31,6 +31,14 @@ import Training
         return run.metrics.map { (($0["communication"] as? [String: Any])?["bytes_sent"] as? NSNumber)?.intValue ?? -1 }
     }
 
+    /// A scratch directory holding the 16 synthetic examples every case trains on.
+    static func dataset() throws -> (ScratchDirectory, URL) {
+        let scratch = try ScratchDirectory()
+        let data = scratch.url.appendingPathComponent("data.jsonl")
+        try writeJSONL(syntheticExamples(count: 16, seed: 4), to: data)
+        return (scratch, data)
+    }
+
     /// Ψ, E and F in padded elements, and whether the embedding is tied.
     static func sizes(_ model: String) -> (psi: Int, embedding: Int, final: Int, tied: Bool) {
         let config = ModelPreset.config(named: model)!
@@ -43,9 +51,7 @@ import Training
     @Test("bytes per step: 2Ψ(N-1)/N·4 at stages 0-1, the paper's 2Ψ/3Ψ at stages 2-3 corrected by the schedule's E and F",
           arguments: ["tiny-qwen2", "tiny"])
     func bytesMatchThePaper(model: String) throws {
-        let scratch = try ScratchDirectory()
-        let data = scratch.url.appendingPathComponent("data.jsonl")
-        try writeJSONL(syntheticExamples(count: 16, seed: 4), to: data)
+        let (scratch, data) = try Self.dataset()
         let (psi, e, f, tied) = Self.sizes(model)
         let n = Self.ranks
         for stage in 0...3 {
@@ -72,9 +78,7 @@ import Training
     /// above), its gradient reduce-scatters still 4; stages 0–2 send exactly what they send in fp32.
     @Test("--param-dtype bf16: stage 3 gathers 2 bytes per parameter, reduce-scatters 4", arguments: ["tiny-qwen2", "tiny"])
     func bf16ParametersHalveTheGathers(model: String) throws {
-        let scratch = try ScratchDirectory()
-        let data = scratch.url.appendingPathComponent("data.jsonl")
-        try writeJSONL(syntheticExamples(count: 16, seed: 4), to: data)
+        let (scratch, data) = try Self.dataset()
         let (psi, e, f, tied) = Self.sizes(model)
         let n = Self.ranks
         let gathered = 2 * psi + (tied ? e : 0) - e - f, reduced = psi + (tied ? e : 0)

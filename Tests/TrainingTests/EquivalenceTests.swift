@@ -57,14 +57,7 @@ import Training
             #expect(abs(a - b) <= 1e-6 * abs(b), "\(label): step \(step + 1) loss \(a), reference \(b) (relative \(abs(a - b) / abs(b)))")
         }
         #expect(Set(run.parameters.keys) == Set(reference.parameters.keys), "\(label): different tensors saved")
-        var worst = (name: "", difference: Float(0))
-        for (name, values) in reference.parameters {
-            guard let other = run.parameters[name], other.count == values.count else {
-                Issue.record("\(label): tensor \(name) missing or resized")
-                continue
-            }
-            for (x, y) in zip(values, other) where abs(x - y) > worst.difference { worst = (name, abs(x - y)) }
-        }
+        let worst = run.largestParameterDifference(from: reference, label: label)
         #expect(worst.difference <= 1e-6, "\(label): final parameters differ by \(worst.difference) in \(worst.name)")
         let lossDifference = zip(run.losses, reference.losses).map { abs($0 - $1) / abs($1) }.max() ?? 0
         print("equivalence \(label): largest loss difference \(lossDifference) relative, parameters \(worst.difference) absolute")

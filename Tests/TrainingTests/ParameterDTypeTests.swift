@@ -84,14 +84,7 @@ import Training
             let other = try run(ranks, fp32Model, stage: stage, microBatch: 6 / ranks, ["--param-dtype", "bf16"], label)
             let losses = zip(other.losses, bf16.losses).map { abs($0 - $1) / abs($1) }
             #expect(other.losses.count == 10 && losses.allSatisfy { $0 <= 1e-5 }, "\(label): relative loss differences \(losses)")
-            var worst: Float = 0
-            for (name, values) in bf16.parameters {
-                guard let mine = other.parameters[name], mine.count == values.count else {
-                    Issue.record("\(label): tensor \(name) missing or resized")
-                    continue
-                }
-                for (x, y) in zip(values, mine) { worst = max(worst, abs(x - y)) }
-            }
+            let worst = other.largestParameterDifference(from: bf16, label: label).difference
             #expect(worst <= 2e-5, "\(label): final parameters differ by \(worst)")
             print("param-dtype \(label): largest loss difference \(losses.max() ?? 0) relative, parameters \(worst) absolute")
         }

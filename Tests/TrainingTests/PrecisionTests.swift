@@ -42,14 +42,7 @@ import Kernels
                                           in: scratch.url, label: label)
             let losses = zip(run.losses, bf16.losses).map { abs($0 - $1) / abs($1) }
             #expect(run.losses.count == 10 && losses.allSatisfy { $0 <= 1e-4 }, "\(label): relative loss differences \(losses)")
-            var worst: Float = 0
-            for (name, values) in bf16.parameters {
-                guard let other = run.parameters[name], other.count == values.count else {
-                    Issue.record("\(label): tensor \(name) missing or resized")
-                    continue
-                }
-                for (x, y) in zip(values, other) { worst = max(worst, abs(x - y)) }
-            }
+            let worst = run.largestParameterDifference(from: bf16, label: label).difference
             #expect(worst <= 5e-4, "\(label): final parameters differ by \(worst)")
             print("precision \(label): largest loss difference \(losses.max() ?? 0) relative, parameters \(worst) absolute")
         }

@@ -14,6 +14,20 @@ struct TrainingRun {
     var evaluations: [[String: Any]] = []
 
     var losses: [Double] { metrics.map { $0["loss"] as! Double } }
+
+    /// The largest absolute difference between this run's saved parameters and `reference`'s, and the
+    /// tensor it is in; a tensor missing here or resized is recorded as an issue naming `label`.
+    func largestParameterDifference(from reference: TrainingRun, label: String) -> (name: String, difference: Float) {
+        var worst = (name: "", difference: Float(0))
+        for (name, values) in reference.parameters {
+            guard let other = parameters[name], other.count == values.count else {
+                Issue.record("\(label): tensor \(name) missing or resized")
+                continue
+            }
+            for (x, y) in zip(values, other) where abs(x - y) > worst.difference { worst = (name, abs(x - y)) }
+        }
+        return worst
+    }
     func memory(step: Int) -> [[String: Int]] {
         (metrics[step]["memory"] as! [[String: Any]]).map { $0.mapValues { ($0 as! NSNumber).intValue } }
     }
