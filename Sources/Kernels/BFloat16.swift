@@ -145,8 +145,11 @@ public struct BF16Gemm: @unchecked Sendable {
     func callAsFunction(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                         a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
                         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) -> Int32 {
-        function(transposeA ? 84 : 78, transposeB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
-                 a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))  // 'T' = 84, 'N' = 78
+        // With the stop signals deferred: oneDNN's JIT kernels move `rsp` into the heap (``SignalDeferral``).
+        SignalDeferral.during {
+            function(transposeA ? 84 : 78, transposeB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
+                     a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))  // 'T' = 84, 'N' = 78
+        }
     }
 
     /// `C = alpha · op(A) · op(B) + beta · C` on fp32 operands: rounds `A` (stored `m × k`, or `k × m`

@@ -184,13 +184,19 @@ public enum BLAS {
                     a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
             case .blis(let gemm, _):
                 // The typed API takes row and column strides of the matrices as stored: row-major is (ld, 1).
+                // Both dlopened libraries run with the stop signals deferred (``SignalDeferral``: oneDNN's
+                // JIT kernels move `rsp` into the heap; BLIS's assembly kernels are not vouched for either).
                 var alpha = alpha, beta = beta
-                gemm(transposeA ? 8 : 0, transposeB ? 8 : 0, Int64(m), Int64(n), Int64(k), &alpha,
-                     UnsafeMutablePointer(mutating: a), Int64(lda), 1, UnsafeMutablePointer(mutating: b), Int64(ldb), 1,
-                     &beta, c, Int64(ldc), 1)
+                SignalDeferral.during {
+                    gemm(transposeA ? 8 : 0, transposeB ? 8 : 0, Int64(m), Int64(n), Int64(k), &alpha,
+                         UnsafeMutablePointer(mutating: a), Int64(lda), 1, UnsafeMutablePointer(mutating: b), Int64(ldb), 1,
+                         &beta, c, Int64(ldc), 1)
+                }
             case .onednn(let gemm, _):
-                let status = gemm(transposeA ? 84 : 78, transposeB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
-                                  a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))  // 'T' = 84, 'N' = 78
+                let status = SignalDeferral.during {
+                    gemm(transposeA ? 84 : 78, transposeB ? 84 : 78, Int64(m), Int64(n), Int64(k), alpha,
+                         a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))  // 'T' = 84, 'N' = 78
+                }
                 precondition(status == 0, "dnnl_sgemm failed with status \(status) for \(m)×\(n)×\(k) (lda \(lda), ldb \(ldb), ldc \(ldc))")
             }
         }

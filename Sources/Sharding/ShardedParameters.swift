@@ -156,7 +156,7 @@ public final class ShardedParameters: UnitStore {
         preconditionFailure("ShardedParameters: no gradients (an inference store; training uses ZeroEngine)")
     }
 
-    /// Starts the all-gather of `unit` into a fresh buffer: fp32 into ``gathered``; bf16 into ``wires``,
+    /// Starts the all-gather of `unit` into a buffer of its own (``allocate(_:)``): fp32 into ``gathered``; bf16 into ``wires``,
     /// after rounding this rank's shard into its own slice of the buffer (`MPI_IN_PLACE`).
     private func startGather(_ unit: Int) throws -> CollectiveRequest {
         let padded = plan.units[unit].paddedCount
