@@ -16,6 +16,8 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     public var stage = ZeroStage.zero
     public var sequenceLength = 0
     public var microBatchSize = 0
+    /// The dtype parameters are read and gathered in (`--param-dtype`) this plan is for.
+    public var parameterDType = ParameterDType.fp32
 
     // The ledger's categories.
     public var parameters = 0
@@ -61,6 +63,7 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
         case mappedData = "mapped_data"
         case sequenceLength = "seq_len"
         case microBatchSize = "micro_batch_size"
+        case parameterDType = "param_dtype"
         case gatheredParameters = "gathered_parameters"
         case gradientBuffers = "gradient_buffers"
         case optimizerMoments = "optimizer_moments"
@@ -202,6 +205,7 @@ public struct MemoryPlanner: Sendable {
         plan.stage = stage
         plan.sequenceLength = sequenceLength
         plan.microBatchSize = microBatchSize
+        plan.parameterDType = parameterDType
         plan.parameters = (stage.shardsParameters ? shard : full).reduce(0, +)
         plan.gradients = (stage.shardsGradients ? shard : full).reduce(0, +)
         plan.optimizerMoments = 2 * (stage.shardsMoments ? shard : full).reduce(0, +)

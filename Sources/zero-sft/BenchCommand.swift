@@ -122,7 +122,7 @@ struct BenchCommand: ParsableCommand {
             let ranks = Double(communicator.size)
             let wire = Double(paramDtype.wireBytes)
             let paperBytes = (zeroStage == .three ? 2 * wire + 4 : 8) * psi * (ranks - 1) / ranks
-            let paperFormula = zeroStage != .three ? "2Ψ(N-1)/N·4" : paramDtype == .bf16 ? "(2Ψ·2 + Ψ·4)(N-1)/N" : "3Ψ(N-1)/N·4"
+            let paperFormula = zeroStage != .three ? "2Ψ(N-1)/N·4" : paramDtype == .bf16 ? "3Ψ with bf16 gathers, (2Ψ·2 + Ψ·4)(N-1)/N" : "3Ψ(N-1)/N·4"
             let bytesPerStep = Double(communication.bytesSent) / Double(steps)
             let waitPerStep = communication.waitSeconds / Double(steps)
             // Each figure formatted on its own: one String(format:) mixing Int and Double arguments

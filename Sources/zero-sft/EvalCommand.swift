@@ -27,6 +27,11 @@ struct EvalCommand: ParsableCommand {
     var tokensPerForward: Int = 4096
     @Option(name: .long, help: "0: every rank holds the whole model; 3: each rank holds a shard (parameters gathered per layer).")
     var zeroStage: ZeroStage = .zero
+    @Option(name: .long, help: ArgumentHelp(
+        "The dtype the model reads parameters in (as `train --param-dtype`): fp32, or bf16 (every parameter rounded to bf16; at --zero-stage 3 gathered in bf16).",
+        discussion: "A run trained with --param-dtype bf16 scores its held-out sets in bf16: pass bf16 here to reproduce those losses from its saved (fp32) model.",
+        valueName: "fp32|bf16"))
+    var paramDtype: ParameterDType = .fp32
     @Option(name: .long, help: "Seed of the random initialisation (presets only).")
     var seed: UInt64 = 42
     @OptionGroup var collectives: CollectiveOptions
@@ -50,6 +55,7 @@ struct EvalCommand: ParsableCommand {
             : try text.load(data: data, source: source, vocabularySize: config.vocabSize).examples
         try EmptyEvaluationError.check(examples, sequenceLength: seqLen)
         let model = modelOptions.model, seqLen = seqLen, tokensPerForward = tokensPerForward, zeroStage = zeroStage, seed = seed
+        let paramDtype = paramDtype
         let collectives = collectives
         collectives.prepareProcess()
         Job.run { (communicator: Communicator) throws -> Void in
@@ -58,14 +64,14 @@ struct EvalCommand: ParsableCommand {
             let logger = Session.logger("eval")
             Session.warn(source)
             let store: UnitStore
-            if zeroStage == .three {
-                // Parameters only: no gradient or optimizer memory.
-                store = try ShardedParameters(layout: ParameterLayout(config: config), stage: .three, communicator: communicator,
-                                              initialize: ModelExport.initializer(for: source, seed: seed))
+            if zeroStage == .three || paramDtype == .bf16 {
+                // Parameters only: no gradient or optimizer memory (bf16 at stage 0: rounded copies per unit).
+                store = try ShardedParameters(layout: ParameterLayout(config: config), stage: zeroStage, communicator: communicator,
+                                              parameterDType: paramDtype, initialize: ModelExport.initializer(for: source, seed: seed))
             } else {
                 store = try ModelExport.denseStore(for: source, seed: seed)
             }
-            logger.info("zero-sft eval: \(model) on \(communicator.size) rank(s), \(examples.count) examples")
+            logger.info("zero-sft eval: \(model) on \(communicator.size) rank(s), \(examples.count) examples\(paramDtype == .bf16 ? ", parameters read in bf16" : "")")
             let result = try Evaluation.run(examples, config: config, store: store, communicator: communicator,
                                             sequenceLength: seqLen, tokensPerForward: tokensPerForward)
             logger.info(.init(stringLiteral: String(format: "loss %.6f over %d supervised tokens (perplexity %.3f), %d tokens, %d truncated, %.2f s",

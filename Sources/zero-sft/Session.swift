@@ -34,7 +34,8 @@ enum Session {
         let psi = trainer.model.layout.parameterCount
         logger.info(.init(stringLiteral: "zero-sft: \(modelName) (\(config.modelType), \(config.numHiddenLayers) layers, d \(config.hiddenSize), "
             + "\(String(format: "%.2f", Double(psi) / 1e6))M parameters) on \(communicator.size) rank(s), ZeRO \(options.stage)"
-            + (options.parameterDType == .bf16 ? ", parameters read and all-gathered in bf16 (fp32 masters)" : "")))
+            + (options.parameterDType != .bf16 ? "" : options.stage.shardsParameters && communicator.size > 1
+                ? ", parameters read and all-gathered in bf16 (fp32 masters)" : ", parameters read in bf16 (fp32 masters)")))
         logger.info("gemm: \(BLAS.precision == .bf16 ? "bf16 operands, fp32 sums (\(BLAS.bf16Details ?? "oneDNN"))" : "fp32 (\(BLAS.libraryDetails))"), \(BLAS.threadCount) thread(s) per rank")
         logger.info("data: \(trainer.plan.report.summary)")
         logger.info(.init(stringLiteral: "plan: \(trainer.totalSteps) steps × \(trainer.plan.rowsPerStep) rows of \(options.sequenceLength) "

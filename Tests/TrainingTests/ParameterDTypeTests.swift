@@ -61,9 +61,9 @@ import Training
                                 in: scratch.url, label: label)
         }
         let rounded = try run(1, bf16Model, stage: 0, microBatch: 6, [], "fp32-from-bf16-file")
-        let bf16 = try run(1, fp32Model, stage: 0, microBatch: 6, ["--param-dtype", "bf16"], "bf16")
+        let bf16 = try run(1, fp32Model, stage: 0, microBatch: 6, ["--param-dtype", "bf16", "--eval-data", "held=\(data.path)"], "bf16")
         let fp32 = try run(1, fp32Model, stage: 0, microBatch: 6, [], "fp32")
-        #expect(bf16.stdout.contains("parameters read and all-gathered in bf16"), "the run did not say it reads bf16 parameters")
+        #expect(bf16.stdout.contains("parameters read in bf16 (fp32 masters)"), "the run did not say it reads bf16 parameters")
         // The first step sees exactly the rounded weights.
         for key in ["loss", "grad_norm"] {
             #expect(Self.first(bf16, key) == Self.first(rounded, key),
@@ -78,10 +78,32 @@ import Training
         #expect(saved.contains { $0.bitPattern & 0xFFFF != 0 }, "the saved masters are all bf16 values")
         print("param-dtype: bf16 vs fp32 largest relative loss difference \(relative.max() ?? 0)")
 
+        // The held-out loss the run printed is its saved model's, read in bf16: `eval --param-dtype bf16`
+        // gives it again (training's forward size, 1e-9 relative, as EvaluationDuringTrainingTests), at
+        // N = 1 and at N = 2 stage 3; `eval` in fp32 does not.
+        let printed = (bf16.evaluations.last?["eval"] as? [String: Any]).flatMap { $0["held"] as? [String: Any] }?["loss"] as? Double
+        for (ranks, stage, dtype) in [(1, 0, "bf16"), (2, 3, "bf16"), (1, 0, "fp32")] {
+            let eval = try MPIRun.run(ranks: ranks, arguments: ["eval", "--model", scratch.url.appendingPathComponent("bf16-model").path,
+                                                                 "--data", data.path, "--seq-len", "64", "--tokens-per-forward", "384",
+                                                                 "--zero-stage", "\(stage)", "--param-dtype", dtype], timeout: 300)
+            let line = eval.stdout.split(separator: "\n").last { $0.hasPrefix("{") }
+            let loss = line.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }?["loss"] as? Double
+            guard eval.status == 0, let loss, let printed else {
+                Issue.record("eval \(dtype) N = \(ranks): exit \(eval.status), loss \(String(describing: loss)), printed \(String(describing: printed))\n\(eval.stderr)")
+                continue
+            }
+            let relative = abs(loss - printed) / printed
+            #expect(dtype == "bf16" ? relative <= 1e-9 : relative > 1e-7,
+                    "eval --param-dtype \(dtype) N = \(ranks) stage \(stage): \(loss), the run's final held-out loss \(printed)")
+            print("param-dtype: eval \(dtype) N = \(ranks) stage \(stage) vs the run's held-out loss: \(relative) relative")
+        }
+
         // Across ranks and stages: stage 3 gathers bf16 patterns, stage 2 reads rounded copies.
         for (ranks, stage) in [(2, 3), (2, 2), (3, 3)] {
             let label = "bf16-n\(ranks)-stage\(stage)"
             let other = try run(ranks, fp32Model, stage: stage, microBatch: 6 / ranks, ["--param-dtype", "bf16"], label)
+            #expect(other.stdout.contains(stage == 3 ? "parameters read and all-gathered in bf16" : "parameters read in bf16 (fp32 masters)"),
+                    "\(label): the run did not say how it reads its parameters")
             let losses = zip(other.losses, bf16.losses).map { abs($0 - $1) / abs($1) }
             #expect(other.losses.count == 10 && losses.allSatisfy { $0 <= 1e-5 }, "\(label): relative loss differences \(losses)")
             let worst = other.largestParameterDifference(from: bf16, label: label).difference
