@@ -65,13 +65,15 @@ enum Session {
     }
 
     /// After the ranks agreed to stop on `signal` (``TrainingOutcome/stopped(signal:)``): every rank runs
-    /// `save` (unless no step ran), rank 0 says which signal, after which step and where it saved
-    /// (stderr), and the exit status is 128 + signal (143 SIGTERM, 130 SIGINT).
+    /// `save` (unless no step ran), which returns the checkpoint's path and whether it wrote it now (false:
+    /// `--save-every` saved this step already), or nil without `--output-dir`; rank 0 says which signal,
+    /// after which step and where the checkpoint is (stderr), and the exit status is 128 + signal (143
+    /// SIGTERM, 130 SIGINT).
     ///
     /// Under `launch/run` (``StopSignals/isRelayed``) the ranks exit 0 and `launch/run` exits 128 + signal:
     /// Open MPI 4.1's `mpirun` answers a rank's non-zero exit with its kill sequence, whose sleeps
     /// (2 × `odls_base_sigkill_timeout`, 60 s under `launch/run`) it waits out even when every rank has exited.
-    static func stop(_ trainer: Trainer, signal: Int32, save: (Trainer) throws -> String?) throws -> Int32 {
+    static func stop(_ trainer: Trainer, signal: Int32, save: (Trainer) throws -> (path: String, savedNow: Bool)?) throws -> Int32 {
         let logger = logger("train")
         let steps = "after step \(trainer.completedSteps) of \(trainer.totalSteps)"
         let code = StopSignals.exitCode(signal)
@@ -81,9 +83,11 @@ enum Session {
             return status
         }
         let started = Date()
-        if let location = try save(trainer) {
-            logger.warning(.init(stringLiteral: "stopped by \(StopSignals.name(signal)) \(steps): saved a checkpoint to \(location) "
-                + String(format: "in %.1f s (exit %d)", Date().timeIntervalSince(started), code)))
+        if let (location, savedNow) = try save(trainer) {
+            logger.warning(.init(stringLiteral: "stopped by \(StopSignals.name(signal)) \(steps): "
+                + (savedNow ? "saved a checkpoint to \(location) " + String(format: "in %.1f s", Date().timeIntervalSince(started))
+                            : "its checkpoint \(location) was saved at this step already")
+                + " (exit \(code))"))
         } else {
             logger.warning("stopped by \(StopSignals.name(signal)) \(steps): nothing saved (no --output-dir) (exit \(code))")
         }

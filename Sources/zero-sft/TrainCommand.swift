@@ -213,11 +213,10 @@ struct TrainCommand: ParsableCommand {
                 // A stop on SIGTERM/SIGINT saves a checkpoint (every rank; rank 0 says where) and exits 128 + signal.
                 return try Session.stop(trainer, signal: signal) { trainer in
                     guard let saver else { return nil }
-                    if saver.lastSavedStep != trainer.completedSteps, trainer.completedSteps > trainer.startStep {
-                        try saver.save(trainer)
-                    }
-                    return URL(fileURLWithPath: outputDir ?? "").appendingPathComponent(
-                        TrainingCheckpointFormat.directoryName(step: trainer.completedSteps)).path
+                    let savedNow = saver.lastSavedStep != trainer.completedSteps && trainer.completedSteps > trainer.startStep
+                    if savedNow { try saver.save(trainer) }
+                    return (URL(fileURLWithPath: outputDir ?? "").appendingPathComponent(
+                        TrainingCheckpointFormat.directoryName(step: trainer.completedSteps)).path, savedNow)
                 }
             }
             // Always a checkpoint at the end (unless this process ran no step: the one it resumed from is it).
