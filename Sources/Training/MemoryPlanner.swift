@@ -31,7 +31,8 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     public var mappedData = 0
 
     // What only the operating system sees.
-    /// Peak of `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits and two `rows × C`.
+    /// `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits and two `rows × C`, held by the
+    /// model from its first micro-batch on (``Classifier/Workspace``).
     public var classifierBuffers = 0
     /// Peak of attention's per-call scratch (the backward's, per worker thread:
     /// ``Attention/scratchFloats(shape:longest:threads:)``).
@@ -84,7 +85,8 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
 /// final unit, the embedding and the prefetched last layer are gathered at once), its full-size
 /// gradient buffers and reduce-scatter scratch shards (stages 2–3; the tied embedding's gradient is
 /// requested twice, at the head and at the end of the backward), stage 1's reduce-scatter scratch,
-/// ``DecoderModel``'s activations and ``Classifier``'s chunk buffers.
+/// ``DecoderModel``'s activations and ``Classifier``'s chunk buffers (held: the model keeps them from
+/// one micro-batch to the next).
 ///
 /// Gradient reduce-scatters go round a ring (``RingReduceScatter``): they reduce in the gradient
 /// buffer itself and receive into one shard, so they add nothing the ledger does not count. The
@@ -222,9 +224,8 @@ public struct MemoryPlanner: Sendable {
         }
 
         var replay = Replay(stage: stage, ranks: ranks, full: full, shard: shard, inFlight: max(1, reductionsInFlight))
-        replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer + plan.bf16Operands + plan.data
-        replay.trainingStep(layout: layout, config: config, classifier: plan.classifierBuffers,
-                            attention: plan.attentionScratch)
+        replay.persistent = plan.modelStates + plan.activations + plan.classifierBuffers + plan.blasBuffer + plan.bf16Operands + plan.data
+        replay.trainingStep(layout: layout, config: config, attention: plan.attentionScratch)
         replay.optimizerPhase()
         plan.gatheredParameters = replay.peaks.gathered
         plan.gradientBuffers = replay.peaks.gradientBuffers
@@ -320,7 +321,7 @@ struct Replay {
 
     // MARK: DecoderModel.step(training: true)
 
-    mutating func trainingStep(layout: ParameterLayout, config: ModelConfig, classifier: Int, attention: Int) {
+    mutating func trainingStep(layout: ParameterLayout, config: ModelConfig, attention: Int) {
         let embedding = layout.embeddingUnit, final = layout.finalUnit
         let layers = (0..<config.numHiddenLayers).map(layout.layerUnit)
         schedule = [embedding] + layers + [final] + (config.tieWordEmbeddings ? [embedding] : []) + layers.reversed()
@@ -339,7 +340,6 @@ struct Replay {
             parameters(embedding, "head")
             gradients(embedding, "head")
         }
-        briefly(classifier, "classifier")
         if config.tieWordEmbeddings {
             releaseGradients(embedding, "head gradient reduce-scatter")
             releaseParameters(embedding)

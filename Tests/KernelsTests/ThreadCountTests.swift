@@ -68,4 +68,42 @@ import TestSupport
             return [p, m, v]
         }
     }
+
+    /// 700 positions, 600 supervised: a full chunk of 512 rows and one of 88 (softmax rows handed out
+    /// 32 at a time, the last group partial), V 37, C 8; each thread count run without a workspace and
+    /// with one that a larger call grew first (the model's, reused every micro-batch). The loss sum is
+    /// compared bitwise too (the rows' losses are added in row order).
+    @Test func classifier() {
+        let n = 700, c = 8, v = 37
+        var random = TestRandom(seed: 35)
+        let h = random.normals(n * c), w = random.normals(v * c)
+        let targets = (0..<n).map { $0 % 7 == 3 ? Int32(-100) : Int32(($0 * 13) % v) }
+        let workspace = Classifier.Workspace()
+        var lossSums: [UInt64] = []
+        expectSameAtEveryThreadCount("classifier") {
+            var outputs: [[Float]] = []
+            for reused in [nil, workspace] {
+                if let reused {  // grown by a larger vocabulary first: only its prefix is used afterwards
+                    let wide = [Float](repeating: 0.25, count: 2 * v * c)
+                    h.withUnsafeBufferPointer { hp in wide.withUnsafeBufferPointer { wp in targets.withUnsafeBufferPointer { t in
+                        _ = Classifier.forwardBackward(hidden: hp, weight: wp, targets: t, vocabulary: 2 * v, channels: c, scale: 1,
+                                                       dhidden: nil, dweight: nil, workspace: reused)
+                    } } }
+                }
+                var dh = [Float](repeating: 0, count: n * c), dw = [Float](repeating: 0.5, count: v * c)
+                let result = dh.withUnsafeMutableBufferPointer { dh in dw.withUnsafeMutableBufferPointer { dw in
+                    h.withUnsafeBufferPointer { hp in w.withUnsafeBufferPointer { wp in targets.withUnsafeBufferPointer { t in
+                        Classifier.forwardBackward(hidden: hp, weight: wp, targets: t, vocabulary: v, channels: c, scale: 1 / 600,
+                                                   dhidden: dh, dweight: dw, workspace: reused)
+                    } } }
+                } }
+                #expect(result.count == 600)
+                lossSums.append(result.lossSum.bitPattern)
+                outputs += [dh, dw]
+            }
+            #expect(outputs[0] == outputs[2] && outputs[1] == outputs[3], "the classifier's gradients differ with a reused workspace")
+            return outputs
+        }
+        #expect(Set(lossSums).count == 1, "loss sums differ between thread counts or workspaces: \(lossSums.map { Double(bitPattern: $0) })")
+    }
 }
