@@ -148,13 +148,14 @@ public struct MemoryPlanner: Sendable {
     public var tokens: Int { microBatchSize * sequenceLength }
 
     /// `DecoderModel`'s activation bytes for `tokens` tokens (the layout of `Activations`):
-    /// per layer and token `2C + 2 + 2·Hq·d + 2·Hkv·d + Hq + 2F` floats cached, plus `C` for the
+    /// per layer and token `2C + 2 + 2·Hq·d + 2·Hkv·d + Hq + G` floats cached, `G` the gate/up cache's
+    /// row stride (``SwiGLU/rowStride(width:)``: `2F`, or `2F + 32` where `2F` is a multiple of 256), plus `C` for the
     /// final hidden state, `1` for its rstd, and one layer's scratch `3C + F + 2·Hq·d + 2·Hkv·d`, plus
     /// `Hq·d + 2·Hkv·d` when q/k/v are one gemm (no q/k/v biases: ``LayerTensors/qkv``).
     public static func activationBytes(config: ModelConfig, tokens n: Int) -> Int {
         let c = config.hiddenSize, f = config.intermediateSize, layers = config.numHiddenLayers
         let qw = config.numAttentionHeads * config.headDimension, kw = config.numKeyValueHeads * config.headDimension
-        let perLayer = n * (2 * c + 2 + 2 * qw + 2 * kw + config.numAttentionHeads + 2 * f)
+        let perLayer = n * (2 * c + 2 + 2 * qw + 2 * kw + config.numAttentionHeads + SwiGLU.rowStride(width: f))
         let fusedQKV = ParameterLayout(config: config).layer.qkv != nil
         let scratch = n * (1 + 3 * c + f + 2 * qw + 2 * kw + (fusedQKV ? qw + 2 * kw : 0))
         return 4 * (layers * perLayer + n * c + scratch)
