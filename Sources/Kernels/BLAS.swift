@@ -389,6 +389,15 @@ public enum BLAS {
                     a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
+    /// A row stride, in floats, for a matrix of `columns` columns that a gemm reads down its columns
+    /// (the transposed `A` of a weight gradient): `columns + 32` when `columns` is a multiple of 256
+    /// (rows a multiple of 1 KiB apart, which map onto few cache sets), else `columns`. Measured with
+    /// oneDNN 2.6 on a Zen 5 core: 12 KiB rows (SmolLM2's gate/up cache) ran 17% slower than padded
+    /// ones, 192 KiB rows (its logits) 8% slower (``SwiGLU/rowStride(width:)``, ``Classifier/logitsStride(vocabulary:)``).
+    public static func paddedStride(columns: Int) -> Int {
+        columns % 256 == 0 ? columns + 32 : columns
+    }
+
     /// `y = alpha · A · x + beta · y` with `A` an `m × n` row-major matrix (row stride `lda`), `x` of
     /// `n` and `y` of `m` elements (unit strides). Always OpenBLAS, whatever ``library`` is.
     ///

@@ -16,7 +16,7 @@ public enum SwiGLU {
     static let grain = 16_384
 
     /// The row stride, in floats, at which a `(N, 2F)` gate/up cache is kept: `2F`, plus 32 when `2F`
-    /// is a multiple of 256 (rows a multiple of 1 KiB apart).
+    /// is a multiple of 256 (rows a multiple of 1 KiB apart; ``BLAS/paddedStride(columns:)``).
     ///
     /// The cache is the `A` operand, transposed, of the layer's gate/up weight gradient
     /// (`dW = dgateUpᵀ · x`, m = 2F, k = tokens), which reads it down its columns: rows 12 KiB apart
@@ -24,9 +24,7 @@ public enum SwiGLU {
     /// GFLOP/s on one Zen 5 core against 231–233 with rows of 3104 or 3136 floats (and 214 at 3080,
     /// 219 at 3088); the forward (NT, the cache as `C`) and the input gradient (NN, as `A`) were
     /// unchanged within ±3% by any of those strides.
-    public static func rowStride(width f: Int) -> Int {
-        2 * f % 256 == 0 ? 2 * f + 32 : 2 * f
-    }
+    public static func rowStride(width f: Int) -> Int { BLAS.paddedStride(columns: 2 * f) }
 
     public static func forward(
         out: UnsafeMutableBufferPointer<Float>,

@@ -31,7 +31,8 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     public var mappedData = 0
 
     // What only the operating system sees.
-    /// `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits and two `rows × C`, held by the
+    /// `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits (rows ``Classifier/logitsStride(vocabulary:)``
+    /// apart) and two `rows × C`, held by the
     /// model from its first micro-batch on (``Classifier/Workspace``).
     public var classifierBuffers = 0
     /// Peak of attention's per-call scratch (the backward's, per worker thread:
@@ -212,7 +213,7 @@ public struct MemoryPlanner: Sendable {
 
         let c = config.hiddenSize, v = config.vocabSize
         let rows = min(Classifier.chunkRows, max(1, supervisedRows ?? microBatchSize * (sequenceLength - 1)))
-        plan.classifierBuffers = 4 * (rows * v + 2 * rows * c)
+        plan.classifierBuffers = 4 * (rows * Classifier.logitsStride(vocabulary: v) + 2 * rows * c)
         let attentionShape = Attention.Shape(queryHeads: config.numAttentionHeads, keyValueHeads: config.numKeyValueHeads,
                                              headDimension: config.headDimension)
         plan.attentionScratch = 4 * Attention.scratchFloats(shape: attentionShape, longest: sequenceLength, threads: threads)

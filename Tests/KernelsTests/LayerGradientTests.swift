@@ -256,9 +256,10 @@ import Glibc
         expectGradient("embedding", at: &w, analytic: dw) { weightedSum(forward($0), r) }
     }
 
-    @Test func classifierLossAndGradients() {
-        let n = 7, c = 6, v = 11
-        let targets: [Int32] = [3, -100, 10, 0, -100, 5, 3]
+    /// V 11, and V 256, whose logits rows are padded (``Classifier/logitsStride(vocabulary:)``).
+    @Test(arguments: [11, 256]) func classifierLossAndGradients(v: Int) {
+        let n = 7, c = 6
+        let targets: [Int32] = [3, -100, 10, 0, -100, 5, Int32(v - 1)]
         var random = TestRandom(seed: 6)
         var h = random.normals(n * c), w = random.normals(v * c)
         let scale: Float = 1 / 5
