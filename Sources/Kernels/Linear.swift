@@ -10,7 +10,10 @@
 public enum Linear {
     /// `out = inp · Wᵀ (+ b)`, or with `accumulate` `out += inp · Wᵀ` (a residual connection
     /// added by the gemm's `beta = 1` instead of a separate pass; no bias then).
-    /// `outputStride`: the row stride of `out` in floats (at least `O`; default `O`).
+    /// `outputStride`: the row stride of `out` in floats (at least `O`; default `O`). `splitTokens`:
+    /// the tokens split over the rank's threads, one single-threaded gemm each
+    /// (``BLAS/gemmSplittingRows(transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``: for shapes the
+    /// library threads poorly).
     public static func forward(
         out: UnsafeMutableBufferPointer<Float>,
         inp: UnsafeBufferPointer<Float>,
@@ -18,7 +21,8 @@ public enum Linear {
         bias: UnsafeBufferPointer<Float>?,
         tokens n: Int, inputs i: Int, outputs o: Int,
         outputStride: Int? = nil,
-        accumulate: Bool = false
+        accumulate: Bool = false,
+        splitTokens: Bool = false
     ) {
         let ldo = outputStride ?? o
         precondition(ldo >= o && inp.count >= n * i && out.count >= (n == 0 ? 0 : (n - 1) * ldo + o) && weight.count == o * i,
@@ -35,6 +39,11 @@ public enum Linear {
         }
         if n == 1 {   // one token (generation): a matrix-vector product, without gemm's packing of W (one row: no stride)
             BLAS.gemv(m: o, n: i, a: weight.baseAddress!, lda: i, x: inp.baseAddress!, beta: beta, y: outBase)
+            return
+        }
+        if splitTokens {
+            BLAS.gemmSplittingRows(transposeB: true, m: n, n: o, k: i, a: inp.baseAddress!, lda: i,
+                                   b: weight.baseAddress!, ldb: i, beta: beta, c: outBase, ldc: ldo)
             return
         }
         BLAS.gemm(transposeA: false, transposeB: true, m: n, n: o, k: i,

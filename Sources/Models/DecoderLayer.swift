@@ -159,8 +159,9 @@ extension DecoderModel {
                        stride: a.gateUpStride)
         let y = input(l + 1).slice(0..<(n * c))
         Self.copy(y, UnsafeBufferPointer(middle))
+        // oneDNN threads this shape (k = F ≫ C) poorly: one single-threaded gemm per thread instead.
         Linear.forward(out: y, inp: a.product.prefix(n * f), weight: w.down, bias: nil,
-                       tokens: n, inputs: f, outputs: c, accumulate: true)
+                       tokens: n, inputs: f, outputs: c, accumulate: true, splitTokens: true)
         progress()
     }
 

@@ -106,4 +106,41 @@ import TestSupport
         }
         #expect(Set(lossSums).count == 1, "loss sums differ between thread counts or workspaces: \(lossSums.map { Double(bitPattern: $0) })")
     }
+
+    /// `BLAS.gemmSplittingRows` (forced to split under OpenBLAS, the tests' library): 37 × 29 × 45 NT with
+    /// row strides wider than the matrices and `beta = 1`, at 2 and 3 threads, against the plain gemm
+    /// (1e-5 of max |C|: each row's sum is one call's, the library may order it differently by block size).
+    @Test func gemmSplittingRows() {
+        let m = 37, n = 29, k = 45, lda = 50, ldb = 47, ldc = 31
+        var random = TestRandom(seed: 37)
+        let a = random.normals(m * lda), b = random.normals(n * ldb), c0 = random.normals(m * ldc)
+        let saved = BLAS.threadCount
+        defer { BLAS.threadCount = saved }
+        func run(split: Bool) -> [Float] {
+            var c = c0
+            a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in c.withUnsafeMutableBufferPointer { c in
+                if split {
+                    BLAS.gemmSplittingRows(transposeB: true, m: m, n: n, k: k, alpha: 0.5, a: a.baseAddress!, lda: lda,
+                                           b: b.baseAddress!, ldb: ldb, beta: 1, c: c.baseAddress!, ldc: ldc, onAnyLibrary: true)
+                } else {
+                    BLAS.gemm(transposeA: false, transposeB: true, m: m, n: n, k: k, alpha: 0.5, a: a.baseAddress!, lda: lda,
+                              b: b.baseAddress!, ldb: ldb, beta: 1, c: c.baseAddress!, ldc: ldc)
+                }
+            } } }
+            return c
+        }
+        BLAS.threadCount = 1
+        let expected = run(split: false)
+        let scale = expected.map(abs).max()!
+        for threads in [2, 3] {
+            BLAS.threadCount = threads
+            let found = run(split: true)
+            let worst = zip(found, expected).map { abs($0 - $1) }.max()!
+            #expect(worst <= 1e-5 * scale, "\(threads) threads: split rows differ by \(worst) (max |C| \(scale))")
+            for row in 0..<m { for column in n..<ldc {
+                #expect(found[row * ldc + column] == c0[row * ldc + column], "\(threads) threads: padding of row \(row) written")
+            } }
+            #expect(BLAS.threadCount == threads, "the thread count was not restored")
+        }
+    }
 }
