@@ -143,4 +143,22 @@ import TestSupport
             #expect(BLAS.threadCount == threads, "the thread count was not restored")
         }
     }
+
+    /// RoPE over 600 tokens of 6 heads of 16 (positions of two segments; at least 170 tokens a thread:
+    /// three threads' worth), forward and inverse.
+    @Test func rope() {
+        let n = 600, heads = 6, d = 16
+        let table = RotaryTable(headDimension: d, maxPositions: 400, base: 10_000)
+        let positions = (0..<n).map { Int32($0 < 400 ? $0 : $0 - 400) }
+        var random = TestRandom(seed: 39)
+        let x0 = random.normals(n * heads * d)
+        expectSameAtEveryThreadCount("RoPE") {
+            var forward = x0, inverse = x0
+            positions.withUnsafeBufferPointer { p in
+                forward.withUnsafeMutableBufferPointer { RoPE.apply($0, positions: p, heads: heads, table: table) }
+                inverse.withUnsafeMutableBufferPointer { RoPE.apply($0, positions: p, heads: heads, table: table, inverse: true) }
+            }
+            return [forward, inverse]
+        }
+    }
 }
