@@ -54,8 +54,12 @@ public struct RotaryTable: Sendable {
 }
 
 public enum RoPE {
+    /// Elements below which a thread of its own is not worth its dispatch.
+    static let grain = 16_384
+
     /// Rotates `x (N, H, d)` in place by each token's position (and scales by the attention factor);
-    /// `inverse` applies the transpose, `m·R(−a)` (the backward).
+    /// `inverse` applies the transpose, `m·R(−a)` (the backward). Tokens are split over the rank's
+    /// threads (``Parallel/forEach(count:grain:_:)``); the result does not depend on how.
     public static func apply(
         _ x: UnsafeMutableBufferPointer<Float>,
         positions: UnsafeBufferPointer<Int32>,
@@ -66,18 +70,24 @@ public enum RoPE {
         guard n > 0 else { return }
         let sign: Float = inverse ? -1 : 1
         let base = x.baseAddress!
+        for t in 0..<n {
+            precondition(positions[t] >= 0 && Int(positions[t]) < table.maxPositions,
+                         "RoPE.apply: position \(positions[t]) beyond the table's \(table.maxPositions)")
+        }
         table.cosines.withUnsafeBufferPointer { cosines in
             table.sines.withUnsafeBufferPointer { sines in
-                for t in 0..<n {
-                    let p = Int(positions[t])
-                    precondition(p >= 0 && p < table.maxPositions, "RoPE.apply: position \(p) beyond the table's \(table.maxPositions)")
-                    let c = cosines.baseAddress! + p * half, s = sines.baseAddress! + p * half
-                    for h in 0..<heads {
-                        let v = base + (t * heads + h) * d
-                        for i in 0..<half {
-                            let x1 = v[i], x2 = v[i + half], sn = sign * s[i]
-                            v[i] = x1 * c[i] - x2 * sn
-                            v[i + half] = x2 * c[i] + x1 * sn
+                // Tokens split over the rank's threads (each element's arithmetic the same on any thread).
+                Parallel.forEach(count: n, grain: max(1, grain / (heads * d))) { tokens in
+                    for t in tokens {
+                        let p = Int(positions[t])
+                        let c = cosines.baseAddress! + p * half, s = sines.baseAddress! + p * half
+                        for h in 0..<heads {
+                            let v = base + (t * heads + h) * d
+                            for i in 0..<half {
+                                let x1 = v[i], x2 = v[i + half], sn = sign * s[i]
+                                v[i] = x1 * c[i] - x2 * sn
+                                v[i + half] = x2 * c[i] + x1 * sn
+                            }
                         }
                     }
                 }

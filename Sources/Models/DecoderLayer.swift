@@ -51,7 +51,8 @@ struct LayerGradients {
 ///
 /// Per layer and token: the layer input (C), two rstd values, rotated q and k, v, the attention
 /// output and its log-sum-exp, the residual after attention (C), the MLP's gate and up projections
-/// as one `(N, 2F)` row each (`[gate | up]`, the output of one gemm). The normalised inputs and the
+/// as one `(N, 2F)` row each (`[gate | up]`, the output of one gemm; rows ``SwiGLU/rowStride(width:)``
+/// floats apart: 32 of padding where 2F is a multiple of 256). The normalised inputs and the
 /// SwiGLU product are recomputed in the backward instead of stored; the backward overwrites the
 /// layer's `gateUp` with its gradient (it is read by nothing after that).
 /// An inference-only model caches one layer (`cachedLayers` 1) and two layer inputs, reused in turn.
@@ -85,7 +86,8 @@ final class Activations {
         q = perLayer(n * qw); k = perLayer(n * kw); v = perLayer(n * kw)
         attention = perLayer(n * qw); lse = perLayer(n * config.numAttentionHeads)
         middle = perLayer(n * c)
-        gateUp = perLayer(n * 2 * f)
+        gateUpStride = SwiGLU.rowStride(width: f)
+        gateUp = perLayer(n * gateUpStride)
         finalRstd = FloatBuffer(count: n)
         normed = FloatBuffer(count: n * c); product = FloatBuffer(count: n * f)
         qkv = fusedQKV ? FloatBuffer(count: n * (qw + 2 * kw)) : nil
@@ -96,6 +98,8 @@ final class Activations {
     }
 
     let maxTokens: Int
+    /// The row stride of each `gateUp` cache, in floats (``SwiGLU/rowStride(width:)``).
+    let gateUpStride: Int
 
     var bytes: Int {
         let cached = [layerInput, rstd1, rstd2, q, k, v, attention, lse, middle, gateUp].joined().reduce(0) { $0 + $1.bytes }
@@ -149,13 +153,15 @@ extension DecoderModel {
         RMSNorm.forward(out: normed, rstd: a.rstd2[s].pointer, inp: UnsafeBufferPointer(middle), weight: w.postNorm,
                         tokens: n, channels: c, epsilon: eps)
         Linear.forward(out: gateUp.pointer, inp: UnsafeBufferPointer(normed), weight: w.gateUp, bias: nil,
-                       tokens: n, inputs: c, outputs: 2 * f)
+                       tokens: n, inputs: c, outputs: 2 * f, outputStride: a.gateUpStride)
         progress()
-        SwiGLU.forward(out: a.product.pointer, gateUp: gateUp.prefix(n * 2 * f), tokens: n, width: f)
+        SwiGLU.forward(out: a.product.pointer, gateUp: gateUp.prefix(n * a.gateUpStride), tokens: n, width: f,
+                       stride: a.gateUpStride)
         let y = input(l + 1).slice(0..<(n * c))
         Self.copy(y, UnsafeBufferPointer(middle))
+        // oneDNN threads this shape (k = F ≫ C) poorly: one single-threaded gemm per thread instead.
         Linear.forward(out: y, inp: a.product.prefix(n * f), weight: w.down, bias: nil,
-                       tokens: n, inputs: f, outputs: c, accumulate: true)
+                       tokens: n, inputs: f, outputs: c, accumulate: true, splitTokens: true)
         progress()
     }
 
@@ -174,18 +180,18 @@ extension DecoderModel {
         let normed = a.normed.slice(0..<(n * c)), dnormed = a.dnormed.slice(0..<(n * c))
         let residual = a.residualGradient.slice(0..<(n * c))
         // MLP block: recompute n₂(h) and the SwiGLU product, leaving SwiGLU's derivatives in gateUp.
-        let gateUp = a.gateUp[l].slice(0..<(n * 2 * f)), product = a.product.slice(0..<(n * f))
+        let gateUp = a.gateUp[l].slice(0..<(n * a.gateUpStride)), product = a.product.slice(0..<(n * f))
         RMSNorm.forward(out: normed, rstd: a.rstd2[l].pointer, inp: middle, weight: w.postNorm, tokens: n, channels: c, epsilon: eps)
-        SwiGLU.prepareBackward(product: product, gateUp: gateUp, tokens: n, width: f)
+        SwiGLU.prepareBackward(product: product, gateUp: gateUp, tokens: n, width: f, stride: a.gateUpStride)
         // dWd += dyᵀ · product, then product's gradient overwrites it.
         Linear.backward(dinp: product, dweight: g.down, dbias: nil, dout: UnsafeBufferPointer(residual),
                         inp: UnsafeBufferPointer(product), weight: w.down, tokens: n, inputs: f, outputs: c,
                         accumulateInputGradient: false)
         progress()
-        SwiGLU.backward(gateUp: gateUp, dout: UnsafeBufferPointer(product), tokens: n, width: f)
+        SwiGLU.backward(gateUp: gateUp, dout: UnsafeBufferPointer(product), tokens: n, width: f, stride: a.gateUpStride)
         Linear.backward(dinp: dnormed, dweight: g.gateUp, dbias: nil, dout: UnsafeBufferPointer(gateUp),
                         inp: UnsafeBufferPointer(normed), weight: w.gateUp, tokens: n, inputs: c, outputs: 2 * f,
-                        accumulateInputGradient: false)
+                        outputGradientStride: a.gateUpStride, accumulateInputGradient: false)
         progress()
         RMSNorm.backward(dinp: residual, dweight: g.postNorm, dout: UnsafeBufferPointer(dnormed), inp: middle,
                          weight: w.postNorm, rstd: a.rstd2[l].prefix(n), tokens: n, channels: c)

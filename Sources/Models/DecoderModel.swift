@@ -56,6 +56,8 @@ public final class DecoderModel {
 
     let shape: Attention.Shape
     let activations: Activations
+    /// The classifier's chunk buffers, kept from one micro-batch to the next (``Classifier/Workspace``).
+    let classifierWorkspace = Classifier.Workspace()
     /// The store of the pass in progress, whose ``UnitStore/progressInFlight()`` ``progress()`` calls.
     private var passStore: UnitStore? = nil
 
@@ -82,6 +84,9 @@ public final class DecoderModel {
 
     /// Bytes held for activations (cached per layer for the backward) and scratch.
     public var activationBytes: Int { activations.bytes }
+
+    /// Bytes the classifier's chunk buffers hold (0 before the first micro-batch; ``Classifier/Workspace``).
+    public var classifierBytes: Int { classifierWorkspace.bytes }
 
     /// The cache slot of layer `l` (an inference-only model reuses slot 0).
     @inline(__always) func slot(_ l: Int) -> Int { trains ? l : 0 }
@@ -143,7 +148,7 @@ public final class DecoderModel {
                             Classifier.forwardBackward(
                                 hidden: a.normed.prefix(n * c), weight: head, targets: targets, vocabulary: v, channels: c,
                                 scale: lossScale, dhidden: training ? a.dnormed.slice(0..<(n * c)) : nil, dweight: dhead,
-                                progress: progress)
+                                workspace: classifierWorkspace, progress: progress)
                         }
                         guard training else {
                             return tied ? try store.withParameters(of: embeddingUnit) { classify($0.view(0..<(v * c)), nil) }

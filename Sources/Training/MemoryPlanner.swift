@@ -33,7 +33,9 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
     public var mappedData = 0
 
     // What only the operating system sees.
-    /// Peak of `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits and two `rows × C`.
+    /// `Classifier.forwardBackward`'s chunk buffers: `rows × V` logits (rows ``Classifier/logitsStride(vocabulary:)``
+    /// apart) and two `rows × C`, held by the
+    /// model from its first micro-batch on (``Classifier/Workspace``).
     public var classifierBuffers = 0
     /// Peak of attention's per-call scratch (the backward's, per worker thread:
     /// ``Attention/scratchFloats(shape:longest:threads:)``).
@@ -87,7 +89,8 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
 /// final unit, the embedding and the prefetched last layer are gathered at once), its full-size
 /// gradient buffers and reduce-scatter scratch shards (stages 2–3; the tied embedding's gradient is
 /// requested twice, at the head and at the end of the backward), stage 1's reduce-scatter scratch,
-/// ``DecoderModel``'s activations and ``Classifier``'s chunk buffers.
+/// ``DecoderModel``'s activations and ``Classifier``'s chunk buffers (held: the model keeps them from
+/// one micro-batch to the next).
 ///
 /// Gradient reduce-scatters go round a ring (``RingReduceScatter``): they reduce in the gradient
 /// buffer itself and receive into one shard, so they add nothing the ledger does not count. The
@@ -153,13 +156,14 @@ public struct MemoryPlanner: Sendable {
     public var tokens: Int { microBatchSize * sequenceLength }
 
     /// `DecoderModel`'s activation bytes for `tokens` tokens (the layout of `Activations`):
-    /// per layer and token `2C + 2 + 2·Hq·d + 2·Hkv·d + Hq + 2F` floats cached, plus `C` for the
+    /// per layer and token `2C + 2 + 2·Hq·d + 2·Hkv·d + Hq + G` floats cached, `G` the gate/up cache's
+    /// row stride (``SwiGLU/rowStride(width:)``: `2F`, or `2F + 32` where `2F` is a multiple of 256), plus `C` for the
     /// final hidden state, `1` for its rstd, and one layer's scratch `3C + F + 2·Hq·d + 2·Hkv·d`, plus
     /// `Hq·d + 2·Hkv·d` when q/k/v are one gemm (no q/k/v biases: ``LayerTensors/qkv``).
     public static func activationBytes(config: ModelConfig, tokens n: Int) -> Int {
         let c = config.hiddenSize, f = config.intermediateSize, layers = config.numHiddenLayers
         let qw = config.numAttentionHeads * config.headDimension, kw = config.numKeyValueHeads * config.headDimension
-        let perLayer = n * (2 * c + 2 + 2 * qw + 2 * kw + config.numAttentionHeads + 2 * f)
+        let perLayer = n * (2 * c + 2 + 2 * qw + 2 * kw + config.numAttentionHeads + SwiGLU.rowStride(width: f))
         let fusedQKV = ParameterLayout(config: config).layer.qkv != nil
         let scratch = n * (1 + 3 * c + f + 2 * qw + 2 * kw + (fusedQKV ? qw + 2 * kw : 0))
         return 4 * (layers * perLayer + n * c + scratch)
@@ -217,7 +221,7 @@ public struct MemoryPlanner: Sendable {
 
         let c = config.hiddenSize, v = config.vocabSize
         let rows = min(Classifier.chunkRows, max(1, supervisedRows ?? microBatchSize * (sequenceLength - 1)))
-        plan.classifierBuffers = 4 * (rows * v + 2 * rows * c)
+        plan.classifierBuffers = 4 * (rows * Classifier.logitsStride(vocabulary: v) + 2 * rows * c)
         let attentionShape = Attention.Shape(queryHeads: config.numAttentionHeads, keyValueHeads: config.numKeyValueHeads,
                                              headDimension: config.headDimension)
         plan.attentionScratch = 4 * Attention.scratchFloats(shape: attentionShape, longest: sequenceLength, threads: threads)
@@ -234,9 +238,8 @@ public struct MemoryPlanner: Sendable {
         replay.spareParameters = Replay.Spares(sizes: Replay.Spares.recurring(full).union(Replay.Spares.recurring(replay.wire ?? [])))
         replay.spareGradients = Replay.Spares(sizes: Replay.Spares.recurring(full))
         replay.spareScratch = Replay.Spares(sizes: Replay.Spares.recurring(shard))
-        replay.persistent = plan.modelStates + plan.activations + plan.blasBuffer + plan.bf16Operands + plan.data
-        replay.trainingStep(layout: layout, config: config, classifier: plan.classifierBuffers,
-                            attention: plan.attentionScratch)
+        replay.persistent = plan.modelStates + plan.activations + plan.classifierBuffers + plan.blasBuffer + plan.bf16Operands + plan.data
+        replay.trainingStep(layout: layout, config: config, attention: plan.attentionScratch)
         replay.optimizerPhase()
         plan.gatheredParameters = replay.peaks.gathered
         plan.gradientBuffers = replay.peaks.gradientBuffers
@@ -399,7 +402,7 @@ struct Replay {
 
     // MARK: DecoderModel.step(training: true)
 
-    mutating func trainingStep(layout: ParameterLayout, config: ModelConfig, classifier: Int, attention: Int) {
+    mutating func trainingStep(layout: ParameterLayout, config: ModelConfig, attention: Int) {
         let embedding = layout.embeddingUnit, final = layout.finalUnit
         let layers = (0..<config.numHiddenLayers).map(layout.layerUnit)
         schedule = [embedding] + layers + [final] + (config.tieWordEmbeddings ? [embedding] : []) + layers.reversed()
@@ -418,7 +421,6 @@ struct Replay {
             parameters(embedding, "head")
             gradients(embedding, "head")
         }
-        briefly(classifier, "classifier")
         if config.tieWordEmbeddings {
             releaseGradients(embedding, "head gradient reduce-scatter")
             releaseParameters(embedding)

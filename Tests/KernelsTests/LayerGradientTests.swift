@@ -141,6 +141,46 @@ import Glibc
 
     /// `Linear`'s write and accumulate modes: `accumulate` adds to `out`, and with
     /// `accumulateInputGradient: false` the input gradient overwrites `dinp`, even when `dinp` is `inp`.
+    /// Rows of the gate/up cache kept `stride` floats apart (``SwiGLU/rowStride(width:)`` pads them
+    /// where 2F is a multiple of 256): the gemms that write and read it (`Linear`'s `outputStride`,
+    /// `outputGradientStride`) and the three fused SwiGLU passes give the bits of the packed layout and
+    /// never touch the padding. Also the stride rule itself.
+    @Test func paddedGateUpRows() {
+        #expect(SwiGLU.rowStride(width: 1536) == 3104 && SwiGLU.rowStride(width: 128) == 288 && SwiGLU.rowStride(width: 160) == 320)
+        let n = 6, c = 5, f = 7, stride = 2 * f + 3
+        var random = TestRandom(seed: 14)
+        let x = random.normals(n * c), w = random.normals(2 * f * c, std: 0.5), dy = random.normals(n * f)
+        let pad: Float = -7.5
+        // Packed: gateUp (N, 2F); padded: the same rows `stride` apart, the gaps filled with `pad`.
+        func run(stride: Int) -> (gateUp: [Float], product: [Float], dx: [Float], dw: [Float]) {
+            var gateUp = [Float](repeating: pad, count: (n - 1) * stride + 2 * f)
+            var product = [Float](repeating: 0, count: n * f), recomputed = product
+            var dx = [Float](repeating: 0, count: n * c), dw = [Float](repeating: 0.25, count: 2 * f * c)
+            x.withUnsafeBufferPointer { x in w.withUnsafeBufferPointer { w in dy.withUnsafeBufferPointer { dy in
+                gateUp.withUnsafeMutableBufferPointer { gu in product.withUnsafeMutableBufferPointer { p in
+                    recomputed.withUnsafeMutableBufferPointer { rp in dx.withUnsafeMutableBufferPointer { dx in dw.withUnsafeMutableBufferPointer { dw in
+                        Linear.forward(out: gu, inp: x, weight: w, bias: nil, tokens: n, inputs: c, outputs: 2 * f, outputStride: stride)
+                        SwiGLU.forward(out: p, gateUp: UnsafeBufferPointer(gu), tokens: n, width: f, stride: stride)
+                        SwiGLU.prepareBackward(product: rp, gateUp: gu, tokens: n, width: f, stride: stride)
+                        SwiGLU.backward(gateUp: gu, dout: dy, tokens: n, width: f, stride: stride)
+                        Linear.backward(dinp: dx, dweight: dw, dbias: nil, dout: UnsafeBufferPointer(gu), inp: x, weight: w,
+                                        tokens: n, inputs: c, outputs: 2 * f, outputGradientStride: stride, accumulateInputGradient: false)
+                    } } }
+                } }
+            } } }
+            #expect(recomputed == product, "stride \(stride): prepareBackward's product differs from the forward's")
+            // The rows, packed.
+            let rows = (0..<n).flatMap { gateUp[($0 * stride)..<($0 * stride + 2 * f)] }
+            for t in 0..<(n - 1) {
+                #expect(gateUp[(t * stride + 2 * f)..<((t + 1) * stride)].allSatisfy { $0 == pad }, "stride \(stride): row \(t)'s padding was written")
+            }
+            return (rows, product, dx, dw)
+        }
+        let packed = run(stride: 2 * f), padded = run(stride: stride)
+        #expect(packed.gateUp == padded.gateUp && packed.product == padded.product, "gate/up rows or the product differ with padded rows")
+        #expect(packed.dx == padded.dx && packed.dw == padded.dw, "the gate/up gemms' gradients differ with padded rows")
+    }
+
     @Test func linearWriteAndAccumulate() {
         let n = 4, i = 6, o = 5
         var random = TestRandom(seed: 14)
@@ -216,9 +256,10 @@ import Glibc
         expectGradient("embedding", at: &w, analytic: dw) { weightedSum(forward($0), r) }
     }
 
-    @Test func classifierLossAndGradients() {
-        let n = 7, c = 6, v = 11
-        let targets: [Int32] = [3, -100, 10, 0, -100, 5, 3]
+    /// V 11, and V 256, whose logits rows are padded (``Classifier/logitsStride(vocabulary:)``).
+    @Test(arguments: [11, 256]) func classifierLossAndGradients(v: Int) {
+        let n = 7, c = 6
+        let targets: [Int32] = [3, -100, 10, 0, -100, 5, Int32(v - 1)]
         var random = TestRandom(seed: 6)
         var h = random.normals(n * c), w = random.normals(v * c)
         let scale: Float = 1 / 5

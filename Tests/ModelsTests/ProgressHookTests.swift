@@ -52,9 +52,11 @@ import Kernels
             #expect(differing == nil, "unit \(index): gradient element \(differing ?? -1) differs")
         }
         // Each layer's forward has 8 products (q, k, v, attention, o, gate, up, down) and a call after
-        // each, its backward 9; the head a call after its first two products and after each supervised
-        // row. A layer that fuses products has fewer: at least 4 per layer and direction are required.
-        let layers = Self.config.numHiddenLayers, rows = batch.supervisedCount
+        // each, its backward 9; the head a call after its first two products and after each group of
+        // softmax rows (``Classifier/rowsPerProgress`` at a time). A layer that fuses products has fewer:
+        // at least 4 per layer and direction are required.
+        let layers = Self.config.numHiddenLayers
+        let rows = (batch.supervisedCount + Classifier.rowsPerProgress - 1) / Classifier.rowsPerProgress
         let forward = counted.calls - counted.callsInBackward
         #expect(forward >= layers * 4, "\(forward) calls of the hook in the forward of \(layers) layers")
         #expect(counted.callsInBackward >= layers * 4 + rows + 2, "\(counted.callsInBackward) calls in the head and the backward")
