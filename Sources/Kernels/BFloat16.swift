@@ -13,10 +13,14 @@ public enum BFloat16 {
     /// to infinity, and every NaN becomes `0xFFFF` (a NaN): what PyTorch's `tensor.to(torch.bfloat16)`
     /// gives on CPU (ATen's vectorised `cvtfp32_bf16`; its scalar `c10::BFloat16` gives `0x7FC0`).
     @inline(__always)
-    public static func round(_ x: Float) -> UInt16 {
-        if x.isNaN { return 0xFFFF }
-        let u = x.bitPattern
-        return UInt16(truncatingIfNeeded: (u &+ 0x7FFF &+ ((u >> 16) & 1)) >> 16)
+    public static func round(_ x: Float) -> UInt16 { UInt16(truncatingIfNeeded: roundedBits(x.bitPattern) &>> 16) }
+
+    /// The fp32 bit pattern of `bits` rounded to bf16 (ties to even; NaN → `0xFFFF_0000`), low half
+    /// zero: the one rule behind every rounding here, written so that LLVM vectorises the loops that
+    /// call it (compare, select, add, mask).
+    @inline(__always)
+    static func roundedBits(_ u: UInt32) -> UInt32 {
+        (u & 0x7FFF_FFFF) > 0x7F80_0000 ? 0xFFFF_0000 : (u &+ 0x7FFF &+ ((u &>> 16) & 1)) & 0xFFFF_0000
     }
 
     /// The fp32 value of a bf16 pattern (exact).
@@ -69,11 +73,7 @@ public enum BFloat16 {
         Parallel.forEach(count: source.count, grain: 1 << 16) { range in
             UnsafeRawPointer(input + range.lowerBound).withMemoryRebound(to: UInt32.self, capacity: range.count) { from in
                 UnsafeMutableRawPointer(output + range.lowerBound).withMemoryRebound(to: UInt32.self, capacity: range.count) { to in
-                    for i in 0..<range.count {
-                        let u = from[i]
-                        let rounded = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) & 0xFFFF_0000
-                        to[i] = (u & 0x7FFF_FFFF) > 0x7F80_0000 ? 0xFFFF_0000 : rounded
-                    }
+                    for i in 0..<range.count { to[i] = roundedBits(from[i]) }
                 }
             }
         }
@@ -107,11 +107,7 @@ public enum BFloat16 {
     @inline(__always)
     private static func roundRow(_ source: UnsafePointer<Float>, _ destination: UnsafeMutablePointer<UInt16>, count: Int) {
         UnsafeRawPointer(source).withMemoryRebound(to: UInt32.self, capacity: count) { bits in
-            for i in 0..<count {
-                let u = bits[i]
-                let rounded = UInt16(truncatingIfNeeded: (u &+ 0x7FFF &+ ((u &>> 16) & 1)) &>> 16)
-                destination[i] = (u & 0x7FFF_FFFF) > 0x7F80_0000 ? 0xFFFF : rounded
-            }
+            for i in 0..<count { destination[i] = UInt16(truncatingIfNeeded: roundedBits(bits[i]) &>> 16) }
         }
     }
 }

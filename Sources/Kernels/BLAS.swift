@@ -441,6 +441,12 @@ public enum BLAS {
         columns % 256 == 0 ? columns + 32 : columns
     }
 
+    /// The elements a buffer of `rows` rows of `columns` floats, `stride` floats apart, must hold: the
+    /// last row ends at `(rows − 1) · stride + columns` (0 for no rows).
+    public static func stridedCount(rows: Int, columns: Int, stride: Int) -> Int {
+        rows == 0 ? 0 : (rows - 1) * stride + columns
+    }
+
     /// `y = alpha · A · x + beta · y` with `A` an `m × n` row-major matrix (row stride `lda`), `x` of
     /// `n` and `y` of `m` elements (unit strides). Always OpenBLAS, whatever ``library`` is.
     ///

@@ -25,7 +25,7 @@ public enum Linear {
         splitTokens: Bool = false
     ) {
         let ldo = outputStride ?? o
-        precondition(ldo >= o && inp.count >= n * i && out.count >= (n == 0 ? 0 : (n - 1) * ldo + o) && weight.count == o * i,
+        precondition(ldo >= o && inp.count >= n * i && out.count >= BLAS.stridedCount(rows: n, columns: o, stride: ldo) && weight.count == o * i,
                      "Linear.forward: buffers do not fit (N \(n), I \(i), O \(o), output stride \(ldo))")
         precondition(!(accumulate && bias != nil), "Linear.forward: a bias with accumulate")
         guard n > 0 else { return }
@@ -68,7 +68,7 @@ public enum Linear {
         accumulateInputGradient: Bool = true
     ) {
         let ldd = outputGradientStride ?? o
-        precondition(ldd >= o && dout.count >= (n == 0 ? 0 : (n - 1) * ldd + o) && inp.count >= n * i && weight.count == o * i && dweight.count == o * i,
+        precondition(ldd >= o && dout.count >= BLAS.stridedCount(rows: n, columns: o, stride: ldd) && inp.count >= n * i && weight.count == o * i && dweight.count == o * i,
                      "Linear.backward: buffers do not fit (N \(n), I \(i), O \(o), output gradient stride \(ldd))")
         guard n > 0 else { return }
         BLAS.gemm(transposeA: true, transposeB: false, m: o, n: i, k: n,

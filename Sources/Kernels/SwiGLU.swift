@@ -74,7 +74,7 @@ public enum SwiGLU {
         tokens n: Int, width f: Int, stride: Int? = nil
     ) {
         let stride = stride ?? 2 * f
-        precondition(stride >= 2 * f && out.count >= n * f && gateUp.count >= (n == 0 ? 0 : (n - 1) * stride + 2 * f),
+        precondition(stride >= 2 * f && out.count >= n * f && gateUp.count >= BLAS.stridedCount(rows: n, columns: 2 * f, stride: stride),
                      "SwiGLU.forward: buffers do not fit (N \(n), F \(f), stride \(stride))")
         guard n > 0 && f > 0 else { return }
         let y = out.baseAddress!, gu = gateUp.baseAddress!
@@ -98,7 +98,7 @@ public enum SwiGLU {
         tokens n: Int, width f: Int, stride: Int? = nil
     ) {
         let stride = stride ?? 2 * f
-        precondition(stride >= 2 * f && product.count >= n * f && gateUp.count >= (n == 0 ? 0 : (n - 1) * stride + 2 * f),
+        precondition(stride >= 2 * f && product.count >= n * f && gateUp.count >= BLAS.stridedCount(rows: n, columns: 2 * f, stride: stride),
                      "SwiGLU.prepareBackward: buffers do not fit (N \(n), F \(f), stride \(stride))")
         guard n > 0 && f > 0 else { return }
         let y = product.baseAddress!, gu = gateUp.baseAddress!
@@ -125,7 +125,7 @@ public enum SwiGLU {
         tokens n: Int, width f: Int, stride: Int? = nil
     ) {
         let stride = stride ?? 2 * f
-        precondition(stride >= 2 * f && dout.count >= n * f && gateUp.count >= (n == 0 ? 0 : (n - 1) * stride + 2 * f),
+        precondition(stride >= 2 * f && dout.count >= n * f && gateUp.count >= BLAS.stridedCount(rows: n, columns: 2 * f, stride: stride),
                      "SwiGLU.backward: buffers do not fit (N \(n), F \(f), stride \(stride))")
         guard n > 0 && f > 0 else { return }
         let dy = dout.baseAddress!, gu = gateUp.baseAddress!

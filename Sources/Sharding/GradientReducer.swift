@@ -66,14 +66,10 @@ public final class GradientReducer: BackgroundWork {
         // Every element is accumulated into (`+=`, gemms with `beta = 1`): a new buffer is written first,
         // so its pages come in at the cost of a write, not of a zero-page read and a copy-on-write fault
         // each; a spare (a previous layer's) is zeroed.
-        let (full, isNew, freed) = spareGradients.take(count: plan.units[unit].paddedCount, prefault: true)
-        gradientBufferBytes -= freed
-        if isNew {
-            gradientBufferBytes += full.bytes
-            peakGradientBufferBytes = max(peakGradientBufferBytes, gradientBufferBytes)
-        } else {
-            full.zero()
-        }
+        let (full, isNew, change) = spareGradients.take(count: plan.units[unit].paddedCount, prefault: true)
+        gradientBufferBytes += change
+        peakGradientBufferBytes = max(peakGradientBufferBytes, gradientBufferBytes)
+        if !isNew { full.zero() }
         let result = try body(full.pointer)
         try reduce(unit, full)
         return result
@@ -83,18 +79,15 @@ public final class GradientReducer: BackgroundWork {
         if communicator.size == 1 {
             // One rank: the gradient is the reduced gradient.
             add(UnsafeBufferPointer(full.pointer), into: store.unit(unit))
-            if !spareGradients.keep(full) { gradientBufferBytes -= full.bytes }
+            gradientBufferBytes -= spareGradients.give(full)
             return
         }
         try waitUntil("a gradient reduce-scatter to finish before unit \(unit) (\(plan.units[unit].name))") {
             reductions.count < reductionsInFlight
         }
-        let (scratch, isNew, freed) = spareScratch.take(count: plan.units[unit].shardCount)
-        communicationBytes -= freed
-        if isNew {
-            communicationBytes += scratch.bytes
-            peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
-        }
+        let (scratch, _, change) = spareScratch.take(count: plan.units[unit].shardCount)
+        communicationBytes += change
+        peakCommunicationBytes = max(peakCommunicationBytes, communicationBytes)
         let ring = try communicator.startRingReduceScatter(full.pointer, scratch: scratch.pointer)
         reductions.append((unit, ring, full, scratch))
         try progress()
@@ -109,8 +102,8 @@ public final class GradientReducer: BackgroundWork {
         while let oldest = reductions.first, oldest.ring.isComplete {
             reductions.removeFirst()
             add(UnsafeBufferPointer(oldest.ring.result), into: store.unit(oldest.unit))
-            if !spareGradients.keep(oldest.full) { gradientBufferBytes -= oldest.full.bytes }
-            if !spareScratch.keep(oldest.scratch) { communicationBytes -= oldest.scratch.bytes }
+            gradientBufferBytes -= spareGradients.give(oldest.full)
+            communicationBytes -= spareScratch.give(oldest.scratch)
         }
     }
 

@@ -192,12 +192,9 @@ public final class ShardedParameters: UnitStore {
     /// the caller overwrites: the spare of that size (``SpareBuffers``) or a new one, counted in the
     /// ledger's `gathered_parameters` (``gatheredBytes`` and its peak) when new.
     private func allocate(_ count: Int) -> FloatBuffer {
-        let (buffer, isNew, freed) = spares.take(count: count)
-        gatheredBytes -= freed
-        if isNew {
-            gatheredBytes += buffer.bytes
-            peakGatheredBytes = max(peakGatheredBytes, gatheredBytes)
-        }
+        let (buffer, _, change) = spares.take(count: count)
+        gatheredBytes += change
+        peakGatheredBytes = max(peakGatheredBytes, gatheredBytes)
         return buffer
     }
 
@@ -209,7 +206,7 @@ public final class ShardedParameters: UnitStore {
             let padded = plan.units[unit].paddedCount
             return gathered[unit] == nil && (padded == count || (wires[unit] == nil && parameterDType == .bf16 && (padded + 1) / 2 == count))
         }
-        if !wanted || !spares.keep(buffer) { gatheredBytes -= buffer.bytes }
+        gatheredBytes -= spares.give(buffer, keep: wanted)
     }
 
     /// Waits for the all-gather of `unit`, advancing the gradient reducer's rings meanwhile (a ring

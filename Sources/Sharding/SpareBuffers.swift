@@ -21,19 +21,21 @@ struct SpareBuffers {
 
     /// A buffer of `count` floats: the spare of that size if there is one (contents left from its
     /// last use, `isNew` false), else a fresh zeroed one (``FloatBuffer/init(count:prefault:)``).
-    /// `freedBytes`: the spares let go first because `count` is not a kept size.
-    mutating func take(count: Int, prefault: Bool = false) -> (buffer: FloatBuffer, isNew: Bool, freedBytes: Int) {
+    /// `heldChange`: what the owner's ledger grows by — the new buffer's bytes (0 for a spare), less
+    /// those of the spares let go first because `count` is not a kept size.
+    mutating func take(count: Int, prefault: Bool = false) -> (buffer: FloatBuffer, isNew: Bool, heldChange: Int) {
         if let spare = spares.removeValue(forKey: count) { return (spare, false, 0) }
         let freed = counts.contains(count) ? 0 : removeAll()
-        return (FloatBuffer(count: count, prefault: prefault), true, freed)
+        let buffer = FloatBuffer(count: count, prefault: prefault)
+        return (buffer, true, buffer.bytes - freed)
     }
 
-    /// Keeps `buffer` as the spare of its size when that size recurs and no spare is kept yet;
-    /// whether it was kept (else the caller lets it go).
-    mutating func keep(_ buffer: FloatBuffer) -> Bool {
-        guard counts.contains(buffer.count), spares[buffer.count] == nil else { return false }
+    /// Gives `buffer` back: kept as the spare of its size when `keep` allows, the size recurs and no
+    /// spare of it is kept yet, else let go. Returns what the owner's ledger shrinks by (0 when kept).
+    mutating func give(_ buffer: FloatBuffer, keep: Bool = true) -> Int {
+        guard keep, counts.contains(buffer.count), spares[buffer.count] == nil else { return buffer.bytes }
         spares[buffer.count] = buffer
-        return true
+        return 0
     }
 
     /// Frees every spare; their bytes.
