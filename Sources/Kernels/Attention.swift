@@ -60,6 +60,30 @@ public enum Attention {
         return order.map { (tasks[$0].start, tasks[$0].end, tasks[$0].head) }
     }
 
+    /// One backward row, in place, eight lanes at a time: `p[j] = exp(p[j] − logSumExp)` (the
+    /// probabilities from the scores and the forward's cached `lse`), then `dp[j] = p[j] · (dp[j] − rowDot)`
+    /// (`dS`). One pass instead of an `exponentiate` (whose sum the backward does not need) and a second
+    /// loop; each lane's operations are the scalar tail's, so a row's bits do not depend on its offset.
+    @inline(__always)
+    static func probabilitiesAndScoreGradients(p: UnsafeMutablePointer<Float>, dp: UnsafeMutablePointer<Float>, count: Int,
+                                               logSumExp: Float, rowDot: Float) {
+        let shift = SIMD8<Float>(repeating: logSumExp), dot = SIMD8<Float>(repeating: rowDot)
+        var j = 0
+        while j + 8 <= count {
+            let e = VectorMath.exp(UnsafeRawPointer(p + j).loadUnaligned(as: SIMD8<Float>.self) - shift)
+            UnsafeMutableRawPointer(p + j).storeBytes(of: e, as: SIMD8<Float>.self)
+            let g = UnsafeRawPointer(dp + j).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(dp + j).storeBytes(of: e * (g - dot), as: SIMD8<Float>.self)
+            j += 8
+        }
+        while j < count {
+            let e = VectorMath.exp(p[j] - logSumExp)
+            p[j] = e
+            dp[j] = e * (dp[j] - rowDot)
+            j += 1
+        }
+    }
+
     /// Floats of scratch one call allocates (the backward's, the larger) when its longest segment has
     /// `longest` tokens and `threads` worker threads run it: per worker, stacked queries, `dO` and `dQ`
     /// (`min(blockRows, longest) · group × d` each) and `P`, `dP` (`… × longest` each).
@@ -190,15 +214,13 @@ public enum Attention {
                         let pos = r0 + i, prow = p + r * width, dprow = dp + r * width
                         let first = shape.firstKey(pos) - lo, last = pos - lo
                         let maximum = lb[(start + pos) * hq + h]
-                        var rowDot: Float = 0
-                        let o = ob + (start + pos) * qw + h * d, gradient = dos + r * d
-                        for c in 0..<d { rowDot += o[c] * gradient[c] }
+                        let rowDot = VectorMath.dot(ob + (start + pos) * qw + h * d, dos + r * d, count: d)
                         for j in 0..<first {
                             prow[j] = 0
                             dprow[j] = 0
                         }
-                        _ = VectorMath.exponentiate(prow + first, count: last - first + 1, shift: maximum)
-                        for j in first...last { dprow[j] = prow[j] * (dprow[j] - rowDot) }
+                        Self.probabilitiesAndScoreGradients(p: prow + first, dp: dprow + first, count: last - first + 1,
+                                                            logSumExp: maximum, rowDot: rowDot)
                         for j in (last + 1)..<width {
                             prow[j] = 0
                             dprow[j] = 0

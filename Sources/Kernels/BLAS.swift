@@ -1,4 +1,5 @@
 internal import COpenBLAS
+internal import CPUFeatures
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -246,9 +247,7 @@ public enum BLAS {
     /// The first `flags` line of `cpuinfo` (`/proc/cpuinfo` when nil), split into flags; nil when
     /// there is none.
     static func cpuFlags(cpuinfo: String? = nil) -> Set<Substring>? {
-        guard let text = cpuinfo ?? readProcCPUInfo(),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
-        return Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
+        (cpuinfo.map(CPUInfo.init(text:)) ?? CPUInfo.current())?.flags
     }
 
     /// The library `--blas auto` picks: oneDNN where the CPU has AVX-512 (`avx512f`, `avx512bw`,
@@ -261,20 +260,6 @@ public enum BLAS {
         guard let flags = cpuFlags(cpuinfo: cpuinfo),
               ["avx512f", "avx512bw", "avx512vl"].allSatisfy({ flags.contains(Substring($0)) }) else { return .openblas }
         return (try? Backend.load(.onednn)) != nil ? .onednn : .openblas
-    }
-
-    /// `/proc/cpuinfo`'s text, nil when it cannot be read.
-    private static func readProcCPUInfo() -> String? {
-        guard let file = fopen("/proc/cpuinfo", "r") else { return nil }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
-            if count <= 0 { break }
-            bytes += chunk[0..<count]
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Sends every later gemm through ``Precision/bf16`` (or back to the library's sgemm for fp32).

@@ -59,6 +59,10 @@ public enum VectorMath {
     @inline(__always)
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
 
+    /// ``sigmoid(_:)-(Float)`` on eight lanes: bitwise the scalar's result on each lane.
+    @inline(__always)
+    public static func sigmoid(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + exp(-x)) }
+
     /// Writes `exp(x[i] − shift)` into `x` and returns their sum, accumulated in Double.
     ///
     /// The sum is a softmax denominator: 49 152 terms for SmolLM2's vocabulary. Eight Float lanes of
@@ -112,6 +116,22 @@ public enum VectorMath {
             sum += Double(base[i]) * Double(base[i])
             i += 1
         }
+        return sum
+    }
+
+    /// `Σ a[i]·b[i]` over `count` elements in eight Float lanes (lane `l` sums every eighth product
+    /// from `l`, the lanes then summed in order, the tail last): attention's `rowsum(dO ⊙ O)` over a
+    /// head's `d` channels, which as one scalar chain waited on each add's latency.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var lanes = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= count {
+            lanes += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            i += 8
+        }
+        var sum = lanes.sum()
+        while i < count { sum += a[i] * b[i]; i += 1 }
         return sum
     }
 

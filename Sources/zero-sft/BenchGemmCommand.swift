@@ -1,4 +1,5 @@
 import ArgumentParser
+import CPUFeatures
 import Foundation
 import Kernels
 import Models
@@ -184,15 +185,10 @@ struct CPUDescription {
     var logicalCores: Int
 
     static var current: CPUDescription {
-        let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        func field(_ key: String) -> String? {
-            for line in text.split(separator: "\n") where line.hasPrefix(key) {
-                if let colon = line.firstIndex(of: ":") { return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces) }
-            }
-            return nil
-        }
+        let info = CPUInfo.current() ?? CPUInfo(text: "")
+        func field(_ key: String) -> String? { info.field(key) }
         let flags = (field("flags") ?? "").split(separator: " ").map(String.init)
-        let family = field("cpu family").map { " (family \($0) model \(field("model\t") ?? field("model ") ?? "?"))" } ?? ""
+        let family = field("cpu family").map { " (family \($0) model \(field("model") ?? "?"))" } ?? ""
         let wanted = flags.filter { $0 == "avx" || $0 == "avx2" || $0 == "fma" || $0.hasPrefix("avx512") || $0.hasPrefix("amx") || $0 == "avx_vnni" }
         return CPUDescription(model: (field("model name") ?? "unknown") + family, extensions: wanted, logicalCores: ProcessInfo.processInfo.activeProcessorCount)
     }

@@ -1,6 +1,7 @@
 import Glibc
 import Testing
 import Kernels
+import TestSupport
 
 @Suite struct VectorMathTests {
     /// Relative error of the vectorised exp against Double `exp`, on a dense grid over its range.
@@ -49,5 +50,38 @@ import Kernels
             }
         }
         #expect(differing.isEmpty, "SIMD exp differs from the scalar exp at \(differing.prefix(8)) (\(differing.count) inputs)")
+    }
+
+    /// The eight-lane sigmoid (SwiGLU's kernels) is the scalar one, bit for bit, across and past the
+    /// exp's clamps.
+    @Test func simdSigmoidIsTheScalarSigmoid() {
+        var inputs: [Float] = [-.infinity, .infinity, .nan, 0, -0.0, -88.3, 87.3, -1000, 1000]
+        var x: Float = -100
+        while x < 100 { inputs.append(x); x += 0.017_3 }
+        while inputs.count % 8 != 0 { inputs.append(-1) }
+        var differing: [Float] = []
+        for start in stride(from: 0, to: inputs.count, by: 8) {
+            let lanes = SIMD8<Float>(inputs[start..<(start + 8)])
+            let s = VectorMath.sigmoid(lanes)
+            for lane in 0..<8 {
+                let scalar = VectorMath.sigmoid(lanes[lane])
+                if !(scalar.bitPattern == s[lane].bitPattern || (scalar.isNaN && s[lane].isNaN)) { differing.append(lanes[lane]) }
+            }
+        }
+        #expect(differing.isEmpty, "SIMD sigmoid differs from the scalar sigmoid at \(differing.prefix(8)) (\(differing.count) inputs)")
+    }
+
+    /// The eight-lane dot product (attention backward's `rowsum(dO ⊙ O)`) against a Double sum, for
+    /// counts with and without a tail, including none.
+    @Test func dotMatchesADoubleSum() {
+        var random = TestRandom(seed: 5)
+        for count in [0, 1, 7, 8, 9, 16, 23, 64, 67] {
+            let a = random.normals(count), b = random.normals(count)
+            let dot = a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in
+                VectorMath.dot(a.baseAddress ?? UnsafePointer(bitPattern: 8)!, b.baseAddress ?? UnsafePointer(bitPattern: 8)!, count: count)
+            } }
+            let expected = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            #expect(abs(Double(dot) - expected) <= 1e-6 * max(1, zip(a, b).reduce(0.0) { $0 + abs(Double($1.0 * $1.1)) }), "count \(count): \(dot) vs \(expected)")
+        }
     }
 }
