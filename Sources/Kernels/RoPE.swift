@@ -60,6 +60,13 @@ public enum RoPE {
     /// Rotates `x (N, H, d)` in place by each token's position (and scales by the attention factor);
     /// `inverse` applies the transpose, `m·R(−a)` (the backward). Tokens are split over the rank's
     /// threads (``Parallel/forEach(count:grain:_:)``); the result does not depend on how.
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+    }
+    @inline(__always) static func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+    }
+
     public static func apply(
         _ x: UnsafeMutableBufferPointer<Float>,
         positions: UnsafeBufferPointer<Int32>,
@@ -83,10 +90,21 @@ public enum RoPE {
                         let c = cosines.baseAddress! + p * half, s = sines.baseAddress! + p * half
                         for h in 0..<heads {
                             let v = base + (t * heads + h) * d
-                            for i in 0..<half {
+                            // Eight lanes at a time (the scalar tail's operations on each lane: bitwise
+                            // the same rotation), so the loop does not depend on LLVM proving that `v`
+                            // and the table do not overlap.
+                            var i = 0
+                            while i + 8 <= half {
+                                let x1 = load(v + i), x2 = load(v + i + half), ci = load(c + i), sn = sign * load(s + i)
+                                store(x1 * ci - x2 * sn, v + i)
+                                store(x2 * ci + x1 * sn, v + i + half)
+                                i += 8
+                            }
+                            while i < half {
                                 let x1 = v[i], x2 = v[i + half], sn = sign * s[i]
                                 v[i] = x1 * c[i] - x2 * sn
                                 v[i + half] = x2 * c[i] + x1 * sn
+                                i += 1
                             }
                         }
                     }

@@ -218,8 +218,10 @@ import Glibc
         #expect(aliased == dxReference && dwAliased == dwReference, "dinp aliasing inp changed the gradients")
     }
 
+    /// d = 20: each head's ten pairs run eight lanes and a scalar tail of two; the forward is also
+    /// checked bit for bit against the rotation written out per element (the table's cos and sin).
     @Test func rope() {
-        let n = 6, heads = 3, d = 8
+        let n = 6, heads = 3, d = 20
         let table = RotaryTable(headDimension: d, maxPositions: 16, base: 10000)
         let positions: [Int32] = [0, 1, 2, 0, 1, 5]
         var random = TestRandom(seed: 4)
@@ -235,6 +237,18 @@ import Glibc
         expectGradient("rope", at: &x, analytic: dx) { weightedSum(forward($0), r) }
         // Position 0 is the identity; the rotation keeps each pair's norm.
         let y = forward(x)
+        var written = x
+        for t in 0..<n {
+            for h in 0..<heads {
+                for i in 0..<(d / 2) {
+                    let c = table.cosines[Int(positions[t]) * d / 2 + i], sn = table.sines[Int(positions[t]) * d / 2 + i]
+                    let x1 = x[(t * heads + h) * d + i], x2 = x[(t * heads + h) * d + i + d / 2]
+                    written[(t * heads + h) * d + i] = x1 * c - x2 * sn
+                    written[(t * heads + h) * d + i + d / 2] = x2 * c + x1 * sn
+                }
+            }
+        }
+        #expect(y == written, "RoPE's lanes differ from the rotation written out per element")
         for i in 0..<(heads * d) { #expect(abs(y[i] - x[i]) < 1e-6, "rope moved position 0 at \(i)") }
     }
 
