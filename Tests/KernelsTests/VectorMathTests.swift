@@ -32,6 +32,22 @@ import TestSupport
         #expect(values.withUnsafeBufferPointer { VectorMath.maximum($0.baseAddress!, count: 21) } == values.max())
     }
 
+    /// The inputs (a multiple of eight, padded with `1`) where `lanes` differs from `scalar` on some
+    /// lane, NaN matching NaN.
+    static func lanesDiffering(_ inputs: [Float], lanes: (SIMD8<Float>) -> SIMD8<Float>, scalar: (Float) -> Float) -> [Float] {
+        var inputs = inputs
+        while inputs.count % 8 != 0 { inputs.append(1) }
+        var differing: [Float] = []
+        for start in stride(from: 0, to: inputs.count, by: 8) {
+            let x = SIMD8<Float>(inputs[start..<(start + 8)]), y = lanes(x)
+            for lane in 0..<8 {
+                let expected = scalar(x[lane])
+                if !(expected.bitPattern == y[lane].bitPattern || (expected.isNaN && y[lane].isNaN)) { differing.append(x[lane]) }
+            }
+        }
+        return differing
+    }
+
     /// The eight-lane exp is the scalar exp, bit for bit, on a grid over the whole range, past both
     /// clamps, at ±∞, ±0 and NaN (every lane position; the softmax's results rest on this).
     @Test func simdExpIsTheScalarExp() {
@@ -39,16 +55,7 @@ import TestSupport
                                .leastNonzeroMagnitude, -.leastNonzeroMagnitude, .greatestFiniteMagnitude]
         var x: Float = -95
         while x < 95 { inputs.append(x); x += 0.013_7 }
-        while inputs.count % 8 != 0 { inputs.append(1) }
-        var differing: [Float] = []
-        for start in stride(from: 0, to: inputs.count, by: 8) {
-            let lanes = SIMD8<Float>(inputs[start..<(start + 8)])
-            let e = VectorMath.exp(lanes)
-            for lane in 0..<8 {
-                let scalar = VectorMath.exp(lanes[lane])
-                if !(scalar.bitPattern == e[lane].bitPattern || (scalar.isNaN && e[lane].isNaN)) { differing.append(lanes[lane]) }
-            }
-        }
+        let differing = Self.lanesDiffering(inputs, lanes: VectorMath.exp, scalar: VectorMath.exp)
         #expect(differing.isEmpty, "SIMD exp differs from the scalar exp at \(differing.prefix(8)) (\(differing.count) inputs)")
     }
 
@@ -58,16 +65,7 @@ import TestSupport
         var inputs: [Float] = [-.infinity, .infinity, .nan, 0, -0.0, -88.3, 87.3, -1000, 1000]
         var x: Float = -100
         while x < 100 { inputs.append(x); x += 0.017_3 }
-        while inputs.count % 8 != 0 { inputs.append(-1) }
-        var differing: [Float] = []
-        for start in stride(from: 0, to: inputs.count, by: 8) {
-            let lanes = SIMD8<Float>(inputs[start..<(start + 8)])
-            let s = VectorMath.sigmoid(lanes)
-            for lane in 0..<8 {
-                let scalar = VectorMath.sigmoid(lanes[lane])
-                if !(scalar.bitPattern == s[lane].bitPattern || (scalar.isNaN && s[lane].isNaN)) { differing.append(lanes[lane]) }
-            }
-        }
+        let differing = Self.lanesDiffering(inputs, lanes: VectorMath.sigmoid, scalar: VectorMath.sigmoid)
         #expect(differing.isEmpty, "SIMD sigmoid differs from the scalar sigmoid at \(differing.prefix(8)) (\(differing.count) inputs)")
     }
 
