@@ -75,10 +75,8 @@ public enum Linear {
                   a: dout.baseAddress!, lda: ldd, b: inp.baseAddress!, ldb: i,
                   beta: 1, c: dweight.baseAddress!, ldc: i)
         if let dinp {
-            precondition(dinp.count >= n * i, "Linear.backward: dinp too small")
-            BLAS.gemm(transposeA: false, transposeB: false, m: n, n: i, k: o,
-                      a: dout.baseAddress!, lda: ldd, b: weight.baseAddress!, ldb: i,
-                      beta: accumulateInputGradient ? 1 : 0, c: dinp.baseAddress!, ldc: i)
+            inputGradient(dinp: dinp, dout: dout, weight: weight, tokens: n, inputs: i, outputs: o,
+                          outputGradientStride: ldd, accumulate: accumulateInputGradient)
         }
         if let dbias {
             precondition(dbias.count == o, "Linear.backward: dbias has \(dbias.count) elements, expected \(o)")
@@ -88,5 +86,26 @@ public enum Linear {
                 for j in 0..<o { db[j] += row[j] }
             }
         }
+    }
+
+    /// The input's gradient alone: `dinp += dout · W` (`accumulate`) or `dinp = dout · W`, for a
+    /// caller that needs it before the weight gradient (the MLP's down projection, whose input the
+    /// SwiGLU backward recomputes in the same pass that consumes this gradient). Shapes as
+    /// ``backward(dinp:dweight:dbias:dout:inp:weight:tokens:inputs:outputs:outputGradientStride:accumulateInputGradient:)``.
+    public static func inputGradient(
+        dinp: UnsafeMutableBufferPointer<Float>,
+        dout: UnsafeBufferPointer<Float>,
+        weight: UnsafeBufferPointer<Float>,
+        tokens n: Int, inputs i: Int, outputs o: Int,
+        outputGradientStride: Int? = nil,
+        accumulate: Bool
+    ) {
+        let ldd = outputGradientStride ?? o
+        precondition(ldd >= o && dout.count >= BLAS.stridedCount(rows: n, columns: o, stride: ldd) && weight.count == o * i && dinp.count >= n * i,
+                     "Linear.inputGradient: buffers do not fit (N \(n), I \(i), O \(o), output gradient stride \(ldd))")
+        guard n > 0 else { return }
+        BLAS.gemm(transposeA: false, transposeB: false, m: n, n: i, k: o,
+                  a: dout.baseAddress!, lda: ldd, b: weight.baseAddress!, ldb: i,
+                  beta: accumulate ? 1 : 0, c: dinp.baseAddress!, ldc: i)
     }
 }

@@ -5,9 +5,8 @@ import Glibc
 /// Two layouts. The separate one: `gate (N, F)`, `up (N, F)`, `out (N, F)`; backward needs `gate`
 /// and `up` (cached by the caller). The fused one, which the decoder layer uses: `gateUp (N, 2F)`,
 /// each row `[gate | up]` as one gemm against the adjacent `gate_proj` and `up_proj` weights writes
-/// it; its backward runs in two passes over that cache, in place (``prepareBackward(product:gateUp:tokens:width:)``
-/// then ``backward(gateUp:dout:tokens:width:)``), so σ is evaluated once per element in the backward
-/// and no `dgate`/`dup` scratch is needed.
+/// it; its backward is one pass over that cache, in place (``backward(product:gateUp:tokens:width:stride:)``),
+/// so σ is evaluated once per element in the backward and no `dgate`/`dup` scratch is needed.
 ///
 /// The fused kernels take the cache's row stride (``rowStride(width:)``: rows padded where `2F` is a
 /// multiple of 256). Every kernel splits its rows over the rank's threads (``Parallel/forEach(count:grain:_:)``).
@@ -107,20 +106,25 @@ public enum SwiGLU {
         }
     }
 
-    /// Fused layout, the backward's first pass: recomputes the forward's `product (N, F)` (the down
-    /// projection's input, needed for its weight gradient) and overwrites `gateUp` in place with the
-    /// two local derivatives, `∂out/∂gate = up · σ(g)(1 + g(1 − σ(g)))` and `∂out/∂up = silu(g)`.
+    /// Fused layout, the backward in one pass over the forward's cached `gateUp`: on entry `product`
+    /// holds `∂L/∂out (N, F)` (the down projection's input gradient); on return it holds the forward's
+    /// `out` again, recomputed (the down projection's weight gradient needs it), and `gateUp` holds
+    /// `∂L/∂(gate, up)` in place: `∂L/∂gate = ∂L/∂out · up · σ(g)(1 + g(1 − σ(g)))`,
+    /// `∂L/∂up = ∂L/∂out · silu(g)` (written, not accumulated).
     ///
-    /// The forward's cached `gateUp` is read by nothing else afterwards, so one pass evaluates σ once
-    /// for both the recompute and the backward.
-    public static func prepareBackward(
+    /// One pass: σ is evaluated once for the recompute and both derivatives, each element of `product`
+    /// read (its gradient) before it is written (the output), and nothing else reads `gateUp` after
+    /// the forward, so no scratch is needed. (Until 2026-12-07 two passes: the derivatives first, the
+    /// multiplication by `∂L/∂out` after the down projection's gemms; the same operations in the same
+    /// order per element, so the same bits.)
+    public static func backward(
         product: UnsafeMutableBufferPointer<Float>,
         gateUp: UnsafeMutableBufferPointer<Float>,
         tokens n: Int, width f: Int, stride: Int? = nil
     ) {
         let stride = stride ?? 2 * f
         precondition(stride >= 2 * f && product.count >= n * f && gateUp.count >= BLAS.stridedCount(rows: n, columns: 2 * f, stride: stride),
-                     "SwiGLU.prepareBackward: buffers do not fit (N \(n), F \(f), stride \(stride))")
+                     "SwiGLU.backward: buffers do not fit (N \(n), F \(f), stride \(stride))")
         guard n > 0 && f > 0 else { return }
         let y = product.baseAddress!, gu = gateUp.baseAddress!
         Parallel.forEach(count: n, grain: max(1, grain / f)) { rows in
@@ -128,45 +132,20 @@ public enum SwiGLU {
                 let g = gu + t * stride, u = g + f, yt = y + t * f
                 var j = 0
                 while j + 8 <= f {
-                    let gj = load(g + j), uj = load(u + j)
+                    let gj = load(g + j), uj = load(u + j), dy = load(yt + j)
                     let sigma = VectorMath.sigmoid(gj), silu = gj * sigma
                     store(silu * uj, yt + j)
-                    store(uj * sigma * (1 + gj * (1 - sigma)), g + j)
-                    store(silu, u + j)
+                    store(uj * sigma * (1 + gj * (1 - sigma)) * dy, g + j)
+                    store(silu * dy, u + j)
                     j += 8
                 }
                 while j < f {
-                    let gj = g[j], uj = u[j]
+                    let gj = g[j], uj = u[j], dy = yt[j]
                     let sigma = VectorMath.sigmoid(gj), silu = gj * sigma
                     yt[j] = silu * uj
-                    g[j] = uj * sigma * (1 + gj * (1 - sigma))
-                    u[j] = silu
+                    g[j] = uj * sigma * (1 + gj * (1 - sigma)) * dy
+                    u[j] = silu * dy
                     j += 1
-                }
-            }
-        }
-    }
-
-    /// Fused layout, the backward's second pass: turns the derivatives left by
-    /// ``prepareBackward(product:gateUp:tokens:width:)`` into `∂L/∂(gate, up)` in place:
-    /// `gateUp[t, j] *= dout[t, j]`, `gateUp[t, F + j] *= dout[t, j]` (written, not accumulated).
-    public static func backward(
-        gateUp: UnsafeMutableBufferPointer<Float>,
-        dout: UnsafeBufferPointer<Float>,
-        tokens n: Int, width f: Int, stride: Int? = nil
-    ) {
-        let stride = stride ?? 2 * f
-        precondition(stride >= 2 * f && dout.count >= n * f && gateUp.count >= BLAS.stridedCount(rows: n, columns: 2 * f, stride: stride),
-                     "SwiGLU.backward: buffers do not fit (N \(n), F \(f), stride \(stride))")
-        guard n > 0 && f > 0 else { return }
-        let dy = dout.baseAddress!, gu = gateUp.baseAddress!
-        Parallel.forEach(count: n, grain: max(1, grain / f)) { rows in
-            for t in rows {
-                let g = gu + t * stride, u = g + f, dyt = dy + t * f
-                for j in 0..<f {
-                    let d = dyt[j]
-                    g[j] *= d
-                    u[j] *= d
                 }
             }
         }

@@ -179,16 +179,16 @@ extension DecoderModel {
         let x = a.layerInput[l].prefix(n * c), middle = a.middle[l].prefix(n * c)
         let normed = a.normed.slice(0..<(n * c)), dnormed = a.dnormed.slice(0..<(n * c))
         let residual = a.residualGradient.slice(0..<(n * c))
-        // MLP block: recompute n₂(h) and the SwiGLU product, leaving SwiGLU's derivatives in gateUp.
+        // MLP block: recompute n₂(h); the product's gradient dy · Wd, then one SwiGLU pass turns it and
+        // the cached gateUp into gateUp's gradient and the recomputed product; then dWd += dyᵀ · product.
         let gateUp = a.gateUp[l].slice(0..<(n * a.gateUpStride)), product = a.product.slice(0..<(n * f))
         RMSNorm.forward(out: normed, rstd: a.rstd2[l].pointer, inp: middle, weight: w.postNorm, tokens: n, channels: c, epsilon: eps)
-        SwiGLU.prepareBackward(product: product, gateUp: gateUp, tokens: n, width: f, stride: a.gateUpStride)
-        // dWd += dyᵀ · product, then product's gradient overwrites it.
-        Linear.backward(dinp: product, dweight: g.down, dbias: nil, dout: UnsafeBufferPointer(residual),
-                        inp: UnsafeBufferPointer(product), weight: w.down, tokens: n, inputs: f, outputs: c,
-                        accumulateInputGradient: false)
+        Linear.inputGradient(dinp: product, dout: UnsafeBufferPointer(residual), weight: w.down,
+                             tokens: n, inputs: f, outputs: c, accumulate: false)
+        SwiGLU.backward(product: product, gateUp: gateUp, tokens: n, width: f, stride: a.gateUpStride)
+        Linear.backward(dinp: nil, dweight: g.down, dbias: nil, dout: UnsafeBufferPointer(residual),
+                        inp: UnsafeBufferPointer(product), weight: w.down, tokens: n, inputs: f, outputs: c)
         progress()
-        SwiGLU.backward(gateUp: gateUp, dout: UnsafeBufferPointer(product), tokens: n, width: f, stride: a.gateUpStride)
         Linear.backward(dinp: dnormed, dweight: g.gateUp, dbias: nil, dout: UnsafeBufferPointer(gateUp),
                         inp: UnsafeBufferPointer(normed), weight: w.gateUp, tokens: n, inputs: c, outputs: 2 * f,
                         outputGradientStride: a.gateUpStride, accumulateInputGradient: false)

@@ -124,12 +124,11 @@ import Glibc
         } } }
         let fused = forward(gu)
         #expect(fused == separate, "fused SwiGLU forward differs from the separate layout")
-        var product = [Float](repeating: 0, count: n * f), gradient = gu
-        product.withUnsafeMutableBufferPointer { p in gradient.withUnsafeMutableBufferPointer { g in r.withUnsafeBufferPointer { r in
-            SwiGLU.prepareBackward(product: p, gateUp: g, tokens: n, width: f)
-            SwiGLU.backward(gateUp: g, dout: r, tokens: n, width: f)
-        } } }
-        #expect(product == fused, "prepareBackward's product differs from the forward")
+        var product = r, gradient = gu   // in: the output's gradient; out: the recomputed product
+        product.withUnsafeMutableBufferPointer { p in gradient.withUnsafeMutableBufferPointer { g in
+            SwiGLU.backward(product: p, gateUp: g, tokens: n, width: f)
+        } }
+        #expect(product == fused, "the backward's recomputed product differs from the forward")
         var maxDifference: Float = 0
         for t in 0..<n {
             for j in 0..<f {
@@ -145,7 +144,7 @@ import Glibc
     /// `accumulateInputGradient: false` the input gradient overwrites `dinp`, even when `dinp` is `inp`.
     /// Rows of the gate/up cache kept `stride` floats apart (``SwiGLU/rowStride(width:)`` pads them
     /// where 2F is a multiple of 256): the gemms that write and read it (`Linear`'s `outputStride`,
-    /// `outputGradientStride`) and the three fused SwiGLU passes give the bits of the packed layout and
+    /// `outputGradientStride`) and the fused SwiGLU forward and backward give the bits of the packed layout and
     /// never touch the padding. Also the stride rule itself.
     @Test func paddedGateUpRows() {
         #expect(SwiGLU.rowStride(width: 1536) == 3104 && SwiGLU.rowStride(width: 128) == 288 && SwiGLU.rowStride(width: 160) == 320)
@@ -163,14 +162,14 @@ import Glibc
                     recomputed.withUnsafeMutableBufferPointer { rp in dx.withUnsafeMutableBufferPointer { dx in dw.withUnsafeMutableBufferPointer { dw in
                         Linear.forward(out: gu, inp: x, weight: w, bias: nil, tokens: n, inputs: c, outputs: 2 * f, outputStride: stride)
                         SwiGLU.forward(out: p, gateUp: UnsafeBufferPointer(gu), tokens: n, width: f, stride: stride)
-                        SwiGLU.prepareBackward(product: rp, gateUp: gu, tokens: n, width: f, stride: stride)
-                        SwiGLU.backward(gateUp: gu, dout: dy, tokens: n, width: f, stride: stride)
+                        _ = rp.update(fromContentsOf: dy)
+                        SwiGLU.backward(product: rp, gateUp: gu, tokens: n, width: f, stride: stride)
                         Linear.backward(dinp: dx, dweight: dw, dbias: nil, dout: UnsafeBufferPointer(gu), inp: x, weight: w,
                                         tokens: n, inputs: c, outputs: 2 * f, outputGradientStride: stride, accumulateInputGradient: false)
                     } } }
                 } }
             } } }
-            #expect(recomputed == product, "stride \(stride): prepareBackward's product differs from the forward's")
+            #expect(recomputed == product, "stride \(stride): the backward's recomputed product differs from the forward's")
             // The rows, packed.
             let rows = (0..<n).flatMap { gateUp[($0 * stride)..<($0 * stride + 2 * f)] }
             for t in 0..<(n - 1) {
