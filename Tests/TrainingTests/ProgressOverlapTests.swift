@@ -47,7 +47,9 @@ import Training
         for (index, (label, extra)) in variants.enumerated() {
             let on = try TrainingRun.run(ranks: ranks, arguments: arguments + extra, in: scratch.url, label: "stage\(stage)-\(ranks)-\(index)")
             let passes = Self.passes(on, "progress_thread_passes")
-            #expect(passes.count == 4 && passes.allSatisfy { $0 > 0 }, "stage \(stage), \(ranks) ranks, \(label): thread passes per step \(passes)")
+            // Counted every step, and the thread ran: a step of the tiny model takes milliseconds, and on
+            // two oversubscribed cores one can end before the thread is scheduled (CI saw [1, 0, 16, 14]).
+            #expect(passes.count == 4 && passes.reduce(0, +) > 0, "stage \(stage), \(ranks) ranks, \(label): thread passes per step \(passes)")
             Self.expectSameTraining(on, off, "stage \(stage), \(ranks) ranks, \(label)")
         }
     }
