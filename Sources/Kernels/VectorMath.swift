@@ -120,8 +120,9 @@ public enum VectorMath {
     }
 
     /// `Σ a[i]·b[i]` over `count` elements in eight Float lanes (lane `l` sums every eighth product
-    /// from `l`, the lanes then summed in order, the tail last): attention's `rowsum(dO ⊙ O)` over a
-    /// head's `d` channels, which as one scalar chain waited on each add's latency.
+    /// from `l`; then `SIMD8.sum()`, a fixed order of its own, and the tail last): attention's
+    /// `rowsum(dO ⊙ O)` over a head's `d` channels, which as one scalar chain waited on each add's
+    /// latency. The same inputs give the same bits on every call and thread.
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
         var lanes = SIMD8<Float>(repeating: 0)
