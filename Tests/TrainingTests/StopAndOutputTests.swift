@@ -124,6 +124,40 @@ import Glibc
                 && !AtomicFile.isLeftover(".tmp-Ab12Cd") && !AtomicFile.isLeftover(".notes.tmp-Ab12C!"))
     }
 
+    /// `--resume PATH --output-dir DIR` skipped the non-empty check and overwrote DIR's files — the
+    /// `--model` directory's `model.safetensors` included. A resumed run's DIR must be new, empty, or a
+    /// run's (holding a `checkpoint-STEP` folder); a new one still works.
+    @Test func resumingNeverWritesIntoAnotherDirectory() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let run = scratch.url.appendingPathComponent("run")
+        let first = try Self.run(["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64",
+                                  "--output-dir", run.path, "--save-every", "1"])
+        #expect(first.status == 0, "\(first.stderr)")
+        // An HF model directory of the same architecture (the run's final model) as --model.
+        let model = scratch.url.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        for name in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: run.appendingPathComponent(name), to: model.appendingPathComponent(name))
+        }
+        let base = ["train", "--model", model.path, "--data", data.path, "--max-steps", "2", "--seq-len", "64"]
+        let checkpoint = run.appendingPathComponent("checkpoint-1").path
+        try Self.expectRefusal(base + ["--resume", checkpoint, "--output-dir", model.path],
+                               mentions: ["output directory \(model.path) exists, is not empty and holds no checkpoint of a run",
+                                          "config.json, model.safetensors"],
+                               protecting: [model])
+        let used = scratch.url.appendingPathComponent("used")
+        try FileManager.default.createDirectory(at: used, withIntermediateDirectories: true)
+        try Data("mine\n".utf8).write(to: used.appendingPathComponent("notes.txt"))
+        try Self.expectRefusal(base + ["--resume", checkpoint, "--output-dir", used.path],
+                               mentions: ["output directory \(used.path) exists, is not empty and holds no checkpoint of a run (notes.txt)"],
+                               protecting: [used])
+        let fresh = scratch.url.appendingPathComponent("fresh")
+        let resumed = try Self.run(base + ["--resume", checkpoint, "--output-dir", fresh.path])
+        #expect(resumed.status == 0 && FileManager.default.fileExists(atPath: fresh.appendingPathComponent("model.safetensors").path),
+                "\(resumed.stderr)")
+    }
+
     /// A small tmpfs mounted at `directory` (root only; nil where mounting is not allowed).
     final class TemporaryMount {
         let url: URL
