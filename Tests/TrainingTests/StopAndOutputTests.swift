@@ -158,6 +158,24 @@ import Glibc
                 "\(resumed.stderr)")
     }
 
+    /// `--resume PATH` that does not exist, is a file, or is the output directory instead of one of its
+    /// checkpoints says so (all three were "incomplete checkpoint: … found no marker and no trainer_state.json").
+    @Test func resumePathThatIsNotACheckpointIsNamed() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let run = scratch.url.appendingPathComponent("run")
+        let base = ["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64"]
+        let first = try Self.run(base + ["--output-dir", run.path, "--save-every", "1"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let missing = scratch.url.appendingPathComponent("no-such-checkpoint").path
+        try Self.expectRefusal(base + ["--resume", missing], mentions: ["--resume \(missing): no such checkpoint folder"])
+        try Self.expectRefusal(base + ["--resume", data.path], mentions: ["--resume \(data.path): not a directory"], protecting: [data])
+        try Self.expectRefusal(base + ["--resume", run.path, "--output-dir", scratch.url.appendingPathComponent("new").path],
+                               mentions: ["--resume \(run.path): an output directory, not a checkpoint: it holds checkpoint-1, checkpoint-2",
+                                          "the latest complete one is \(run.path)/checkpoint-2"],
+                               protecting: [run])
+    }
+
     /// A small tmpfs mounted at `directory` (root only; nil where mounting is not allowed).
     final class TemporaryMount {
         let url: URL
