@@ -146,6 +146,9 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        // launch/run relays its SIGTERM as SIGUSR1 at any moment, the start-up before MPI_Init included:
+        // record it from now on (StopSignals.install), as Job.run does again after MPI_Init.
+        if StopSignals.isRelayed { StopSignals.install() }
         try blasOptions.apply()
         let started = Date()
         let source = try modelOptions.resolve()

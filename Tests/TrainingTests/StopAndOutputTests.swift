@@ -466,6 +466,23 @@ import Glibc
         try Self.expectStopped(direct, status: 143, signal: "SIGTERM", metrics: oneRank, output: nil)
     }
 
+    /// SIGTERM to `launch/run` running a command other than `train` (eval, bench, self-test: nothing to save)
+    /// exits 143; it exited 138 saying "the job failed …: the stop's checkpoint may be missing".
+    @Test func signalToLaunchRunStopsOtherCommandsWith143() throws {
+        let scratch = try ScratchDirectory()
+        let binary = try ZeroSFTBinary.locate().path
+        let run = ZeroSFTBinary.packageRoot.appendingPathComponent("launch/run").path
+        let result = try TestProcesses.serially {
+            let job = try BackgroundJob([run, "-n", "2", "--", "bench", "--model", "tiny", "--seq-len", "64", "--steps", "1000000"],
+                                        environment: ["ZERO_SFT_BINARY": binary], in: scratch, label: "bench")
+            #expect(job.wait(for: job.stdout, lines: 1, seconds: 60))
+            kill(job.pid, SIGTERM)
+            return job.finish(within: 60)
+        }
+        #expect(result.status == 143, "status \(result.status)\n\(result.stderr)")
+        #expect(!result.stderr.contains("checkpoint may be missing"), "\(result.stderr)")
+    }
+
     /// The disk fills during the run, then SIGTERM: the checkpoint save fails naming the rank's shard file
     /// and the reason, the job ends non-zero (not 143: nothing was saved), and nothing but the temporary
     /// folder (which the next save removes) stays.
@@ -536,6 +553,45 @@ import Glibc
         #expect(b.map(\.step) == Array(1...800), "steps in the resumed metrics file: \(b.count) lines")
         let differing = zip(a, b).filter { $0.loss != $1.loss || $0.norm != $1.norm }
         #expect(differing.isEmpty, "\(differing.count) steps differ, first \(differing.first.map { "step \($0.0.step): \($0.1.loss) vs \($0.0.loss)" } ?? "")")
+    }
+
+    /// launch/run's relayed SIGTERM (SIGUSR1) during the start-up before MPI_Init — resolving the model,
+    /// parsing the data — killed the rank (SIGUSR1's default action): mpirun then took 2 × its grace period
+    /// (60 s) to exit 138, "the job failed". The rank now records it from the start and stops before step 1.
+    /// Deterministic: `--model` is a FIFO config.json, so the rank waits in its `open` until the test writes it.
+    @Test func relayedStopDuringStartUpStopsBeforeStepOne() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let config = scratch.url.appendingPathComponent("config.json")
+        #expect(mkfifo(config.path, 0o644) == 0)
+        let binary = try ZeroSFTBinary.locate().path
+        let result = try TestProcesses.serially {
+            let job = try BackgroundJob([binary, "train", "--model", config.path, "--data", data.path, "--seq-len", "64", "--max-steps", "2"],
+                                        environment: ["ZERO_SFT_SIGNAL_RELAY": "1"], in: scratch, label: "start-up")
+            // SIGUSR1 caught (SigCgt bit 9) while the rank still waits for its config.json.
+            func catchesSIGUSR1() -> Bool {
+                let status = (try? String(contentsOfFile: "/proc/\(job.pid)/status", encoding: .utf8)) ?? ""
+                guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
+                      let mask = UInt64(line.dropFirst("SigCgt:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+                return mask & (1 << UInt64(SIGUSR1 - 1)) != 0
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while !catchesSIGUSR1(), job.isRunning, Date() < deadline { usleep(10_000) }
+            #expect(catchesSIGUSR1(), "the rank does not catch SIGUSR1 before MPI_Init")
+            kill(job.pid, SIGUSR1)
+            usleep(100_000)
+            // Release the reader (non-blocking: nobody may be reading any more).
+            let writer = open(config.path, O_WRONLY | O_NONBLOCK)
+            if writer >= 0 {
+                let text = #"{"model_type": "llama", "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}"#
+                _ = text.withCString { write(writer, $0, strlen($0)) }
+                close(writer)
+            }
+            return job.finish(within: 60)
+        }
+        #expect(result.status == 0, "status \(result.status) (relayed ranks exit 0 after a stop; 138 = killed by SIGUSR1)\n\(result.stderr)")
+        #expect(result.stderr.contains("stopped by SIGTERM before step 1: nothing to save"), "\(result.stderr)")
+        #expect(!result.stdout.contains("step 1/2 |"), "trained:\n\(result.stdout)")
     }
 
     /// A second signal while the first is being honoured ends the process at once, with its message.
