@@ -176,6 +176,22 @@ import Glibc
                                protecting: [run])
     }
 
+    /// `--data <(cat data.jsonl)` (a pipe) lost its first bytes to the prepared-file check and failed with
+    /// "malformed JSON" at line 1; a pipe, FIFO or device is now refused by name before anything reads it.
+    @Test func dataFromAPipeIsRefusedByName() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let fifo = scratch.url.appendingPathComponent("piped.jsonl")
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        // A writer as a shell's process substitution would start (it blocks until a reader opens the FIFO).
+        let writer = try BackgroundJob(["/bin/sh", "-c", "cat '\(data.path)' > '\(fifo.path)'"], in: scratch, label: "writer")
+        defer { kill(writer.pid, SIGKILL); _ = writer.finish(within: 5) }
+        for arguments in [["train", "--max-steps", "1"], ["eval"]] {
+            try Self.expectRefusal(arguments + ["--model", "tiny", "--data", fifo.path, "--seq-len", "64"],
+                                   mentions: ["\(fifo.path): not a regular file (a pipe, FIFO or device)"])
+        }
+    }
+
     /// A small tmpfs mounted at `directory` (root only; nil where mounting is not allowed).
     final class TemporaryMount {
         let url: URL
