@@ -192,6 +192,22 @@ import Glibc
         }
     }
 
+    /// `--resume latest` of a finished run said "next step 3 of 2"; it says there is nothing left to train,
+    /// and writes the final model again.
+    @Test func resumingAFinishedRunSaysSo() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let run = scratch.url.appendingPathComponent("run")
+        let base = ["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64", "--output-dir", run.path]
+        #expect(try Self.run(base).status == 0)
+        try FileManager.default.removeItem(at: run.appendingPathComponent("model.safetensors"))
+        let again = try Self.run(base + ["--resume", "latest"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stdout.contains("step 2 was the run's last (of 2): nothing left to train") && !again.stdout.contains("next step 3 of 2"),
+                "\(again.stdout)")
+        #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent("model.safetensors").path))
+    }
+
     /// A small tmpfs mounted at `directory` (root only; nil where mounting is not allowed).
     final class TemporaryMount {
         let url: URL
