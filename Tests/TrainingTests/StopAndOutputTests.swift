@@ -152,6 +152,10 @@ import Glibc
         try Self.expectRefusal(base + ["--resume", checkpoint, "--output-dir", used.path],
                                mentions: ["output directory \(used.path) exists, is not empty and holds no checkpoint of a run (notes.txt)"],
                                protecting: [used])
+        // The same directory with --resume latest: refused at run time, without the root command's usage (exit 64).
+        let latest = try Self.run(base + ["--resume", "latest", "--output-dir", used.path])
+        #expect(latest.status == 1 && latest.stderr.contains("has no complete checkpoint and holds other files (notes.txt)")
+                && !latest.stderr.contains("Usage:"), "status \(latest.status)\n\(latest.stderr)")
         let fresh = scratch.url.appendingPathComponent("fresh")
         let resumed = try Self.run(base + ["--resume", checkpoint, "--output-dir", fresh.path])
         #expect(resumed.status == 0 && FileManager.default.fileExists(atPath: fresh.appendingPathComponent("model.safetensors").path),
