@@ -41,16 +41,23 @@ public enum StopSignals {
     /// parent's repeat part of a kill sequence. Set before the handlers are installed.
     nonisolated(unsafe) private static var parentIsLauncher = false
 
-    /// Installs the handlers for SIGTERM and SIGINT (once per process; later calls do nothing). Call it
-    /// on the main thread after `MPI_Init` (``Job/run(_:)`` has done it), so that no library's handler
-    /// installed during initialisation replaces ours.
+    /// Installs the handlers for SIGTERM and SIGINT (the messages are prepared once; a later call
+    /// installs the handlers again, keeping a signal already recorded). Call it on the main thread after
+    /// `MPI_Init` (``Job/run(_:)`` has done it), so that no library's handler installed during
+    /// initialisation replaces ours.
+    ///
+    /// Under `launch/run` (``isRelayed``) call it also first thing, before the start-up work that precedes
+    /// `MPI_Init` (resolving the model, parsing the data): a relayed SIGUSR1 arriving then otherwise
+    /// killed the rank (SIGUSR1's default action), and `mpirun` took its kill sequence (60 s under
+    /// `launch/run`) to exit 138, "the job failed". Recorded instead, it stops the job before step 1.
     public static func install() {
-        guard !isInstalled else { return }
-        isInstalled = true
-        _ = first.load(ordering: .relaxed)  // initialise the global before any handler can run
-        parentIsLauncher = ProcessRuntime.isUnderLauncher
-        termMessage = prepare("\nzero-sft: second SIGTERM: exiting at once without saving (exit 143)\n")
-        interruptMessage = prepare("\nzero-sft: second SIGINT: exiting at once without saving (exit 130)\n")
+        if !isInstalled {
+            isInstalled = true
+            _ = first.load(ordering: .relaxed)  // initialise the global before any handler can run
+            parentIsLauncher = ProcessRuntime.isUnderLauncher
+            termMessage = prepare("\nzero-sft: second SIGTERM: exiting at once without saving (exit 143)\n")
+            interruptMessage = prepare("\nzero-sft: second SIGINT: exiting at once without saving (exit 130)\n")
+        }
         // launch/run relays its own SIGTERM through mpirun (which forwards SIGUSR1/SIGUSR2 at once and
         // SIGTERM only after its kill sequence's first grace period): SIGUSR1 is the stop request,
         // SIGUSR2 the second signal. Only when launch/run says so: otherwise they keep their default action.

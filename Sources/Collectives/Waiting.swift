@@ -75,15 +75,16 @@ extension Communicator {
     /// collective being waited for, e.g. `"all-gather of unit 3 (layers.2)"`.
     public func poll(_ what: @autoclosure () -> String, until done: () throws -> Bool) throws {
         if try done() { return }
-        let deadline = Deadline(seconds: collectiveTimeout)
+        var deadline = Deadline(seconds: collectiveTimeout)
         defer { countWait(since: deadline.start) }
         var backoff = Backoff()
         while true {
             try progressRings()
             if try done() { return }
+            deadline.tick()
             if deadline.hasPassed || hasGivenUp {
                 hasGivenUp = true
-                throw timeoutError(what(), details: "", waited: deadline.elapsedSeconds)
+                throw timeoutError(what(), details: "", waited: deadline.elapsedSeconds, notRunning: deadline.longestGapSeconds)
             }
             backoff.pause()
         }
@@ -94,15 +95,16 @@ extension Communicator {
         _ operation: String, _ details: @autoclosure () -> String, until done: () throws(CollectiveError) -> Bool
     ) throws(CollectiveError) {
         if try done() { return }
-        let deadline = Deadline(seconds: collectiveTimeout)
+        var deadline = Deadline(seconds: collectiveTimeout)
         defer { countWait(since: deadline.start) }
         var backoff = Backoff()
         while true {
             try progressRings()
             if try done() { return }
+            deadline.tick()
             if deadline.hasPassed || hasGivenUp {
                 hasGivenUp = true
-                throw timeoutError(operation, details: details(), waited: deadline.elapsedSeconds)
+                throw timeoutError(operation, details: details(), waited: deadline.elapsedSeconds, notRunning: deadline.longestGapSeconds)
             }
             backoff.pause()
         }
@@ -124,13 +126,23 @@ extension Communicator {
         }
     }
 
-    /// The error of a wait that passed ``collectiveTimeout``.
-    func timeoutError(_ operation: String, details: String, waited: Double) -> CollectiveError {
+    /// The error of a wait that passed ``collectiveTimeout``. `notRunning`: the longest stretch of the wait
+    /// during which this rank itself did not poll (``Deadline/longestGapSeconds``); when it is at least 1 s
+    /// and a tenth of the wait, this rank was stopped (SIGSTOP), swapped out or starved, and the message
+    /// says the stall may be its own — the stopped rank of a job, continued by `mpirun`'s kill sequence,
+    /// gave up at once and blamed "another rank" as the rank that waited for it did. With 2 ranks the other
+    /// rank is named.
+    func timeoutError(_ operation: String, details: String, waited: Double, notRunning: Double = 0) -> CollectiveError {
         let during = context.isEmpty ? "" : " during \(context)"
+        let cause = notRunning >= 1 && notRunning >= waited / 10
+            ? "this rank itself did not run for \(formatSeconds(notRunning)) s of the wait (stopped, e.g. by SIGSTOP, swapped out or "
+                + "starved of CPU): the stall may be its own"
+            : size == 2 ? "rank \(1 - rank), the other rank, is stalled, dead or far behind"
+            : "another rank is stalled, dead or far behind"
         return CollectiveError(
             operation: operation, rank: rank, size: size,
             reason: "rank \(rank) on \(hostName) gave up after waiting \(formatSeconds(waited)) s\(during) "
-                + "(--collective-timeout \(formatSeconds(collectiveTimeout))): another rank is stalled, dead or far behind",
+                + "(--collective-timeout \(formatSeconds(collectiveTimeout))): \(cause)",
             details: details)
     }
 
@@ -152,10 +164,25 @@ extension Communicator {
 struct Deadline {
     let start = ContinuousClock.now
     let limit: Duration
+    /// When the waiting loop last came round (``tick()``), and the longest time between two rounds: a
+    /// round takes one test and a sleep of at most 10 ms, so a long gap is time this process did not run.
+    private var lastTick: ContinuousClock.Instant
+    private var longestGap = Duration.zero
 
     init(seconds: Double) {
         limit = seconds.isFinite ? .nanoseconds(Int64(min(seconds, 1e9) * 1e9)) : .seconds(Int64.max / 4)
+        lastTick = start
     }
+
+    /// Notes one round of the waiting loop.
+    mutating func tick() {
+        let now = ContinuousClock.now
+        longestGap = max(longestGap, now - lastTick)
+        lastTick = now
+    }
+
+    /// The longest time between two rounds of the waiting loop, in seconds.
+    var longestGapSeconds: Double { longestGap.inSeconds }
 
     var hasPassed: Bool { ContinuousClock.now - start > limit }
     var elapsedSeconds: Double {

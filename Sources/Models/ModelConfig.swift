@@ -136,16 +136,27 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     ///   `use_sliding_window`, for layers `i ≥ max_window_layers` (or as `layer_types` lists); llama never.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        /// What a key of `type` holds, in JSON's words ("an integer", not the Swift type's name).
+        func kind<T>(_ type: T.Type) -> String {
+            switch type {
+            case is Int.Type: "an integer"
+            case is Double.Type: "a number"
+            case is Bool.Type: "true or false"
+            case is String.Type: "a string"
+            case is [String].Type: "a list of strings"
+            default: "a \(type)"
+            }
+        }
         /// A key present with a value of the wrong type is an error naming it (not silently the default).
         func optional<T: Decodable>(_ type: T.Type, _ key: CodingKeys) throws -> T? {
             do { return try c.decodeIfPresent(type, forKey: key) } catch {
                 throw ModelConfigError.invalid(key: key.rawValue, value: "\((try? c.decode(JSONScalar.self, forKey: key)).map { "\($0)" } ?? "of another type")",
-                                               expected: "a \(type)")
+                                               expected: kind(type))
             }
         }
         func required<T: Decodable>(_ type: T.Type, _ key: CodingKeys) throws -> T {
             guard let value = try optional(type, key) else {
-                throw ModelConfigError.invalid(key: key.rawValue, value: "missing", expected: "a \(type)")
+                throw ModelConfigError.invalid(key: key.rawValue, value: "missing", expected: kind(type))
             }
             return value
         }

@@ -37,4 +37,18 @@ public enum ModelCheckpoint {
             throw OptionError(message: "output directory \(path) exists and is not empty\(hint)")
         }
     }
+
+    /// Refuses to resume into a directory that is not a run's: a resumed run writes its checkpoints and
+    /// final model (`model.safetensors`, `config.json`, tokenizer files) into `--output-dir`, so an
+    /// existing non-empty one must hold a `checkpoint-STEP` folder (complete or not) of an earlier run.
+    /// Without this, `--resume PATH --output-dir DIR` overwrote the files of any directory — the
+    /// `--model` directory's `model.safetensors` included. Temporaries of a killed save do not count.
+    public static func checkRunDirectory(_ path: String) throws {
+        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
+            .filter { !TrainingCheckpointFormat.isTemporary($0) && !AtomicFile.isLeftover($0) }
+        guard !contents.isEmpty, !contents.contains(where: { TrainingCheckpointFormat.step(ofDirectoryNamed: $0) != nil }) else { return }
+        throw OptionError(message: "output directory \(path) exists, is not empty and holds no checkpoint of a run "
+            + "(\(contents.sorted().prefix(3).joined(separator: ", "))): a resumed run writes its checkpoints and final model there; "
+            + "choose a new or empty --output-dir")
+    }
 }

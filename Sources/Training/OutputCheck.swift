@@ -31,10 +31,12 @@ public enum OutputCheck {
     }
 
     /// Checks `--output-dir`: an existing empty directory (our own leftovers of a killed save do not
-    /// count; any content when `resuming`, whose checkpoints it holds) or a path that can be created (it is created now); a file can be created in it; its file
+    /// count; when `resuming`, a run's directory: any content beside a `checkpoint-STEP` folder,
+    /// ``ModelCheckpoint/checkRunDirectory(_:)``) or a path that can be created (it is created now); a file can be created in it; its file
     /// system has `needs.required` bytes free. Returns warnings (free space below `needs.planned`).
     ///
-    /// Throws `OptionError` naming `--output-dir` and the path: a regular file in its place, not empty,
+    /// Throws `OptionError` naming `--output-dir` and the path: a regular file in its place, not empty
+    /// (resuming: not empty and no checkpoint folder),
     /// cannot be created or written (read-only or full file system, permissions: the system's reason),
     /// too little space (both figures). The corresponding C functions are `stat`, `mkstemp`, `statvfs`.
     public static func outputDirectory(_ path: String, needs: SpaceNeeds, resuming: Bool = false) throws -> [String] {
@@ -43,7 +45,11 @@ public enum OutputCheck {
             guard info.st_mode & S_IFMT == S_IFDIR else {
                 throw OptionError(message: "--output-dir \(path): exists and is not a directory: choose a new path")
             }
-            if !resuming { try ModelCheckpoint.checkFreshDirectory(path, resumable: true) }
+            if resuming {
+                try ModelCheckpoint.checkRunDirectory(path)
+            } else {
+                try ModelCheckpoint.checkFreshDirectory(path, resumable: true)
+            }
         } else {
             do {
                 try FileOperation.perform("create directory", path: path) {

@@ -239,9 +239,28 @@ public final class CheckpointResume {
 
     /// Resolves `--resume latest|PATH`: `latest` is the complete checkpoint of highest step in
     /// `outputDirectory` (the incomplete ones skipped are returned with their reasons); nil when there
-    /// is none.
+    /// is none. A `PATH` that does not exist, is not a directory, or is an output directory (it holds
+    /// `checkpoint-STEP` folders and no manifest of its own) is an `OptionError` saying so (it was "incomplete
+    /// checkpoint: … found no marker and no trainer_state.json").
     public static func locate(_ argument: String, outputDirectory: URL?) throws -> (directory: URL?, skipped: [TrainingCheckpointDirectory.Entry]) {
-        guard argument == "latest" else { return (URL(fileURLWithPath: argument), []) }
+        guard argument == "latest" else {
+            let url = URL(fileURLWithPath: argument)
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: argument, isDirectory: &isDirectory) else {
+                throw OptionError(message: "--resume \(argument): no such checkpoint folder (pass `latest` or an OUTPUT_DIR/checkpoint-STEP folder)")
+            }
+            guard isDirectory.boolValue else {
+                throw OptionError(message: "--resume \(argument): not a directory (pass `latest` or an OUTPUT_DIR/checkpoint-STEP folder)")
+            }
+            let manifest = url.appendingPathComponent(TrainingCheckpointFormat.manifestName).path
+            let entries = TrainingCheckpointDirectory.entries(in: url)
+            if !FileManager.default.fileExists(atPath: manifest), !entries.isEmpty {
+                let latest = entries.last(where: \.isComplete).map { ": the latest complete one is \($0.url.path)" } ?? ": none of them is complete"
+                throw OptionError(message: "--resume \(argument): an output directory, not a checkpoint: it holds "
+                    + "\(entries.map(\.url.lastPathComponent).joined(separator: ", "))\(latest) (or pass --resume latest --output-dir \(argument))")
+            }
+            return (url, [])
+        }
         guard let outputDirectory else { throw OptionError(message: "--resume latest needs --output-dir (where the checkpoints are)") }
         let (latest, skipped) = TrainingCheckpointDirectory.latest(in: outputDirectory)
         return (latest?.url, skipped)

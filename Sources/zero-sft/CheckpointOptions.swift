@@ -45,7 +45,7 @@ struct CheckpointArguments: ParsableArguments {
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: outputDir ?? "")) ?? [])
                 .filter { !TrainingCheckpointFormat.isTemporary($0) && TrainingCheckpointFormat.step(ofDirectoryNamed: $0) == nil }
             if !names.isEmpty {
-                throw ValidationError("--resume latest: \(outputDir ?? "") has no complete checkpoint and holds other files "
+                throw OptionError(message: "--resume latest: \(outputDir ?? "") has no complete checkpoint and holds other files "
                     + "(\(names.sorted().prefix(3).joined(separator: ", "))): choose a new --output-dir")
             }
             notes.append("--resume latest: no complete checkpoint in \(outputDir ?? ""): starting from step 0")

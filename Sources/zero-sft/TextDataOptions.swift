@@ -39,6 +39,7 @@ struct TextDataOptions: ParsableArguments {
     /// only when the file holds text, from files the resolution already found). With `long`, examples longer
     /// than its sequence length are handled by its policy.
     func load(data: String, source: ModelSource, vocabularySize: Int, long: (sequenceLength: Int, policy: LongExamplePolicy)? = nil) throws -> LoadedData {
+        try Self.checkRegularFile(data)
         let options = options(long: long)
         if PreparedFile.isPrepared(path: data) {
             try Self.checkPrepared(data, long: long)
@@ -47,6 +48,18 @@ struct TextDataOptions: ParsableArguments {
         return try ChatDataset.load(from: URL(fileURLWithPath: data), vocabularySize: vocabularySize, options: options) {
             try source.textSetup().encoder(template: chatTemplate)
         }
+    }
+
+    /// Refuses a pipe, FIFO or device as data (`--data <(zcat d.jsonl.gz)`, `/dev/stdin`): the file is opened more
+    /// than once (the prepared-file magic, the records, and by every rank), so a pipe lost its first bytes and
+    /// the error was "malformed JSON" at line 1. A missing path is left to the reader's own error.
+    static func checkRegularFile(_ path: String) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return }
+        let kind = info.st_mode & S_IFMT
+        guard kind != S_IFREG, kind != S_IFDIR else { return }
+        throw DataError(path: path, line: nil, message: "not a regular file (a pipe, FIFO or device): data is read more than once "
+                        + "(and by every rank); write it to a file first (e.g. zcat data.jsonl.gz > data.jsonl)")
     }
 
     /// The fingerprint this run gives text data: the tokenizer's, the chosen template's and `--train-on`.
@@ -75,6 +88,7 @@ struct TextDataOptions: ParsableArguments {
     /// agrees on across ranks.
     func resolve(data: String, source: ModelSource, vocabularySize: Int,
                  long: (sequenceLength: Int, policy: LongExamplePolicy)? = nil) throws -> ResolvedData {
+        try Self.checkRegularFile(data)
         if PreparedFile.isPrepared(path: data) {
             try Self.checkPrepared(data, long: long)
             return .prepared(try openPrepared(data, fingerprint: { try fingerprint(setup: source.textSetup()) }, vocabularySize: vocabularySize))

@@ -146,6 +146,9 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        // launch/run relays its SIGTERM as SIGUSR1 at any moment, the start-up before MPI_Init included:
+        // record it from now on (StopSignals.install), as Job.run does again after MPI_Init.
+        if StopSignals.isRelayed { StopSignals.install() }
         try blasOptions.apply()
         let started = Date()
         let source = try modelOptions.resolve()
@@ -195,8 +198,11 @@ struct TrainCommand: ParsableCommand {
             if let resume {
                 try resume.restore(into: trainer)
                 try communicator.barrier()
-                checkpointLogger.info(.init(stringLiteral: String(format: "restored parameters and AdamW moments in %.2f s; next step %d of %d",
-                                                                  Date().timeIntervalSince(loadStarted), trainer.startStep + 1, trainer.totalSteps)))
+                let next = trainer.startStep < trainer.totalSteps
+                    ? "next step \(trainer.startStep + 1) of \(trainer.totalSteps)"
+                    : "step \(trainer.startStep) was the run's last (of \(trainer.totalSteps)): nothing left to train (raise --max-steps to continue)"
+                checkpointLogger.info(.init(stringLiteral: String(format: "restored parameters and AdamW moments in %.2f s; ",
+                                                                  Date().timeIntervalSince(loadStarted)) + next))
             }
             let saver = outputDir.map { directory in
                 let saver = CheckpointSaver(outputDirectory: URL(fileURLWithPath: directory), keepLast: keepLast, logger: checkpointLogger) { folder in

@@ -125,6 +125,33 @@ struct CommunicatorTests {
         #expect(communicator.elementsPerCall(Int64.self, ranksPerCall: 4) == 1)
     }
 
+    /// The stopped rank of a job (SIGSTOP), continued by mpirun's kill sequence, gave up at once and blamed
+    /// "another rank" exactly as the rank that waited for it did; its message now says it did not run.
+    @Test("a timed-out wait says when this rank itself did not run during it, else that another rank stalled")
+    func timeoutNamesAStalledSelf() throws {
+        let saved = communicator.collectiveTimeout
+        defer {
+            communicator.collectiveTimeout = saved
+            communicator.hasGivenUp = false
+        }
+        communicator.collectiveTimeout = 1
+        var calls = 0
+        // The second test of the collective comes 1.5 s after the first: this process did not run in between.
+        let stalled = #expect(throws: CollectiveError.self) {
+            try communicator.poll("a test wait") {
+                calls += 1
+                if calls == 2 { usleep(1_500_000) }
+                return false
+            }
+        }
+        #expect(stalled.map { "\($0)" }?.contains("this rank itself did not run for 1.5 s of the wait") == true, "\(stalled.map { "\($0)" } ?? "")")
+        communicator.hasGivenUp = false
+        let waited = #expect(throws: CollectiveError.self) { try communicator.poll("a test wait") { false } }
+        let text = waited.map { "\($0)" } ?? ""
+        #expect(text.contains("gave up after waiting 1 s") && text.contains("another rank is stalled, dead or far behind")
+                && !text.contains("did not run"), "\(text)")
+    }
+
     @Test("errors name the operation, rank, counts and MPI's reason")
     func errorDescription() {
         let error = CollectiveError(

@@ -72,6 +72,23 @@ import Training
         }
     }
 
+    /// A missing or mistyped key names the key and what it must hold in JSON's words (it said "expected a Int").
+    @Test func missingAndMistypedKeysSayWhatTheyHold() throws {
+        let base = #""model_type": "llama", "vocab_size": 64, "intermediate_size": 48, "num_attention_heads": 4"#
+        for (json, message) in [("{\(base), \"num_hidden_layers\": 1}", #"config key "hidden_size" is missing, expected an integer"#),
+                                ("{\(base), \"hidden_size\": 32, \"num_hidden_layers\": \"one\"}",
+                                 #"config key "num_hidden_layers" is "one", expected an integer"#),
+                                ("{\(base), \"hidden_size\": 32, \"num_hidden_layers\": 1, \"rms_norm_eps\": \"small\"}",
+                                 #"config key "rms_norm_eps" is "small", expected a number"#)] {
+            do {
+                _ = try JSONDecoder().decode(ModelConfig.self, from: Data(json.utf8))
+                Issue.record("accepted \(json)")
+            } catch let error as ModelConfigError {
+                #expect("\(error)" == message, "\(json): \(error)")
+            }
+        }
+    }
+
     /// transformers 5 saves `rope_parameters.rope_theta` next to a stale top-level `rope_theta` after
     /// `config.rope_theta = …`; the nested one is the one its model uses.
     @Test func nestedRopeThetaWins() throws {

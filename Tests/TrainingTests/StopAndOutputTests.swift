@@ -124,6 +124,94 @@ import Glibc
                 && !AtomicFile.isLeftover(".tmp-Ab12Cd") && !AtomicFile.isLeftover(".notes.tmp-Ab12C!"))
     }
 
+    /// `--resume PATH --output-dir DIR` skipped the non-empty check and overwrote DIR's files — the
+    /// `--model` directory's `model.safetensors` included. A resumed run's DIR must be new, empty, or a
+    /// run's (holding a `checkpoint-STEP` folder); a new one still works.
+    @Test func resumingNeverWritesIntoAnotherDirectory() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let run = scratch.url.appendingPathComponent("run")
+        let first = try Self.run(["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64",
+                                  "--output-dir", run.path, "--save-every", "1"])
+        #expect(first.status == 0, "\(first.stderr)")
+        // An HF model directory of the same architecture (the run's final model) as --model.
+        let model = scratch.url.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        for name in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: run.appendingPathComponent(name), to: model.appendingPathComponent(name))
+        }
+        let base = ["train", "--model", model.path, "--data", data.path, "--max-steps", "2", "--seq-len", "64"]
+        let checkpoint = run.appendingPathComponent("checkpoint-1").path
+        try Self.expectRefusal(base + ["--resume", checkpoint, "--output-dir", model.path],
+                               mentions: ["output directory \(model.path) exists, is not empty and holds no checkpoint of a run",
+                                          "config.json, model.safetensors"],
+                               protecting: [model])
+        let used = scratch.url.appendingPathComponent("used")
+        try FileManager.default.createDirectory(at: used, withIntermediateDirectories: true)
+        try Data("mine\n".utf8).write(to: used.appendingPathComponent("notes.txt"))
+        try Self.expectRefusal(base + ["--resume", checkpoint, "--output-dir", used.path],
+                               mentions: ["output directory \(used.path) exists, is not empty and holds no checkpoint of a run (notes.txt)"],
+                               protecting: [used])
+        // The same directory with --resume latest: refused at run time, without the root command's usage (exit 64).
+        let latest = try Self.run(base + ["--resume", "latest", "--output-dir", used.path])
+        #expect(latest.status == 1 && latest.stderr.contains("has no complete checkpoint and holds other files (notes.txt)")
+                && !latest.stderr.contains("Usage:"), "status \(latest.status)\n\(latest.stderr)")
+        let fresh = scratch.url.appendingPathComponent("fresh")
+        let resumed = try Self.run(base + ["--resume", checkpoint, "--output-dir", fresh.path])
+        #expect(resumed.status == 0 && FileManager.default.fileExists(atPath: fresh.appendingPathComponent("model.safetensors").path),
+                "\(resumed.stderr)")
+    }
+
+    /// `--resume PATH` that does not exist, is a file, or is the output directory instead of one of its
+    /// checkpoints says so (all three were "incomplete checkpoint: … found no marker and no trainer_state.json").
+    @Test func resumePathThatIsNotACheckpointIsNamed() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let run = scratch.url.appendingPathComponent("run")
+        let base = ["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64"]
+        let first = try Self.run(base + ["--output-dir", run.path, "--save-every", "1"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let missing = scratch.url.appendingPathComponent("no-such-checkpoint").path
+        try Self.expectRefusal(base + ["--resume", missing], mentions: ["--resume \(missing): no such checkpoint folder"])
+        try Self.expectRefusal(base + ["--resume", data.path], mentions: ["--resume \(data.path): not a directory"], protecting: [data])
+        try Self.expectRefusal(base + ["--resume", run.path, "--output-dir", scratch.url.appendingPathComponent("new").path],
+                               mentions: ["--resume \(run.path): an output directory, not a checkpoint: it holds checkpoint-1, checkpoint-2",
+                                          "the latest complete one is \(run.path)/checkpoint-2"],
+                               protecting: [run])
+    }
+
+    /// `--data <(cat data.jsonl)` (a pipe) lost its first bytes to the prepared-file check and failed with
+    /// "malformed JSON" at line 1; a pipe, FIFO or device is now refused by name before anything reads it.
+    @Test func dataFromAPipeIsRefusedByName() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let fifo = scratch.url.appendingPathComponent("piped.jsonl")
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        // A writer as a shell's process substitution would start (it blocks until a reader opens the FIFO).
+        let writer = try BackgroundJob(["/bin/sh", "-c", "cat '\(data.path)' > '\(fifo.path)'"], in: scratch, label: "writer")
+        defer { kill(writer.pid, SIGKILL); _ = writer.finish(within: 5) }
+        for arguments in [["train", "--max-steps", "1"], ["eval"]] {
+            try Self.expectRefusal(arguments + ["--model", "tiny", "--data", fifo.path, "--seq-len", "64"],
+                                   mentions: ["\(fifo.path): not a regular file (a pipe, FIFO or device)"])
+        }
+    }
+
+    /// `--resume latest` of a finished run said "next step 3 of 2"; it says there is nothing left to train,
+    /// and writes the final model again.
+    @Test func resumingAFinishedRunSaysSo() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let run = scratch.url.appendingPathComponent("run")
+        let base = ["train", "--model", "tiny", "--data", data.path, "--max-steps", "2", "--seq-len", "64", "--output-dir", run.path]
+        #expect(try Self.run(base).status == 0)
+        try FileManager.default.removeItem(at: run.appendingPathComponent("model.safetensors"))
+        let again = try Self.run(base + ["--resume", "latest"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stdout.contains("step 2 was the run's last (of 2): nothing left to train") && !again.stdout.contains("next step 3 of 2"),
+                "\(again.stdout)")
+        #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent("model.safetensors").path))
+    }
+
     /// A small tmpfs mounted at `directory` (root only; nil where mounting is not allowed).
     final class TemporaryMount {
         let url: URL
@@ -414,6 +502,23 @@ import Glibc
         try Self.expectStopped(direct, status: 143, signal: "SIGTERM", metrics: oneRank, output: nil)
     }
 
+    /// SIGTERM to `launch/run` running a command other than `train` (eval, bench, self-test: nothing to save)
+    /// exits 143; it exited 138 saying "the job failed …: the stop's checkpoint may be missing".
+    @Test func signalToLaunchRunStopsOtherCommandsWith143() throws {
+        let scratch = try ScratchDirectory()
+        let binary = try ZeroSFTBinary.locate().path
+        let run = ZeroSFTBinary.packageRoot.appendingPathComponent("launch/run").path
+        let result = try TestProcesses.serially {
+            let job = try BackgroundJob([run, "-n", "2", "--", "bench", "--model", "tiny", "--seq-len", "64", "--steps", "1000000"],
+                                        environment: ["ZERO_SFT_BINARY": binary], in: scratch, label: "bench")
+            #expect(job.wait(for: job.stdout, lines: 1, seconds: 60))
+            kill(job.pid, SIGTERM)
+            return job.finish(within: 60)
+        }
+        #expect(result.status == 143, "status \(result.status)\n\(result.stderr)")
+        #expect(!result.stderr.contains("checkpoint may be missing"), "\(result.stderr)")
+    }
+
     /// The disk fills during the run, then SIGTERM: the checkpoint save fails naming the rank's shard file
     /// and the reason, the job ends non-zero (not 143: nothing was saved), and nothing but the temporary
     /// folder (which the next save removes) stays.
@@ -484,6 +589,45 @@ import Glibc
         #expect(b.map(\.step) == Array(1...800), "steps in the resumed metrics file: \(b.count) lines")
         let differing = zip(a, b).filter { $0.loss != $1.loss || $0.norm != $1.norm }
         #expect(differing.isEmpty, "\(differing.count) steps differ, first \(differing.first.map { "step \($0.0.step): \($0.1.loss) vs \($0.0.loss)" } ?? "")")
+    }
+
+    /// launch/run's relayed SIGTERM (SIGUSR1) during the start-up before MPI_Init — resolving the model,
+    /// parsing the data — killed the rank (SIGUSR1's default action): mpirun then took 2 × its grace period
+    /// (60 s) to exit 138, "the job failed". The rank now records it from the start and stops before step 1.
+    /// Deterministic: `--model` is a FIFO config.json, so the rank waits in its `open` until the test writes it.
+    @Test func relayedStopDuringStartUpStopsBeforeStepOne() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let config = scratch.url.appendingPathComponent("config.json")
+        #expect(mkfifo(config.path, 0o644) == 0)
+        let binary = try ZeroSFTBinary.locate().path
+        let result = try TestProcesses.serially {
+            let job = try BackgroundJob([binary, "train", "--model", config.path, "--data", data.path, "--seq-len", "64", "--max-steps", "2"],
+                                        environment: ["ZERO_SFT_SIGNAL_RELAY": "1"], in: scratch, label: "start-up")
+            // SIGUSR1 caught (SigCgt bit 9) while the rank still waits for its config.json.
+            func catchesSIGUSR1() -> Bool {
+                let status = (try? String(contentsOfFile: "/proc/\(job.pid)/status", encoding: .utf8)) ?? ""
+                guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
+                      let mask = UInt64(line.dropFirst("SigCgt:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+                return mask & (1 << UInt64(SIGUSR1 - 1)) != 0
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while !catchesSIGUSR1(), job.isRunning, Date() < deadline { usleep(10_000) }
+            #expect(catchesSIGUSR1(), "the rank does not catch SIGUSR1 before MPI_Init")
+            kill(job.pid, SIGUSR1)
+            usleep(100_000)
+            // Release the reader (non-blocking: nobody may be reading any more).
+            let writer = open(config.path, O_WRONLY | O_NONBLOCK)
+            if writer >= 0 {
+                let text = #"{"model_type": "llama", "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}"#
+                _ = text.withCString { write(writer, $0, strlen($0)) }
+                close(writer)
+            }
+            return job.finish(within: 60)
+        }
+        #expect(result.status == 0, "status \(result.status) (relayed ranks exit 0 after a stop; 138 = killed by SIGUSR1)\n\(result.stderr)")
+        #expect(result.stderr.contains("stopped by SIGTERM before step 1: nothing to save"), "\(result.stderr)")
+        #expect(!result.stdout.contains("step 1/2 |"), "trained:\n\(result.stdout)")
     }
 
     /// A second signal while the first is being honoured ends the process at once, with its message.
