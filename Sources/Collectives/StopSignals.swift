@@ -92,6 +92,21 @@ public enum StopSignals {
     /// SIGTERM, 130 for SIGINT).
     public static func exitCode(_ signal: Int32) -> Int32 { 128 + signal }
 
+    /// This rank's stop request (0, SIGINT or another signal) as the two counters the ranks sum in an
+    /// all-reduce to agree on it: `[asks with SIGINT, asks with another signal]`.
+    public static func agreementCounts(_ request: Int32) -> [Int64] {
+        [request == SIGINT ? 1 : 0, request != 0 && request != SIGINT ? 1 : 0]
+    }
+
+    /// The signal that `sums` (``agreementCounts(_:)`` summed over the ranks) agree on: SIGTERM (a
+    /// scheduler's) when any rank asked with another signal than SIGINT, else SIGINT when one did, else nil.
+    public static func agreed(_ sums: ArraySlice<Int64>) -> Int32? {
+        precondition(sums.count == 2, "StopSignals.agreed: two counters expected")
+        if sums[sums.startIndex + 1] > 0 { return SIGTERM }
+        if sums[sums.startIndex] > 0 { return SIGINT }
+        return nil
+    }
+
     /// `SIGTERM`, `SIGINT`, or `signal N`.
     public static func name(_ signal: Int32) -> String {
         switch signal {

@@ -47,9 +47,13 @@ public enum Evaluation {
     ///     ``ShardedParameters`` (stage 3: each rank holds a shard, no gradient or optimizer memory) or
     ///     a trainer's ``ZeroEngine``; every rank runs the same number of forwards.
     ///   - sequenceLength: longer examples are cut to their first `sequenceLength` tokens (and counted).
+    ///   - stopRequest: nil, or this rank's stop request (``StopSignals/received``), agreed on by an
+    ///     all-reduce of two counters before every forward (``StopSignals/agreementCounts(_:)``).
+    /// - Throws: ``EvaluationStopped`` when a rank asked to stop (on every rank, between the same two
+    ///   forwards), ``EmptyEvaluationError``, and the collectives' errors.
     public static func run(
         _ examples: any ExampleSource, config: ModelConfig, store: UnitStore, communicator: Communicator,
-        sequenceLength: Int, tokensPerForward: Int
+        sequenceLength: Int, tokensPerForward: Int, stopRequest: (() -> Int32)? = nil
     ) throws -> EvaluationResult {
         let started = Date()
         let ranks = communicator.size, rank = communicator.rank
@@ -79,6 +83,11 @@ public enum Evaluation {
         let model = DecoderModel(config: config, maxTokens: capacity, training: false)
         var lossSum = 0.0, supervised = 0, tokens = 0
         for index in 0..<forwards {
+            if let stopRequest {
+                // Every rank runs the same number of forwards, so the agreement is a collective in step.
+                let sums = try communicator.allReduce(StopSignals.agreementCounts(stopRequest()), .sum)
+                if let signal = StopSignals.agreed(sums[...]) { throw EvaluationStopped(signal: signal) }
+            }
             let batch = index < batches.count ? TokenBatch(examples: batches[index]) : .empty
             let result = try model.step(batch, store: store, lossScale: 0, training: false)
             lossSum += result.lossSum
@@ -95,6 +104,13 @@ public enum Evaluation {
                                 tokens: Int(totals[2]), examples: examples.count, truncatedExamples: Int(totals[3]),
                                 ranks: ranks, seconds: seconds)
     }
+}
+
+/// A stop signal (SIGTERM, SIGINT) that the ranks agreed on during an evaluation: the evaluation was
+/// abandoned between two forwards, on every rank.
+public struct EvaluationStopped: Error, Equatable {
+    public var signal: Int32
+    public init(signal: Int32) { self.signal = signal }
 }
 
 /// An evaluation with no supervised token to score: every label is -100, or every supervised label lies

@@ -214,14 +214,21 @@ public final class Trainer {
     ///   same step, after the previous step's collectives completed, and the result is
     ///   ``TrainingOutcome/stopped(signal:)`` with ``completedSteps`` steps done.
     @discardableResult
-    public func train(stopRequest: () -> Int32 = { 0 }, afterStep: (_ completedSteps: Int) throws -> Void = { _ in }) throws -> TrainingOutcome {
+    public func train(stopRequest: @escaping () -> Int32 = { 0 }, afterStep: (_ completedSteps: Int) throws -> Void = { _ in }) throws -> TrainingOutcome {
         fault?.trigger(.load, step: startStep + 1, rank: communicator.rank)
         metricsHandle = try openMetricsFile()
         defer { try? metricsHandle?.close(); metricsHandle = nil }
         if startStep > 0 {
             try evaluator?.restore(from: restoredMetricsLines)
-        } else if try evaluate(afterStep: 0) {
-            return .finished
+        }
+        // Step 0's evaluation, or a resumed run's at its first step when the stop that saved the
+        // checkpoint abandoned it (the uninterrupted run's metrics lines, in the same order).
+        if startStep == 0 || evaluator?.hasEvaluated(step: startStep) == false {
+            switch try evaluate(afterStep: startStep, stopRequest: stopRequest) {
+            case .goOn: break
+            case .earlyStop: return .finished
+            case .stopped(let signal): return .stopped(signal: signal)
+            }
         }
         for step in startStep..<totalSteps {
             let metrics: StepMetrics
@@ -243,28 +250,53 @@ public final class Trainer {
                 encoder.outputFormatting = [.sortedKeys]
                 try appendMetrics(encoder.encode(metrics), record: "step \(step + 1)")
             }
-            if try evaluate(afterStep: step + 1) { return .finished }
+            switch try evaluate(afterStep: step + 1, stopRequest: stopRequest) {
+            case .goOn: break
+            case .earlyStop: return .finished
+            case .stopped(let signal): return .stopped(signal: signal)
+            }
             try afterStep(step + 1)
         }
         return .finished
     }
 
+    /// What an evaluation during ``train(stopRequest:afterStep:)`` decided.
+    private enum EvaluationOutcome {
+        case goOn, earlyStop
+        /// A stop signal arrived during the evaluation: it was abandoned (nothing recorded).
+        case stopped(signal: Int32)
+    }
+
     /// The evaluator's scores after `completed` optimizer steps, when due (a collective on every rank):
-    /// logged and written to the metrics file by rank 0. Returns whether to stop early.
-    private func evaluate(afterStep completed: Int) throws -> Bool {
-        guard let evaluator, evaluator.isDue(afterStep: completed, of: totalSteps) else { return false }
-        let (metrics, stop) = try evaluator.evaluate(step: completed, config: config, store: engine, communicator: communicator)
+    /// logged and written to the metrics file by rank 0. The ranks agree on `stopRequest` before every
+    /// forward of the evaluation (``Evaluation/run(_:config:store:communicator:sequenceLength:tokensPerForward:stopRequest:)``),
+    /// so a SIGTERM during a long evaluation stops the run within one forward instead of after the whole
+    /// evaluation (past a scheduler's grace period, the stop's checkpoint would be lost); the abandoned
+    /// evaluation is not recorded, and a run resumed from step `completed` evaluates it first.
+    private func evaluate(afterStep completed: Int, stopRequest: @escaping () -> Int32) throws -> EvaluationOutcome {
+        guard let evaluator, evaluator.isDue(afterStep: completed, of: totalSteps) else { return .goOn }
+        let metrics: EvaluationMetrics, stop: EarlyStop?
+        do {
+            (metrics, stop) = try evaluator.evaluate(step: completed, config: config, store: engine, communicator: communicator,
+                                                     stopRequest: stopRequest)
+        } catch let stopped as EvaluationStopped {
+            if isLeader {
+                logger.info(.init(stringLiteral: "\(StopSignals.name(stopped.signal)) received during the evaluation at step \(completed): "
+                    + "stopping (the evaluation is abandoned; a run resumed from step \(completed) evaluates it first)"))
+            }
+            return .stopped(signal: stopped.signal)
+        }
         if isLeader {
             logger.info("\(evaluator.describe(metrics))")
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             try appendMetrics(encoder.encode(metrics), record: "the evaluation at step \(completed)")
         }
-        guard let stop else { return false }
+        guard let stop else { return .goOn }
         earlyStop = stop
         completedSteps = completed
         if isLeader { logger.info("\(stop)") }
-        return true
+        return .earlyStop
     }
 
     /// Rank 0: records one JSON object (no newline) in ``metricsLines`` and, during ``train(afterStep:)``,
@@ -315,11 +347,10 @@ public final class Trainer {
         communicator.context = "step \(step + 1)"  // named by a collective timeout or --debug mismatch
         let batches = plan.microBatches(step: step, rank: communicator.rank)
         // The loss is normalised by the supervised tokens of the whole step, on all ranks.
-        let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count }),
-                           stopRequest == SIGINT ? 1 : 0, stopRequest != 0 && stopRequest != SIGINT ? 1 : 0]
+        let localCounts = [Int64(batches.reduce(0) { $0 + $1.supervisedCount }), Int64(batches.reduce(0) { $0 + $1.count })]
+            + StopSignals.agreementCounts(stopRequest)
         let globalCounts = try communicator.allReduce(localCounts, .sum)
-        if globalCounts[3] > 0 { return .stopped(signal: SIGTERM) }
-        if globalCounts[2] > 0 { return .stopped(signal: SIGINT) }
+        if let signal = StopSignals.agreed(globalCounts[2...]) { return .stopped(signal: signal) }
         let supervised = Int(globalCounts[0]), tokens = Int(globalCounts[1])
         // Packing keeps only examples with a supervised token, so every step has one; a step without would
         // divide by zero (every rank has the same global counts and throws alike).

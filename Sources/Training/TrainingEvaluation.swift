@@ -98,6 +98,10 @@ public final class TrainingEvaluator {
         sets.contains { $0.name == EvaluationSet.validationName } ? EvaluationSet.validationName : sets[0].name
     }
 
+    /// Whether the history (this run's evaluations, and those restored from a checkpoint's metrics)
+    /// has the evaluation after `step` optimizer steps.
+    public func hasEvaluated(step: Int) -> Bool { history.contains { $0.step == step } }
+
     /// Whether to evaluate after `completed` optimizer steps of `total`.
     public func isDue(afterStep completed: Int, of total: Int) -> Bool {
         completed == 0 || completed == total || every.map { completed % $0 == 0 } == true
@@ -105,13 +109,17 @@ public final class TrainingEvaluator {
 
     /// Scores every set (a collective: every rank calls it at the same step) and, with a patience, says
     /// whether to stop.
-    public func evaluate(step: Int, config: ModelConfig, store: UnitStore, communicator: Communicator) throws -> (EvaluationMetrics, EarlyStop?) {
+    /// `stopRequest` (nil: none) is agreed on before every forward; a stop throws ``EvaluationStopped``
+    /// and records nothing.
+    public func evaluate(step: Int, config: ModelConfig, store: UnitStore, communicator: Communicator,
+                         stopRequest: (() -> Int32)? = nil) throws -> (EvaluationMetrics, EarlyStop?) {
         let started = Date()
         var records: [String: EvaluationRecord] = [:]
         for set in sets {
             communicator.context = "evaluation of \(set.name) at step \(step)"
             let result = try Evaluation.run(set.examples, config: config, store: store, communicator: communicator,
-                                            sequenceLength: sequenceLength, tokensPerForward: tokensPerForward)
+                                            sequenceLength: sequenceLength, tokensPerForward: tokensPerForward,
+                                            stopRequest: stopRequest)
             let start = history.first?.eval[set.name]?.loss ?? result.loss
             records[set.name] = EvaluationRecord(loss: result.loss, supervisedTokens: result.supervisedTokens,
                                                  deltaFromStart: result.loss - start)

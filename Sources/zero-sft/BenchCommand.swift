@@ -172,9 +172,16 @@ struct BenchCommand: ParsableCommand {
                       b: b.pointer.baseAddress!, ldb: k, c: c.pointer.baseAddress!, ldc: n)
         }
         run()
+        // The best of five timings of ten products each: one timing (40 ms here) moved ±10% from run to
+        // run on a 2-core VM (a scheduler tick inside it), and the fraction of it with it; the best is the
+        // rate the library reaches on this shape now (tools/torch_sft_step.py measures PyTorch's alike).
         let repeats = 10
-        let start = Date()
-        for _ in 0..<repeats { run() }
-        return 2 * Double(m * n * k) * Double(repeats) / Date().timeIntervalSince(start) / 1e9
+        var best = 0.0
+        for _ in 0..<5 {
+            let start = Date()
+            for _ in 0..<repeats { run() }
+            best = max(best, 2 * Double(m * n * k) * Double(repeats) / Date().timeIntervalSince(start) / 1e9)
+        }
+        return best
     }
 }

@@ -591,6 +591,55 @@ import Glibc
         #expect(differing.isEmpty, "\(differing.count) steps differ, first \(differing.first.map { "step \($0.0.step): \($0.1.loss) vs \($0.0.loss)" } ?? "")")
     }
 
+    /// SIGTERM during a long evaluation (here the one due after step 5, several seconds of forwards)
+    /// stops the run between two forwards, not after the whole evaluation (which could outlast a
+    /// scheduler's grace period and lose the stop's checkpoint): exit 143, checkpoint-5 saved, the
+    /// abandoned evaluation not recorded. Resumed, the run evaluates step 5 first, and its metrics equal
+    /// the uninterrupted run's: every step's loss and every evaluation's loss, each once, in order.
+    /// The signal is sent once step 5's line is in the metrics file, while the evaluation that follows runs.
+    @Test func signalDuringAnEvaluationStopsBetweenForwards() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch)
+        let eval = scratch.url.appendingPathComponent("eval.jsonl")
+        let lines = syntheticExamples(count: 20_000, seed: 21).map { #"{"input_ids": \#($0.inputIDs), "labels": \#($0.labels)}"# }
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: eval)
+        let binary = try ZeroSFTBinary.locate().path
+        let common = ["train", "--model", "tiny", "--data", data.path, "--eval-data", "held=\(eval.path)", "--eval-every", "5",
+                      "--seq-len", "64", "--micro-batch-size", "1", "--max-steps", "8"]
+        let straight = scratch.url.appendingPathComponent("straight.jsonl")
+        let reference = try Self.run(common + ["--metrics-file", straight.path])
+        #expect(reference.status == 0, "\(reference.stderr)")
+        let metrics = scratch.url.appendingPathComponent("stopped.jsonl"), output = scratch.url.appendingPathComponent("out")
+        let stopped = try TestProcesses.serially {
+            let job = try BackgroundJob([binary] + common + ["--metrics-file", metrics.path, "--output-dir", output.path],
+                                        in: scratch, label: "stopped")
+            // Lines: the evaluation at step 0, then steps 1–5; the evaluation after step 5 is running.
+            #expect(job.wait(for: metrics, lines: 6, seconds: 120))
+            kill(job.pid, SIGTERM)
+            return job.finish(within: 120)
+        }
+        #expect(stopped.status == 143, "status \(stopped.status)\n\(stopped.stderr)")
+        #expect(stopped.stdout.contains("SIGTERM received during the evaluation at step 5: stopping"), "\(stopped.stdout)")
+        #expect(stopped.stderr.contains("stopped by SIGTERM after step 5 of 8: saved a checkpoint to \(output.path)/checkpoint-5"),
+                "\(stopped.stderr)")
+        let resumed = try Self.run(common + ["--metrics-file", metrics.path, "--output-dir", output.path, "--resume", "latest"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        // (kind, step, loss): a step line's loss, or an evaluation line's loss of the set.
+        func records(_ url: URL) throws -> [String] {
+            try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map { line in
+                let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                let step = try #require(object["step"] as? Int)
+                if let eval = object["eval"] as? [String: Any] {
+                    let held = try #require(eval["held"] as? [String: Any])
+                    return "eval \(step) \(try #require(held["loss"] as? Double))"
+                }
+                return "step \(step) \(try #require(object["loss"] as? Double))"
+            }
+        }
+        let a = try records(straight), b = try records(metrics)
+        #expect(a.count == 11 && b == a, "resumed:\n\(b.joined(separator: "\n"))\nuninterrupted:\n\(a.joined(separator: "\n"))")
+    }
+
     /// launch/run's relayed SIGTERM (SIGUSR1) during the start-up before MPI_Init — resolving the model,
     /// parsing the data — killed the rank (SIGUSR1's default action): mpirun then took 2 × its grace period
     /// (60 s) to exit 138, "the job failed". The rank now records it from the start and stops before step 1.
