@@ -555,6 +555,29 @@ import Glibc
         #expect(left.allSatisfy(TrainingCheckpointFormat.isTemporary), "left in the output directory: \(left)")
     }
 
+    /// Runs `common` to its end (metrics in `straight`), then again with an output directory, sends
+    /// SIGTERM once its metrics file has `afterLines` lines, and resumes it with `--resume latest` into
+    /// the same metrics file; expects exit 0, 143 and 0.
+    static func stopAndResume(_ common: [String], binary: String, in scratch: ScratchDirectory, afterLines: Int) throws
+        -> (straight: URL, metrics: URL, output: URL, stopped: (status: Int32, seconds: Double, stdout: String, stderr: String),
+            resumed: (status: Int32, stdout: String, stderr: String)) {
+        let straight = scratch.url.appendingPathComponent("straight.jsonl")
+        let reference = try run(common + ["--metrics-file", straight.path])
+        #expect(reference.status == 0, "\(reference.stderr)")
+        let metrics = scratch.url.appendingPathComponent("stopped.jsonl"), output = scratch.url.appendingPathComponent("out")
+        let stopped = try TestProcesses.serially {
+            let job = try BackgroundJob([binary] + common + ["--metrics-file", metrics.path, "--output-dir", output.path],
+                                        in: scratch, label: "stopped")
+            #expect(job.wait(for: metrics, lines: afterLines, seconds: 120))
+            kill(job.pid, SIGTERM)
+            return job.finish(within: 120)
+        }
+        #expect(stopped.status == 143, "status \(stopped.status)\n\(stopped.stderr)")
+        let resumed = try run(common + ["--metrics-file", metrics.path, "--output-dir", output.path, "--resume", "latest"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        return (straight, metrics, output, stopped, resumed)
+    }
+
     /// SIGTERM mid-run saves `checkpoint-S`; `--resume latest` then finishes the run, and every step's loss
     /// and gradient norm equal the uninterrupted run's bit for bit, each step once in the metrics file.
     @Test func aStoppedRunResumesToTheUninterruptedRun() throws {
@@ -564,20 +587,7 @@ import Glibc
         // Enough steps (a few ms each) that the signal lands mid-run.
         let common = ["train", "--model", "tiny", "--data", data.path, "--seq-len", "64", "--max-steps", "800", "--lr", "1e-3",
                       "--warmup-steps", "10"]
-        let straight = scratch.url.appendingPathComponent("straight.jsonl")
-        let reference = try Self.run(common + ["--metrics-file", straight.path])
-        #expect(reference.status == 0, "\(reference.stderr)")
-        let metrics = scratch.url.appendingPathComponent("stopped.jsonl"), output = scratch.url.appendingPathComponent("out")
-        let stopped = try TestProcesses.serially {
-            let job = try BackgroundJob([binary] + common + ["--metrics-file", metrics.path, "--output-dir", output.path],
-                                        in: scratch, label: "stopped")
-            #expect(job.wait(for: metrics, lines: 3, seconds: 60))
-            kill(job.pid, SIGTERM)
-            return job.finish(within: 60)
-        }
-        #expect(stopped.status == 143, "status \(stopped.status)\n\(stopped.stderr)")
-        let resumed = try Self.run(common + ["--metrics-file", metrics.path, "--output-dir", output.path, "--resume", "latest"])
-        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let (straight, metrics, output, _, resumed) = try Self.stopAndResume(common, binary: binary, in: scratch, afterLines: 3)
         #expect(resumed.stdout.contains("resuming from \(output.path)/checkpoint-"), "\(resumed.stdout)")
         func steps(_ url: URL) throws -> [(step: Int, loss: Double, norm: Double)] {
             try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map { line in
@@ -606,24 +616,11 @@ import Glibc
         let binary = try ZeroSFTBinary.locate().path
         let common = ["train", "--model", "tiny", "--data", data.path, "--eval-data", "held=\(eval.path)", "--eval-every", "5",
                       "--seq-len", "64", "--micro-batch-size", "1", "--max-steps", "8"]
-        let straight = scratch.url.appendingPathComponent("straight.jsonl")
-        let reference = try Self.run(common + ["--metrics-file", straight.path])
-        #expect(reference.status == 0, "\(reference.stderr)")
-        let metrics = scratch.url.appendingPathComponent("stopped.jsonl"), output = scratch.url.appendingPathComponent("out")
-        let stopped = try TestProcesses.serially {
-            let job = try BackgroundJob([binary] + common + ["--metrics-file", metrics.path, "--output-dir", output.path],
-                                        in: scratch, label: "stopped")
-            // Lines: the evaluation at step 0, then steps 1–5; the evaluation after step 5 is running.
-            #expect(job.wait(for: metrics, lines: 6, seconds: 120))
-            kill(job.pid, SIGTERM)
-            return job.finish(within: 120)
-        }
-        #expect(stopped.status == 143, "status \(stopped.status)\n\(stopped.stderr)")
+        // Lines: the evaluation at step 0, then steps 1–5; the evaluation after step 5 is running.
+        let (straight, metrics, output, stopped, _) = try Self.stopAndResume(common, binary: binary, in: scratch, afterLines: 6)
         #expect(stopped.stdout.contains("SIGTERM received during the evaluation at step 5: stopping"), "\(stopped.stdout)")
         #expect(stopped.stderr.contains("stopped by SIGTERM after step 5 of 8: saved a checkpoint to \(output.path)/checkpoint-5"),
                 "\(stopped.stderr)")
-        let resumed = try Self.run(common + ["--metrics-file", metrics.path, "--output-dir", output.path, "--resume", "latest"])
-        #expect(resumed.status == 0, "\(resumed.stderr)")
         // (kind, step, loss): a step line's loss, or an evaluation line's loss of the set.
         func records(_ url: URL) throws -> [String] {
             try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map { line in
