@@ -101,6 +101,28 @@ struct TrainingArguments: ParsableArguments {
     func validate() throws {
         do { try options().validate() } catch let error as OptionError { throw ValidationError(error.message) }
     }
+
+    /// Settings that are valid but have no effect in this run, as warnings: `--prefetch-depth` below
+    /// stage 3 (nothing is gathered), `--reductions-in-flight` below stage 2 (no per-unit
+    /// reduce-scatters), and a warm-up of at least the run's steps (the learning rate never reaches
+    /// `--lr`). Each names the option and what happens instead (DeepSpeed ignores such keys silently).
+    static func ignoredSettings(_ options: TrainingOptions, totalSteps: Int) -> [String] {
+        var warnings: [String] = []
+        if options.prefetchDepth != ShardedParameters.defaultPrefetchDepth, options.stage != .three {
+            warnings.append("--prefetch-depth \(options.prefetchDepth) has no effect at --zero-stage \(options.stage.rawValue): only stage 3 gathers parameters")
+        }
+        if options.reductionsInFlight != ZeroEngine.defaultReductionsInFlight, !options.stage.shardsGradients {
+            warnings.append("--reductions-in-flight \(options.reductionsInFlight) has no effect at --zero-stage \(options.stage.rawValue): "
+                + "stages 0–1 reduce the gradients after the backward, not unit by unit")
+        }
+        if options.warmupSteps >= totalSteps, totalSteps > 0 {
+            let schedule = LearningRateSchedule(peak: options.learningRate, warmupSteps: options.warmupSteps, totalSteps: totalSteps)
+            let peak = (0..<totalSteps).map(schedule.rate(at:)).max() ?? 0
+            warnings.append("--warmup-steps \(options.warmupSteps) is not below the run's \(totalSteps) step\(totalSteps == 1 ? "" : "s"): "
+                + "the learning rate never reaches --lr \(options.learningRate) (at most \(String(format: "%.3g", peak)))")
+        }
+        return warnings
+    }
 }
 
 struct TrainCommand: ParsableCommand {
@@ -193,6 +215,7 @@ struct TrainCommand: ParsableCommand {
                                                   examples: examples, initialize: initialize)
             trainer.evaluator = evaluation.evaluator(sets: evaluationSets, options: options)
             trainer.fault = fault
+            for warning in TrainingArguments.ignoredSettings(options, totalSteps: trainer.totalSteps) { logger.warning(.init(stringLiteral: warning)) }
             logger.info(.init(stringLiteral: String(format: "start-up: %.2f s to the first step (data ready at %.2f s)",
                                                     Date().timeIntervalSince(started), dataReady.timeIntervalSince(started))))
             if let resume {

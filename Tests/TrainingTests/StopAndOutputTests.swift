@@ -248,6 +248,25 @@ import Glibc
     /// Every numeric option outside its range (NaN and infinities included) is an error naming it,
     /// never a trap: before, `--grad-accum 2^63-1` and eval/plan/bench/self-test sizes crashed, and
     /// `--weight-decay inf`, `--clip-grad-norm inf`, `tokenize --seconds nan` were accepted.
+    /// Valid settings that do nothing in this run are named in a warning, once (rank 0), and the run
+    /// goes on: `--prefetch-depth` below stage 3, `--reductions-in-flight` below stage 2, a warm-up of at
+    /// least the run's steps (with the highest rate it reaches); none of them at stage 3 with a short warm-up.
+    @Test func settingsWithoutEffectAreWarnedOnce() throws {
+        let scratch = try ScratchDirectory()
+        let data = try Self.data(in: scratch).path
+        let common = ["train", "--model", "tiny", "--data", data, "--seq-len", "64", "--max-steps", "3", "--prefetch-depth", "2",
+                      "--reductions-in-flight", "3"]
+        let low = try Self.run(common + ["--zero-stage", "1", "--warmup-steps", "50"], ranks: 2)
+        #expect(low.status == 0, "\(low.stderr)")
+        for expected in ["zero-sft: warning: --prefetch-depth 2 has no effect at --zero-stage 1: only stage 3 gathers parameters",
+                         "zero-sft: warning: --reductions-in-flight 3 has no effect at --zero-stage 1",
+                         "zero-sft: warning: --warmup-steps 50 is not below the run's 3 steps: the learning rate never reaches --lr 2e-05 (at most 8e-07)"] {
+            #expect(low.stderr.components(separatedBy: expected).count == 2, "once: \(expected)\n\(low.stderr)")
+        }
+        let three = try Self.run(common + ["--zero-stage", "3", "--warmup-steps", "1"], ranks: 2)
+        #expect(three.status == 0 && !three.stderr.contains("has no effect") && !three.stderr.contains("never reaches"), "\(three.stderr)")
+    }
+
     @Test func numericOptionsOutOfRangeAreNamed() throws {
         let scratch = try ScratchDirectory()
         let data = try Self.data(in: scratch).path
