@@ -212,7 +212,9 @@ public final class Trainer {
     ///   0, or the SIGTERM/SIGINT this rank received); the ranks agree on it inside the step's first
     ///   all-reduce (``trainStep(_:stopRequest:)``), so when any rank asks, every rank stops before the
     ///   same step, after the previous step's collectives completed, and the result is
-    ///   ``TrainingOutcome/stopped(signal:)`` with ``completedSteps`` steps done.
+    ///   ``TrainingOutcome/stopped(signal:)`` with ``completedSteps`` steps done. During an evaluation it
+    ///   is read, and agreed on, before every forward: the evaluation is abandoned, not recorded, and a
+    ///   run resumed from ``completedSteps`` evaluates that step first.
     @discardableResult
     public func train(stopRequest: @escaping () -> Int32 = { 0 }, afterStep: (_ completedSteps: Int) throws -> Void = { _ in }) throws -> TrainingOutcome {
         fault?.trigger(.load, step: startStep + 1, rank: communicator.rank)
