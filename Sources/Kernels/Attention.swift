@@ -70,10 +70,9 @@ public enum Attention {
         let shift = SIMD8<Float>(repeating: logSumExp), dot = SIMD8<Float>(repeating: rowDot)
         var j = 0
         while j + 8 <= count {
-            let e = VectorMath.exp(UnsafeRawPointer(p + j).loadUnaligned(as: SIMD8<Float>.self) - shift)
-            UnsafeMutableRawPointer(p + j).storeBytes(of: e, as: SIMD8<Float>.self)
-            let g = UnsafeRawPointer(dp + j).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(dp + j).storeBytes(of: e * (g - dot), as: SIMD8<Float>.self)
+            let e = VectorMath.exp(VectorMath.load8(p + j) - shift)
+            VectorMath.store8(e, p + j)
+            VectorMath.store8(e * (VectorMath.load8(dp + j) - dot), dp + j)
             j += 8
         }
         while j < count {

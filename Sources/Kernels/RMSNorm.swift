@@ -50,12 +50,12 @@ public enum RMSNorm {
             let sv = SIMD8<Float>(repeating: s)
             var j = 0
             while j + 8 <= c {
-                let xhat = UnsafeRawPointer(xt + j).loadUnaligned(as: SIMD8<Float>.self) * sv
-                let dyj = UnsafeRawPointer(dyt + j).loadUnaligned(as: SIMD8<Float>.self)
-                let wj = UnsafeRawPointer(w + j).loadUnaligned(as: SIMD8<Float>.self)
+                let xhat = VectorMath.load8(xt + j) * sv
+                let dyj = VectorMath.load8(dyt + j)
+                let wj = VectorMath.load8(w + j)
                 lanes += SIMD8<Double>(dyj * wj * xhat)
-                let dwj = UnsafeRawPointer(dw + j).loadUnaligned(as: SIMD8<Float>.self) + dyj * xhat
-                UnsafeMutableRawPointer(dw + j).storeBytes(of: dwj, as: SIMD8<Float>.self)
+                let dwj = VectorMath.load8(dw + j) + dyj * xhat
+                VectorMath.store8(dwj, dw + j)
                 j += 8
             }
             var dot = lanes.sum()

@@ -60,13 +60,6 @@ public enum RoPE {
     /// Rotates `x (N, H, d)` in place by each token's position (and scales by the attention factor);
     /// `inverse` applies the transpose, `m·R(−a)` (the backward). Tokens are split over the rank's
     /// threads (``Parallel/forEach(count:grain:_:)``); the result does not depend on how.
-    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-    }
-    @inline(__always) static func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-    }
-
     public static func apply(
         _ x: UnsafeMutableBufferPointer<Float>,
         positions: UnsafeBufferPointer<Int32>,
@@ -95,9 +88,9 @@ public enum RoPE {
                             // and the table do not overlap.
                             var i = 0
                             while i + 8 <= half {
-                                let x1 = load(v + i), x2 = load(v + i + half), ci = load(c + i), sn = sign * load(s + i)
-                                store(x1 * ci - x2 * sn, v + i)
-                                store(x2 * ci + x1 * sn, v + i + half)
+                                let x1 = VectorMath.load8(v + i), x2 = VectorMath.load8(v + i + half), ci = VectorMath.load8(c + i), sn = sign * VectorMath.load8(s + i)
+                                VectorMath.store8(x1 * ci - x2 * sn, v + i)
+                                VectorMath.store8(x2 * ci + x1 * sn, v + i + half)
                                 i += 8
                             }
                             while i < half {

@@ -25,14 +25,9 @@ public enum SwiGLU {
     /// unchanged within ±3% by any of those strides.
     public static func rowStride(width f: Int) -> Int { BLAS.paddedStride(columns: 2 * f) }
 
-    // Eight lanes at a time: the same operations per lane as the scalar tails (``VectorMath/sigmoid(_:)-(SIMD8<Float>)``
-    // is bitwise the scalar's), so results do not depend on where a row or a thread's range starts.
-    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-    }
-    @inline(__always) static func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-    }
+    // The kernels run eight lanes at a time: the same operations per lane as the scalar tails
+    // (``VectorMath/sigmoid(_:)-(SIMD8<Float>)`` is bitwise the scalar's), so results do not depend on
+    // where a row or a thread's range starts.
 
     public static func forward(
         out: UnsafeMutableBufferPointer<Float>,
@@ -46,8 +41,8 @@ public enum SwiGLU {
         Parallel.forEach(count: count, grain: grain) { range in
             var i = range.lowerBound
             while i + 8 <= range.upperBound {
-                let gi = load(g + i)
-                store(gi * VectorMath.sigmoid(gi) * load(u + i), y + i)
+                let gi = VectorMath.load8(g + i)
+                VectorMath.store8(gi * VectorMath.sigmoid(gi) * VectorMath.load8(u + i), y + i)
                 i += 8
             }
             while i < range.upperBound { y[i] = g[i] * VectorMath.sigmoid(g[i]) * u[i]; i += 1 }
@@ -97,8 +92,8 @@ public enum SwiGLU {
                 let g = gu + t * stride, u = g + f, yt = y + t * f
                 var j = 0
                 while j + 8 <= f {
-                    let gj = load(g + j)
-                    store(gj * VectorMath.sigmoid(gj) * load(u + j), yt + j)
+                    let gj = VectorMath.load8(g + j)
+                    VectorMath.store8(gj * VectorMath.sigmoid(gj) * VectorMath.load8(u + j), yt + j)
                     j += 8
                 }
                 while j < f { yt[j] = g[j] * VectorMath.sigmoid(g[j]) * u[j]; j += 1 }
@@ -132,11 +127,11 @@ public enum SwiGLU {
                 let g = gu + t * stride, u = g + f, yt = y + t * f
                 var j = 0
                 while j + 8 <= f {
-                    let gj = load(g + j), uj = load(u + j), dy = load(yt + j)
+                    let gj = VectorMath.load8(g + j), uj = VectorMath.load8(u + j), dy = VectorMath.load8(yt + j)
                     let sigma = VectorMath.sigmoid(gj), silu = gj * sigma
-                    store(silu * uj, yt + j)
-                    store(uj * sigma * (1 + gj * (1 - sigma)) * dy, g + j)
-                    store(silu * dy, u + j)
+                    VectorMath.store8(silu * uj, yt + j)
+                    VectorMath.store8(uj * sigma * (1 + gj * (1 - sigma)) * dy, g + j)
+                    VectorMath.store8(silu * dy, u + j)
                     j += 8
                 }
                 while j < f {

@@ -59,6 +59,14 @@ public enum VectorMath {
     @inline(__always)
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
 
+    /// Eight floats from `p` (any alignment): the one spelling of the kernels' lane loads.
+    @inline(__always)
+    static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+
+    /// Stores eight floats at `p` (any alignment).
+    @inline(__always)
+    static func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) }
+
     /// ``sigmoid(_:)-(Float)`` on eight lanes: bitwise the scalar's result on each lane.
     @inline(__always)
     public static func sigmoid(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + exp(-x)) }
@@ -75,8 +83,8 @@ public enum VectorMath {
         let shifts = SIMD8<Float>(repeating: shift)
         var i = 0
         while i + 8 <= count {
-            let e = exp(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - shifts)
-            UnsafeMutableRawPointer(x + i).storeBytes(of: e, as: SIMD8<Float>.self)
+            let e = exp(load8(x + i) - shifts)
+            store8(e, x + i)
             sums += widen(e)
             i += 8
         }
@@ -107,7 +115,7 @@ public enum VectorMath {
         var lanes = SIMD8<Double>(repeating: 0)
         var i = 0
         while i + 8 <= count {
-            let values = SIMD8<Double>(UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self))
+            let values = SIMD8<Double>(load8(base + i))
             lanes += values * values
             i += 8
         }
@@ -128,7 +136,7 @@ public enum VectorMath {
         var lanes = SIMD8<Float>(repeating: 0)
         var i = 0
         while i + 8 <= count {
-            lanes += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            lanes += load8(a + i) * load8(b + i)
             i += 8
         }
         var sum = lanes.sum()
@@ -143,7 +151,7 @@ public enum VectorMath {
         var i = 0
         while i + 8 <= count {
             // Lane-wise `if x > lane { lane = x }` (a NaN never replaces), without the per-lane branches.
-            let values = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            let values = load8(x + i)
             lanes.replace(with: values, where: lanes .< values)
             i += 8
         }

@@ -186,10 +186,9 @@ struct CPUDescription {
 
     static var current: CPUDescription {
         let info = CPUInfo.current() ?? CPUInfo(text: "")
-        func field(_ key: String) -> String? { info.field(key) }
-        let flags = (field("flags") ?? "").split(separator: " ").map(String.init)
-        let family = field("cpu family").map { " (family \($0) model \(field("model") ?? "?"))" } ?? ""
+        let flags = (info.field("flags") ?? "").split(separator: " ").map(String.init)
+        let family = info.field("cpu family").map { " (family \($0) model \(info.field("model") ?? "?"))" } ?? ""
         let wanted = flags.filter { $0 == "avx" || $0 == "avx2" || $0 == "fma" || $0.hasPrefix("avx512") || $0.hasPrefix("amx") || $0 == "avx_vnni" }
-        return CPUDescription(model: (field("model name") ?? "unknown") + family, extensions: wanted, logicalCores: ProcessInfo.processInfo.activeProcessorCount)
+        return CPUDescription(model: (info.field("model name") ?? "unknown") + family, extensions: wanted, logicalCores: ProcessInfo.processInfo.activeProcessorCount)
     }
 }

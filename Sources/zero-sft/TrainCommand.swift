@@ -116,8 +116,9 @@ struct TrainingArguments: ParsableArguments {
                 + "stages 0–1 reduce the gradients after the backward, not unit by unit")
         }
         if options.warmupSteps >= totalSteps, totalSteps > 0 {
-            let schedule = LearningRateSchedule(peak: options.learningRate, warmupSteps: options.warmupSteps, totalSteps: totalSteps)
-            let peak = (0..<totalSteps).map(schedule.rate(at:)).max() ?? 0
+            // Every step is in the warm-up, whose rate rises: the last step's is the highest.
+            let peak = LearningRateSchedule(peak: options.learningRate, warmupSteps: options.warmupSteps, totalSteps: totalSteps)
+                .rate(at: totalSteps - 1)
             warnings.append("--warmup-steps \(options.warmupSteps) is not below the run's \(totalSteps) step\(totalSteps == 1 ? "" : "s"): "
                 + "the learning rate never reaches --lr \(options.learningRate) (at most \(String(format: "%.3g", peak)))")
         }
